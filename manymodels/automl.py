@@ -1,0 +1,216 @@
+"""AutoML per group: backtest candidates, tune LightGBM with Optuna, pick the best.
+
+Candidates are scored on rolling-origin backtest folds (see
+``kernels.backtest_folds``) by the configured metric, pooled over all folds.
+LightGBM's search covers leaves, learning rate, rounds (early stopping on the
+fold's one-step-ahead error, as ``lightgbm.cv`` does), min data in leaf,
+feature and bagging fractions, L1/L2, the objective and a log target. Hopeless
+trials are pruned after their first fold. The first trial is always the
+default parameters, so tuning can only improve on them in backtest.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .metrics import scores
+from .models import GroupData, fit_baseline, fit_lightgbm, forward, predict
+
+MAX_TUNED_ROUNDS = 1000
+EARLY_STOPPING_ROUNDS = 30
+# With no backtest fold (very short history), prefer the simplest sound model.
+NO_BACKTEST_PREFERENCE = ("moving_average", "mean", "naive", "linear", "seasonal_naive", "lightgbm")
+
+
+@dataclass
+class Evaluation:
+    """A candidate's backtest: its parameters and its predictions on every fold."""
+
+    kind: str
+    params: dict[str, Any]
+    actual: list[np.ndarray] = field(default_factory=list)
+    predicted: list[np.ndarray] = field(default_factory=list)
+
+    def add(self, actual: np.ndarray, predicted: np.ndarray) -> None:
+        self.actual.append(actual)
+        self.predicted.append(predicted)
+
+    def _pooled(self) -> tuple[np.ndarray, np.ndarray]:
+        if not self.actual:
+            return np.empty(0), np.empty(0)
+        return np.concatenate(self.actual), np.concatenate(self.predicted)
+
+    def metrics(self, mase_scale: float | None) -> dict[str, float]:
+        a, p = self._pooled()
+        return scores(a, p, mase_scale)
+
+    def score(self, metric: str, mase_scale: float | None = None) -> float:
+        value = self.metrics(mase_scale)[metric]
+        return value if not math.isnan(value) else math.inf if self.actual else math.nan
+
+    def residual_quantiles(self, quantiles, transform: str) -> dict[str, float]:
+        """Empirical quantiles of backtest residuals (in log space for log models)."""
+        a, p = self._pooled()
+        ok = ~(np.isnan(a) | np.isnan(p))
+        if not quantiles or ok.sum() < 2:
+            return {}
+        a, p = a[ok], p[ok]
+        resid = forward(a, transform) - forward(p, transform) if transform == "log1p" else a - p
+        return {f"{q:g}": float(np.quantile(resid, q)) for q in quantiles}
+
+
+def apply_residual(point: np.ndarray, shift: float, transform: str) -> np.ndarray:
+    if transform == "log1p":
+        return np.expm1(np.log1p(np.maximum(point, 0.0)) + shift)
+    return point + shift
+
+
+def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str]) -> str:
+    scored = {k: e.score(metric) for k, e in evaluated.items()}
+    finite = {k: v for k, v in scored.items() if not math.isnan(v) and not math.isinf(v)}
+    if not finite:
+        for kind in NO_BACKTEST_PREFERENCE:
+            if kind in evaluated:
+                return kind
+        return order[0]
+    best = min(finite.values())
+    # ties go to the earlier (listed) candidate
+    return next(k for k in order if k in finite and finite[k] == best)
+
+
+def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evaluation:
+    evaluation = Evaluation(kind, params)
+    for train, test in folds:
+        rows = np.flatnonzero(test)
+        fitted = fit_baseline(kind, data, train, params)
+        evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
+    return evaluation
+
+
+def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec) -> Evaluation:
+    """Backtest fixed LightGBM parameters (``_num_boost_round``/``_transform`` included)."""
+    if "_evaluation" in params:  # tuning already backtested these exact parameters
+        return params.pop("_evaluation")
+    lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
+    rounds = int(params.get("_num_boost_round", spec.num_boost_round))
+    transform = params.get("_transform", transform)
+    evaluation = Evaluation("lightgbm", params)
+    for train, test in folds:
+        rows = np.flatnonzero(test)
+        fitted = fit_lightgbm(data, train, lgb_params, rounds, transform)
+        evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
+    return evaluation
+
+
+def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None) -> tuple[dict, int]:
+    """Optuna search; returns the best parameters (with their backtest attached) and the trials run."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    metric = spec.automl.get("metric", "wape")
+    n_rows = int(np.sum(~np.isnan(data.panel.y)))
+    sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(3, min(8, n_trials // 3)), multivariate=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+    study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
+    evaluations: dict[int, Evaluation] = {}
+
+    def run(trial: optuna.Trial, params: dict[str, Any], trans: str) -> float:
+        evaluation = Evaluation("lightgbm", {})
+        best_rounds = []
+        for i, (train, test) in enumerate(folds):
+            rows = np.flatnonzero(test)
+            fitted = fit_lightgbm(data, train, params, MAX_TUNED_ROUNDS, trans, valid=test, early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+            best_rounds.append(fitted.state["num_boost_round"])
+            evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
+            value = evaluation.score(metric)
+            trial.report(value if math.isfinite(value) else 1e12, i)
+            if i < len(folds) - 1 and trial.should_prune():
+                raise optuna.TrialPruned()
+        # the refit sees all folds' data: give it the typical number of rounds found
+        evaluation.params = {**params, "_num_boost_round": int(max(1, np.mean(best_rounds))), "_transform": trans}
+        evaluations[trial.number] = evaluation
+        score = evaluation.score(metric)
+        return score if math.isfinite(score) else 1e12
+
+    def objective(trial: optuna.Trial) -> float:
+        params = suggest(trial, base, n_rows, data.nonnegative)
+        trans = params.pop("_transform")
+        return run(trial, params, trans)
+
+    study.enqueue_trial(_default_trial(base, transform, n_rows, data.nonnegative), skip_if_exists=True)
+    study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False, show_progress_bar=False)
+    completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number in evaluations]
+    if not completed:
+        fallback = {**base}
+        return fallback, len(study.trials)
+    best = min(completed, key=lambda t: (t.value, t.number))
+    evaluation = evaluations[best.number]
+    params = dict(evaluation.params)
+    params["_evaluation"] = evaluation
+    return params, len(study.trials)
+
+
+def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool) -> dict[str, Any]:
+    """The default parameters expressed as a point of the search space (clipped into it)."""
+    objective = base.get("objective", "l2")
+    if objective not in _objectives(nonnegative):
+        objective = "l2"
+    trial = {
+        "objective": objective,
+        "num_leaves": int(min(64, max(4, base.get("num_leaves", 15)))),
+        "learning_rate": float(min(0.3, max(0.01, base.get("learning_rate", 0.05)))),
+        "min_data_in_leaf": int(min(_max_leaf_data(n_rows), max(2, base.get("min_data_in_leaf", 5)))),
+        "feature_fraction": float(min(1.0, max(0.5, base.get("feature_fraction", 1.0)))),
+        "bagging_fraction": float(min(1.0, max(0.5, base.get("bagging_fraction", 1.0)))),
+        "lambda_l1": float(min(10.0, max(1e-8, base.get("lambda_l1", 1e-8)))),
+        "lambda_l2": float(min(10.0, max(1e-8, base.get("lambda_l2", 1e-8)))),
+    }
+    if nonnegative and objective in ("l2", "l1"):
+        trial["log_target"] = transform == "log1p"
+    return trial
+
+
+def _objectives(nonnegative: bool) -> list[str]:
+    return ["l2", "l1", "poisson", "tweedie"] if nonnegative else ["l2", "l1", "huber"]
+
+
+def search_space_fingerprint(automl_config: dict) -> str:
+    """Changes when a new search would give different parameters (not on timeouts)."""
+    from .cache import digest
+
+    keys = ("candidates", "n_trials", "folds", "metric")
+    return digest(SEARCH_SPACE_VERSION, {k: automl_config.get(k) for k in keys})
+
+
+# Bump when the search space itself changes, so stored parameters are retuned.
+SEARCH_SPACE_VERSION = 1
+
+
+def _max_leaf_data(n_rows: int) -> int:
+    return max(3, min(50, n_rows // 4))
+
+
+def suggest(trial, base: dict, n_rows: int, nonnegative: bool) -> dict[str, Any]:
+    """One point of the LightGBM search space (define-by-run, so it may be conditional)."""
+    objective = trial.suggest_categorical("objective", _objectives(nonnegative))
+    log_target = nonnegative and objective in ("l2", "l1") and trial.suggest_categorical("log_target", [True, False])
+    params = {
+        **{k: v for k, v in base.items() if not k.startswith("_")},
+        "objective": objective,
+        "num_leaves": trial.suggest_int("num_leaves", 4, 64, log=True),
+        "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.3, log=True),
+        "min_data_in_leaf": trial.suggest_int("min_data_in_leaf", 2, _max_leaf_data(n_rows), log=True),
+        "feature_fraction": trial.suggest_float("feature_fraction", 0.5, 1.0),
+        "bagging_fraction": trial.suggest_float("bagging_fraction", 0.5, 1.0),
+        "bagging_freq": 1,
+        "lambda_l1": trial.suggest_float("lambda_l1", 1e-8, 10.0, log=True),
+        "lambda_l2": trial.suggest_float("lambda_l2", 1e-8, 10.0, log=True),
+        "_transform": "log1p" if log_target else "none",
+    }
+    if objective == "tweedie":
+        params["tweedie_variance_power"] = trial.suggest_float("tweedie_variance_power", 1.1, 1.9)
+    return params

@@ -1,0 +1,135 @@
+"""Content fingerprints and reuse decisions: the only place that decides reuse.
+
+A step, or one group inside train and forecast, is reused only when everything
+it depends on is unchanged: the config keys that affect it, the content of its
+inputs, the upstream outputs it reads, and the package version. A fingerprint
+is built from named *parts*, so a decision can say which part changed
+(``retrained: train partition changed``); every decision carries that reason,
+printed by ``--explain`` and kept in the run record, as DVC's run cache does.
+
+Input files are hashed by content, but a file whose (size, mtime, inode) is the
+one recorded last time keeps its recorded hash, so unchanged large inputs are
+not re-read every night.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ._version import __version__
+from .datastore import Datastore, file_sha256
+
+# Config sections whose values change what each step produces.
+SPLIT_SECTIONS = ("data", "split")
+TRAIN_SECTIONS = (
+    "train.horizon",
+    "train.min_history",
+    "train.params",
+    "train.num_boost_round",
+    "train.features",
+    "train.seed",
+    "train.automl",
+    "forecast.quantiles",
+)
+FORECAST_SECTIONS = ("forecast",)
+
+# What a changed part means, per kind of artefact.
+CHANGE_LABELS = {
+    "inputs": "input files changed",
+    "config": "config changed",
+    "data": "train partition changed",
+    "axis": "time axis changed",
+    "model": "model changed",
+    "inference": "inference partition changed",
+    "history": "train partition changed",
+    "version": "mm version changed",
+}
+
+
+@dataclass(frozen=True)
+class Decision:
+    reuse: bool
+    reason: str
+
+
+def digest(*parts: Any) -> str:
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:20]
+
+
+def fingerprint(parts: dict[str, Any]) -> str:
+    return digest(parts)
+
+
+def with_version(parts: dict[str, Any]) -> dict[str, Any]:
+    return {**parts, "version": __version__}
+
+
+def decide(previous: dict | None, parts: dict[str, Any], allow_reuse: bool, artefact_ok: bool, what: str) -> Decision:
+    """Reuse ``what`` only if its previous fingerprint parts equal ``parts``.
+
+    ``previous`` is the record of the last time it was computed:
+    ``{"fingerprint": ..., "parts": {...}, "status": ...}`` or None.
+    """
+    if not allow_reuse:
+        return Decision(False, "allow_reuse is off")
+    if previous is None:
+        return Decision(False, f"no previous {what}")
+    if previous.get("status") == "failed":
+        return Decision(False, "failed last time")
+    if previous.get("fingerprint") != fingerprint(parts):
+        return Decision(False, explain_change(previous.get("parts") or {}, parts))
+    if not artefact_ok:
+        return Decision(False, f"{what} file missing")
+    return Decision(True, "unchanged")
+
+
+def explain_change(before: dict[str, Any], now: dict[str, Any]) -> str:
+    changed = [name for name in now if before.get(name) != now[name]]
+    return ", ".join(CHANGE_LABELS.get(name, f"{name} changed") for name in changed) or "inputs changed"
+
+
+# -- inputs ------------------------------------------------------------------
+
+def input_hashes(store: Datastore, paths: tuple[str, ...]) -> dict[str, str]:
+    """Content hash of each input file, re-reading only files whose stat changed."""
+    state = store.read_input_state()
+    fresh: dict[str, Any] = {}
+    hashes: dict[str, str] = {}
+    for path in paths:
+        real = str(Path(path).resolve())
+        st = os.stat(real)
+        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+        known = state.get(real)
+        sha = known["sha256"] if known and known.get("stat") == stamp else file_sha256(real)
+        fresh[real] = {"stat": stamp, "sha256": sha}
+        hashes[path] = sha
+    if any(state.get(k) != v for k, v in fresh.items()):
+        store.write_input_state({**state, **fresh})
+    return hashes
+
+
+# -- per-group content -------------------------------------------------------
+
+def row_hashes(frame: pd.DataFrame) -> np.ndarray:
+    """One 64-bit hash per row, over every column (vectorised)."""
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
+
+
+def schema_signature(frame: pd.DataFrame) -> str:
+    return digest([(str(c), str(t)) for c, t in frame.dtypes.items()])
+
+
+def slice_hash(schema: str, hashes: np.ndarray) -> str:
+    """Content hash of a run of rows (a group's partition)."""
+    h = hashlib.blake2b(schema.encode(), digest_size=12)
+    h.update(np.ascontiguousarray(hashes).tobytes())
+    return h.hexdigest()

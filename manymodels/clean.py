@@ -1,0 +1,61 @@
+"""mm clean: remove step outputs, safely.
+
+Only the folders and files mm itself writes for the chosen step are removed,
+together with the run records of that step (which would otherwise point at
+artefacts that no longer exist). The user's raw input, anything else in the
+datastore folder, and anything a symlink points to outside it are never
+touched. Without ``yes`` it is a dry run that lists what would go.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+from .config import Config
+from .console import Terminal
+from .datastore import Datastore, tree_size
+from .errors import MMError
+from .session import Session, open_session
+
+STEPS = ("split", "train", "forecast", "all")
+
+
+@dataclass
+class CleanResult:
+    step: str
+    dry_run: bool
+    entries: list[dict] = field(default_factory=list)
+    total_bytes: int = 0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def clean(
+    config: Config,
+    terminal: Terminal | None = None,
+    *,
+    step: str = "all",
+    yes: bool = False,
+    wait: float = 0.0,
+    session: Session | None = None,
+) -> CleanResult:
+    if step not in STEPS:
+        raise MMError(f"--step {step!r} is not a step", f"use one of {', '.join(STEPS)}")
+    store = Datastore(config.datastore)
+    if not store.root.exists():
+        return CleanResult(step, not yes)
+    if not store.is_datastore():
+        raise MMError(
+            f"{store.root} is not an mm datastore (no .mm/datastore.json), refusing to delete anything in it",
+            "check 'datastore' in the config",
+        )
+    with open_session(config, terminal, wait=wait, session=session) as s:
+        entries = []
+        for path in s.store.step_paths(step):
+            entries.append({"path": str(path), "bytes": tree_size(path)})
+        result = CleanResult(step, not yes, entries, sum(e["bytes"] for e in entries))
+        if yes:
+            for path in s.store.step_paths(step):
+                s.store.remove_tree(path)
+        return result

@@ -1,0 +1,377 @@
+"""YAML config -> validated, frozen objects.
+
+Unknown keys, wrong types and impossible values fail here, at load time, with
+the key path and a hint (``train.automl.metric: must be one of mape, smape, ...``),
+not deep inside a step. Relative paths are relative to the config file, so a
+config works from any working directory (and from cron).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from .errors import ConfigError, did_you_mean
+
+CANDIDATES = ("lightgbm", "naive", "seasonal_naive", "mean", "moving_average", "linear")
+METRICS = ("mape", "smape", "wape", "rmse", "mase")
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DataConfig(_Section):
+    path: str | list[str]
+    time_column: str
+    target_column: str
+    group_columns: list[str] = Field(min_length=1)
+    series_columns: list[str] | None = None
+    known_future_columns: list[str] = []
+    drop_columns: list[str] = []
+    frequency: str | None = None
+    time_format: str | None = None
+    season_length: int | None = Field(default=None, ge=1)
+
+    @field_validator("group_columns", "known_future_columns", "drop_columns")
+    @classmethod
+    def _no_duplicates(cls, columns: list[str]) -> list[str]:
+        seen = [c for i, c in enumerate(columns) if c in columns[:i]]
+        if seen:
+            raise ValueError(f"column listed twice: {seen[0]!r}")
+        return columns
+
+    @model_validator(mode="after")
+    def _roles_do_not_overlap(self) -> DataConfig:
+        special = {self.time_column: "time_column", self.target_column: "target_column"}
+        for role in ("group_columns", "known_future_columns", "drop_columns"):
+            for column in getattr(self, role):
+                if column in special:
+                    raise ValueError(f"{role} contains {column!r}, which is the {special[column]}")
+        for column in self.known_future_columns:
+            if column in self.group_columns:
+                raise ValueError(f"known_future_columns contains the group column {column!r}")
+        for column in self.drop_columns:
+            if column in self.group_columns or column in self.known_future_columns:
+                raise ValueError(f"drop_columns contains {column!r}, which is used as a group or known-future column")
+        if self.time_column == self.target_column:
+            raise ValueError("time_column and target_column are the same column")
+        return self
+
+    @property
+    def series_key(self) -> list[str]:
+        """Columns identifying a series: the group columns plus any finer ones."""
+        extra = [c for c in (self.series_columns or []) if c not in self.group_columns]
+        return list(self.group_columns) + extra
+
+
+class SplitConfig(_Section):
+    train_end: str | int = "auto"
+    holdout: int | None = Field(default=None, ge=1)
+
+    @field_validator("train_end", mode="before")
+    @classmethod
+    def _parse_train_end(cls, value: Any) -> str | int:
+        if isinstance(value, bool):
+            raise ValueError(f"not a date or period: {value!r}")
+        if isinstance(value, dt.datetime):
+            return value.isoformat()
+        if isinstance(value, dt.date):
+            return value.isoformat()
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            text = value.strip()
+            if text == "auto":
+                return text
+            if text.lstrip("-").isdigit():
+                return int(text)
+            try:
+                dt.datetime.fromisoformat(text)
+            except ValueError:
+                raise ValueError(f"not a date: {value!r} (use auto, an ISO date like 1992-05-28, or a period number)") from None
+            return text
+        raise ValueError(f"not a date or period: {value!r}")
+
+    @model_validator(mode="after")
+    def _one_cutoff_mode(self) -> SplitConfig:
+        if self.holdout is not None and self.train_end != "auto":
+            raise ValueError("set either train_end or holdout, not both (holdout puts the last N periods of each series in inference)")
+        return self
+
+
+class FeaturesConfig(_Section):
+    lags: Literal["auto"] | list[int] = "auto"
+    windows: Literal["auto"] | list[int] = "auto"
+    calendar: bool = True
+    target_transform: Literal["auto", "none", "log1p"] = "auto"
+
+    @field_validator("lags")
+    @classmethod
+    def _positive_lags(cls, lags: Any) -> Any:
+        if isinstance(lags, list) and any(lag < 1 for lag in lags):
+            raise ValueError("lags must be >= 1 (lag 0 would be the value being forecast)")
+        return lags
+
+    @field_validator("windows")
+    @classmethod
+    def _windows(cls, windows: Any) -> Any:
+        if isinstance(windows, list) and any(w < 2 for w in windows):
+            raise ValueError("rolling windows must be >= 2")
+        return windows
+
+
+class AutoMLConfig(_Section):
+    enabled: bool = True
+    candidates: list[Literal[CANDIDATES]] = list(CANDIDATES)  # type: ignore[valid-type]
+    n_trials: int = Field(default=20, ge=0)
+    folds: int = Field(default=3, ge=1)
+    metric: Literal[METRICS] = "wape"  # type: ignore[valid-type]
+    timeout_per_group: float | None = Field(default=10.0, gt=0)
+    timeout_total: float | None = Field(default=None, gt=0)
+    retune: Literal["always", "if_changed", "never"] = "if_changed"
+
+    @field_validator("candidates")
+    @classmethod
+    def _some_candidates(cls, candidates: list[str]) -> list[str]:
+        if not candidates:
+            raise ValueError("list at least one candidate")
+        return list(dict.fromkeys(candidates))
+
+
+class TrainConfig(_Section):
+    horizon: int = Field(default=20, ge=1)
+    min_history: int = Field(default=20, ge=1)
+    params: dict[str, Any] = {}
+    num_boost_round: int = Field(default=300, ge=1)
+    features: FeaturesConfig = FeaturesConfig()
+    automl: AutoMLConfig = AutoMLConfig()
+    seed: int = 0
+
+    @field_validator("params")
+    @classmethod
+    def _known_lightgbm_params(cls, params: dict[str, Any]) -> dict[str, Any]:
+        known = _lightgbm_param_names()
+        for name in params if known else ():
+            if name not in known:
+                raise ValueError(f"unknown LightGBM parameter {name!r}.{did_you_mean(name, known)}")
+        return params
+
+
+class ForecastConfig(_Section):
+    prediction_column: str = Field(default="Prediction", min_length=1)
+    quantiles: list[float] = []
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles(cls, quantiles: list[float]) -> list[float]:
+        for q in quantiles:
+            if not 0.0 < q < 1.0:
+                raise ValueError(f"quantile {q} is not between 0 and 1 (exclusive)")
+        return sorted(set(quantiles))
+
+
+class EngineConfig(_Section):
+    kind: Literal["serial", "local", "dask"] = "local"
+    jobs: int | None = Field(default=None, ge=1)
+    scheduler: str | None = None
+
+    @model_validator(mode="after")
+    def _dask_needs_scheduler(self) -> EngineConfig:
+        if self.kind == "dask" and not self.scheduler:
+            raise ValueError("kind dask needs scheduler: tcp://HOST:PORT of a running 'dask scheduler'")
+        return self
+
+
+class RegistryConfig(_Section):
+    keep_versions: int = Field(default=5, ge=1)
+
+
+class Config(_Section):
+    datastore: str
+    data: DataConfig
+    split: SplitConfig = SplitConfig()
+    train: TrainConfig = TrainConfig()
+    forecast: ForecastConfig = ForecastConfig()
+    engine: EngineConfig = EngineConfig()
+    registry: RegistryConfig = RegistryConfig()
+    allow_reuse: bool = True
+    # Where the config was read from; not a user key.
+    source: str | None = Field(default=None, exclude=True)
+
+    @model_validator(mode="after")
+    def _prediction_column_is_new(self) -> Config:
+        if self.forecast.prediction_column in (self.data.target_column, self.data.time_column):
+            raise ValueError(
+                f"forecast.prediction_column {self.forecast.prediction_column!r} would overwrite an input column"
+            )
+        return self
+
+    def section_fingerprint(self, *sections: str) -> str:
+        """A stable hash of the named config sections (``'data'``, ``'train.features'``...)."""
+        dumped = self.model_dump(mode="json")
+        picked = {}
+        for dotted in sections:
+            node: Any = dumped
+            for part in dotted.split("."):
+                node = node[part]
+            picked[dotted] = node
+        blob = json.dumps(picked, sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+    def with_overrides(self, overrides: list[str]) -> Config:
+        """A new config with ``key.path=value`` overrides applied and validated."""
+        raw = self.model_dump(mode="json")
+        raw = apply_overrides(raw, overrides)
+        return _validate(raw, self.source or "<config>", base_dir=None, source=self.source)
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
+    """Read, override and validate a config file. Raises ConfigError."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"config file not found: {path}", "pass the path of a YAML config with -c, e.g. -c configs/oj_sales.yaml") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        where = ""
+        mark = getattr(exc, "problem_mark", None)
+        if mark is not None:
+            where = f" at line {mark.line + 1}, column {mark.column + 1}"
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", "check indentation and quoting around that line") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}")
+    raw = apply_overrides(raw, overrides or [])
+    return _validate(raw, str(path), base_dir=path.resolve().parent, source=str(path))
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b.c=value`` strings; the value is parsed as YAML (``3``, ``[a, b]``, ``null``)."""
+    raw = json.loads(json.dumps(raw, default=str))  # deep copy, dates as strings
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. --set train.horizon=8")
+        try:
+            value = yaml.safe_load(text) if text.strip() else None
+        except yaml.YAMLError:
+            value = text
+        if isinstance(value, (dt.date, dt.datetime)):
+            value = value.isoformat()
+        node = raw
+        parts = key.split(".")
+        for part in parts[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            node = child
+        node[parts[-1]] = value
+    return raw
+
+
+def _validate(raw: dict[str, Any], origin: str, base_dir: Path | None, source: str | None) -> Config:
+    if base_dir is not None:
+        raw = _resolve_paths(raw, base_dir)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        lines = [_describe(error) for error in exc.errors()]
+        raise ConfigError(
+            f"{origin}: invalid config:\n  - " + "\n  - ".join(lines),
+            "fix the keys above in the YAML file or the --set option; see README 'Config reference'",
+        ) from None
+    return config.model_copy(update={"source": source})
+
+
+def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
+    def resolve(value: Any) -> Any:
+        if not isinstance(value, str) or "://" in value:
+            return value
+        expanded = os.path.expanduser(value)
+        return expanded if os.path.isabs(expanded) else os.path.normpath(str(base_dir / expanded))
+
+    if "datastore" in raw:
+        raw["datastore"] = resolve(raw["datastore"])
+    data = raw.get("data")
+    if isinstance(data, dict) and "path" in data:
+        path = data["path"]
+        data["path"] = [resolve(p) for p in path] if isinstance(path, list) else resolve(path)
+    return raw
+
+
+def _describe(error: dict[str, Any]) -> str:
+    loc = [str(part) for part in error["loc"] if not str(part).startswith("function-")]
+    # pydantic reports which branch of a union failed ('str', 'int', 'literal[...]'); drop that noise
+    loc = [p for p in loc if not (p in {"str", "int", "float", "list[int]", "bool"} or p.startswith("literal["))]
+    key = ".".join(loc) or "(top level)"
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        parent, name = loc[:-1], loc[-1]
+        hint = did_you_mean(name, _allowed_keys(parent))
+        return f"{key}: unknown key.{hint}"
+    if kind == "missing":
+        return f"{key}: required key is missing"
+    message = error["msg"]
+    if message.startswith("Value error, "):
+        message = message[len("Value error, "):]
+    got = error.get("input")
+    if kind != "value_error" and not isinstance(got, dict):
+        message = f"{message} (got {got!r})"
+    return f"{key}: {message}"
+
+
+def _allowed_keys(parent: list[str]) -> list[str]:
+    model: Any = Config
+    for part in parent:
+        field = model.model_fields.get(part)
+        if field is None or not (isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel)):
+            return []
+        model = field.annotation
+    return [name for name in model.model_fields if name != "source"]
+
+
+_LGB_PARAMS: frozenset[str] | None = None
+
+
+def _lightgbm_param_names() -> frozenset[str]:
+    """Every LightGBM parameter name and alias, as LightGBM's own C API lists them.
+
+    Empty when this LightGBM does not expose the list (then names are not checked
+    here and LightGBM itself warns about unknown ones)."""
+    global _LGB_PARAMS
+    if _LGB_PARAMS is None:
+        names: set[str] = set()
+        try:
+            from lightgbm.basic import _ConfigAliases
+
+            for main, aliases in _ConfigAliases._get_all_param_aliases().items():
+                names.add(main)
+                names.update(aliases)
+        except Exception:  # private API: tolerate its absence in other LightGBM versions
+            names = set()
+        _LGB_PARAMS = frozenset(names)
+    return _LGB_PARAMS

@@ -1,0 +1,152 @@
+"""Executors that run a per-batch function over many batches of groups.
+
+``map(fn, batches)`` yields ``(batch, results)`` in completion order, whatever
+runs underneath: ``serial`` (in this process: debugging, tiny jobs), ``local``
+(a process pool, the default), ``dask`` (an existing Dask cluster). A batch is
+a list of groups sharing one context; ``fn(batch)`` returns one result per
+group. Failures are results: a batch whose function raises, or whose worker
+process dies, is retried group by group, and a group that still fails is
+reported with ``crash_result`` instead of stopping the run.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+
+@dataclass
+class Batch:
+    context: Any
+    items: list
+
+    def singles(self) -> list[Batch]:
+        return [Batch(self.context, [item]) for item in self.items]
+
+
+CrashResult = Callable[[Any, str], Any]
+WORKER_DIED = "worker process died while fitting this group (killed, out of memory, or crashed)"
+
+
+def make_batches(context: Any, items: list, jobs: int, max_size: int = 32) -> list[Batch]:
+    """Enough batches to keep every worker busy, small enough to balance load."""
+    if not items:
+        return []
+    per = max(1, min(max_size, -(-len(items) // (jobs * 4))))
+    return [Batch(context, items[i : i + per]) for i in range(0, len(items), per)]
+
+
+def cpu_count() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+class SerialEngine:
+    name = "serial"
+    jobs = 1
+
+    def map(self, fn, batches: list[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
+        for batch in batches:
+            try:
+                yield batch, fn(batch)
+            except Exception as exc:  # fn should not raise; if it does, report per group
+                yield batch, [crash_result(item, f"{type(exc).__name__}: {exc}") for item in batch.items]
+
+    def close(self) -> None:
+        pass
+
+
+def _init_worker() -> None:
+    # One OpenMP thread per worker: the pool is the parallelism. Measured on a
+    # 2-core machine, default-threaded LightGBM fits in a pool ran 4.7x slower.
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+
+class LocalEngine:
+    """A pool of worker processes on this machine."""
+
+    name = "local"
+
+    def __init__(self, jobs: int | None = None):
+        self.jobs = jobs or cpu_count()
+        self._pool: ProcessPoolExecutor | None = None
+
+    def _start(self) -> ProcessPoolExecutor:
+        if self._pool is None:
+            os.environ.setdefault("OMP_NUM_THREADS", "1")  # inherited by the workers
+            method = "forkserver" if sys.platform.startswith("linux") else "spawn"
+            context = multiprocessing.get_context(method)
+            if method == "forkserver":
+                context.set_forkserver_preload(["manymodels.tasks"])
+            self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker)
+        return self._pool
+
+    def map(self, fn, batches: list[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
+        pending = deque(batches)
+        suspects: deque[Batch] = deque()  # groups of a batch that failed: rerun alone
+        running: dict[Future, Batch] = {}
+        while pending or suspects or running:
+            pool = self._start()
+            if suspects and not running:
+                # isolation: one group at a time, so a crash names exactly its group
+                batch = suspects.popleft()
+                future = pool.submit(fn, batch)
+                wait([future])
+                try:
+                    yield batch, future.result()
+                except BrokenProcessPool:
+                    self._restart()
+                    yield batch, [crash_result(item, WORKER_DIED) for item in batch.items]
+                except Exception as exc:
+                    yield batch, [crash_result(item, f"{type(exc).__name__}: {exc}") for item in batch.items]
+                continue
+            # keep a bounded number of batches in flight: memory stays flat for any group count
+            while pending and not suspects and len(running) < self.jobs * 3:
+                batch = pending.popleft()
+                running[pool.submit(fn, batch)] = batch
+            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            broken = False
+            for future in done:
+                batch = running.pop(future)
+                try:
+                    yield batch, future.result()
+                except BrokenProcessPool:
+                    broken = True
+                    suspects.extend(batch.singles())
+                except Exception:
+                    suspects.extend(batch.singles())
+            if broken:
+                # every batch still in the dead pool is lost too: rerun them, group by group
+                for batch in running.values():
+                    suspects.extend(batch.singles())
+                running.clear()
+                self._restart()
+
+    def _restart(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+
+def make_engine(kind: str, jobs: int | None, scheduler: str | None = None):
+    if kind == "serial":
+        return SerialEngine()
+    if kind == "dask":
+        from .dask_engine import DaskEngine
+
+        return DaskEngine(scheduler)
+    return LocalEngine(jobs)

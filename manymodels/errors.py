@@ -1,0 +1,73 @@
+"""Errors a user can act on.
+
+Every error that reaches the command line is an ``MMError``: its message names
+what is wrong (file, column, group, config key) and its ``hint`` says how to fix
+it. The CLI prints both as one paragraph and exits with ``exit_code``; anything
+else is a bug and shows a traceback only with ``--verbose``.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_PARTIAL = 3
+
+
+class MMError(Exception):
+    """A problem the user can fix; the command could not run (exit 1)."""
+
+    exit_code = EXIT_ERROR
+
+    def __init__(self, message: str, hint: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message}\nHint: {self.hint}"
+
+
+class ConfigError(MMError):
+    """The config file or a --set override is invalid."""
+
+
+class InputDataError(MMError):
+    """The raw input table cannot be split as configured."""
+
+
+class UpstreamMissing(MMError):
+    """A step needs the output of an earlier step that is not in the datastore."""
+
+
+class DatastoreLocked(MMError):
+    """Another mm process holds the datastore lock."""
+
+
+def closest(name: str, choices: Iterable[str]) -> str | None:
+    """The choice that looks most like ``name`` (for 'did you mean' hints)."""
+    choices = [str(c) for c in choices]
+    match = difflib.get_close_matches(name, choices, n=1, cutoff=0.6)
+    if match:
+        return match[0]
+    lowered = {c.lower(): c for c in choices}
+    return lowered.get(name.lower())
+
+
+def did_you_mean(name: str, choices: Iterable[str]) -> str:
+    """' Did you mean 'x'?' or '' when nothing is close."""
+    match = closest(name, choices)
+    return f" Did you mean '{match}'?" if match else ""
+
+
+def examples(values: Iterable[object], limit: int = 5) -> str:
+    """A short, readable list of example values for an error message."""
+    items = []
+    for value in values:
+        if len(items) == limit:
+            items.append("...")
+            break
+        items.append(repr(value) if isinstance(value, str) else str(value))
+    return ", ".join(items)

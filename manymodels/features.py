@@ -1,0 +1,182 @@
+"""Per-series features, computed on a dense period grid with numpy.
+
+A group's target values are laid out on a grid ``Y[series, period]`` with NaN
+for every period whose value is unknown: a gap in the data, or a period after
+the cutoff. Lags and rolling statistics read that grid at ``period - k``, so a
+missing week stays missing instead of shifting the series, and lags never cross
+from one series into another.
+
+The same ``lag_features`` builds the training matrix and, one forecast period
+at a time, the rows of a recursive forecast after predictions have been written
+into the grid. Values after the cutoff enter the grid only as predictions.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .timeindex import TimeAxis, calendar_features
+
+# Default lags and rolling windows per season length (periods per season).
+_AUTO_LAGS = {
+    52: (1, 2, 3, 4, 8, 13, 26, 52),
+    7: (1, 2, 3, 4, 5, 6, 7, 14, 28),
+    12: (1, 2, 3, 6, 12),
+    4: (1, 2, 3, 4, 8),
+    24: (1, 2, 3, 24, 48, 168),
+}
+_AUTO_WINDOWS = {52: (4, 13), 7: (7, 28), 12: (3, 12), 4: (4,), 24: (24, 168)}
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    lags: tuple[int, ...]
+    windows: tuple[int, ...]
+    calendar: bool
+    numeric_exog: tuple[str, ...]
+    categorical_exog: tuple[str, ...]
+    season_length: int | None
+
+    @classmethod
+    def resolve(cls, lags, windows, calendar: bool, numeric_exog, categorical_exog, season_length: int | None) -> FeatureSpec:
+        season = season_length or 0
+        if lags == "auto":
+            lags = _AUTO_LAGS.get(season, (1, 2, 3, 4) if not season else tuple(sorted({1, 2, 3, season})))
+        if windows == "auto":
+            windows = _AUTO_WINDOWS.get(season, (4,) if not season else (season,))
+        return cls(tuple(sorted(set(lags))), tuple(sorted(set(windows))), calendar, tuple(numeric_exog), tuple(categorical_exog), season_length)
+
+    def names(self, calendar_names: list[str], with_series: bool) -> list[str]:
+        names = [f"lag_{k}" for k in self.lags]
+        for w in self.windows:
+            names += [f"rmean_{w}", f"rstd_{w}"]
+        names += list(self.numeric_exog) + list(self.categorical_exog)
+        if self.calendar:
+            names += calendar_names
+        if with_series:
+            names.append("series")
+        return names
+
+
+@dataclass
+class Panel:
+    """One group's rows as arrays, and the grid their target values live on."""
+
+    series: np.ndarray  # int code of each row's series (index into series_labels)
+    period: np.ndarray  # int64 period of each row
+    y: np.ndarray  # target of each row (transformed; NaN where unknown)
+    exog: np.ndarray  # (rows, numeric + categorical exog) float matrix
+    calendar: np.ndarray  # (rows, calendar features)
+    calendar_names: list[str]
+    n_series: int
+
+    def grid(self, known: np.ndarray, first: int, last: int) -> np.ndarray:
+        """``Y[series, period - first]`` with the values of rows marked ``known``."""
+        grid = np.full((self.n_series, last - first + 1), np.nan)
+        rows = known & ~np.isnan(self.y)
+        grid[self.series[rows], self.period[rows] - first] = self.y[rows]
+        return grid
+
+
+def lag_features(grid: np.ndarray, first: int, series: np.ndarray, period: np.ndarray, spec: FeatureSpec) -> np.ndarray:
+    """Lags, rolling means and stds of each (series, period) row, read from ``grid``."""
+    n = len(series)
+    max_back = max([*spec.lags, *spec.windows, 1])
+    # pad the grid on the left so every look-back index is valid (NaN = unknown)
+    padded = np.concatenate([np.full((grid.shape[0], max_back), np.nan), grid], axis=1)
+    pos = period - first + max_back  # column of each row's own period in `padded`
+    out = np.empty((n, len(spec.lags) + 2 * len(spec.windows)))
+    col = 0
+    for k in spec.lags:
+        out[:, col] = padded[series, pos - k]
+        col += 1
+    for w in spec.windows:
+        window = padded[series[:, None], pos[:, None] - np.arange(1, w + 1)[None, :]]
+        count = np.sum(~np.isnan(window), axis=1)
+        total = np.nansum(window, axis=1)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+            sq = np.nansum((window - mean[:, None]) ** 2, axis=1)
+            std = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
+        out[:, col], out[:, col + 1] = mean, std
+        col += 2
+    return out
+
+
+def design_matrix(panel: Panel, rows: np.ndarray, grid: np.ndarray, first: int, spec: FeatureSpec, with_series: bool) -> np.ndarray:
+    """The full feature matrix of ``rows`` (indices into the panel)."""
+    parts = [lag_features(grid, first, panel.series[rows], panel.period[rows], spec), panel.exog[rows]]
+    if spec.calendar and panel.calendar.shape[1]:
+        parts.append(panel.calendar[rows])
+    if with_series:
+        parts.append(panel.series[rows, None].astype(np.float64))
+    return np.hstack(parts)
+
+
+# -- building panels from partition frames -----------------------------------
+
+def build_panel(
+    frame: pd.DataFrame,
+    series_columns: list[str],
+    series_labels: list[tuple],
+    target: np.ndarray,
+    numeric_exog: tuple[str, ...],
+    categorical_exog: tuple[str, ...],
+    category_levels: dict[str, list[str]],
+    time_column: str,
+    period_column: str,
+    axis: TimeAxis,
+    calendar: bool,
+) -> Panel:
+    """Arrays of one group's rows; series and categories coded by the model's own lists."""
+    codes = series_codes(frame, series_columns, series_labels)
+    exog = [frame[c].to_numpy(dtype=np.float64, na_value=np.nan) if c in frame else np.full(len(frame), np.nan) for c in numeric_exog]
+    for c in categorical_exog:
+        levels = {v: i for i, v in enumerate(category_levels.get(c, []))}
+        values = frame[c].astype("string") if c in frame else pd.Series([pd.NA] * len(frame), dtype="string")
+        exog.append(np.array([levels.get(v, np.nan) if v is not pd.NA else np.nan for v in values], dtype=np.float64))
+    exog_matrix = np.column_stack(exog) if exog else np.empty((len(frame), 0))
+    cal = calendar_features(frame[time_column], axis) if calendar else {}
+    cal_names = sorted(cal)
+    cal_matrix = np.column_stack([cal[n] for n in cal_names]) if cal_names else np.empty((len(frame), 0))
+    return Panel(
+        series=codes,
+        period=frame[period_column].to_numpy(dtype=np.int64),
+        y=target,
+        exog=exog_matrix,
+        calendar=cal_matrix,
+        calendar_names=cal_names,
+        n_series=max(len(series_labels), int(codes.max()) + 1 if len(codes) else 0),
+    )
+
+
+def series_labels_of(frame: pd.DataFrame, series_columns: list[str]) -> list[tuple]:
+    if not series_columns:
+        return [()]
+    unique = frame[series_columns].drop_duplicates()
+    return sorted((tuple(_plain(v) for v in row) for row in unique.itertuples(index=False)), key=repr)
+
+
+def series_codes(frame: pd.DataFrame, series_columns: list[str], labels: list[tuple]) -> np.ndarray:
+    """Code of each row's series; series the model has not seen get new codes after the known ones."""
+    if not series_columns:
+        return np.zeros(len(frame), dtype=np.int64)
+    index = {label: i for i, label in enumerate(labels)}
+    keys = [tuple(_plain(v) for v in row) for row in frame[series_columns].itertuples(index=False)]
+    out = np.empty(len(keys), dtype=np.int64)
+    extra: dict[tuple, int] = {}
+    for i, key in enumerate(keys):
+        code = index.get(key)
+        if code is None:
+            code = extra.setdefault(key, len(labels) + len(extra))
+        out[i] = code
+    return out
+
+
+def _plain(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    return value

@@ -1,0 +1,343 @@
+"""Pure per-group kernels: ``fit_group`` and ``forecast_group``.
+
+They take plain data (a partition frame and a ``GroupSpec``) and return plain
+results: no file paths, no console, no globals. They run unchanged in the
+serial engine, a process pool or a Dask worker. A group's failure is a result
+(``status='failed'`` with a reason), never an exception that stops the run.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from . import automl
+from ._version import __version__
+from .features import FeatureSpec, build_panel, series_labels_of
+from .metrics import mase_scale, scores
+from .models import BASELINES, Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, predict
+from .timeindex import TimeAxis
+
+
+@dataclass(frozen=True)
+class GroupSpec:
+    """Everything a kernel needs to know about the columns and the modelling config."""
+
+    group_columns: tuple[str, ...]
+    series_columns: tuple[str, ...]  # finer than the group (empty: one series per group)
+    time_column: str
+    target_column: str
+    period_column: str
+    known_future_columns: tuple[str, ...]
+    axis: dict
+    horizon: int
+    min_history: int
+    lags: Any
+    windows: Any
+    calendar: bool
+    target_transform: str
+    params: dict = field(default_factory=dict)
+    num_boost_round: int = 300
+    automl: dict = field(default_factory=dict)
+    quantiles: tuple[float, ...] = ()
+    seed: int = 0
+
+    @property
+    def time_axis(self) -> TimeAxis:
+        return TimeAxis.from_dict(self.axis)
+
+
+class GroupFailure(Exception):
+    """A group cannot be modelled; ``code`` is the short reason in training_output."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+# -- preparing a group -------------------------------------------------------
+
+def _exog_kinds(frame: pd.DataFrame, columns: tuple[str, ...]) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    numeric, categorical = [], []
+    for c in columns:
+        dtype = frame[c].dtype if c in frame else np.float64
+        if pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+            numeric.append(c)
+        else:
+            categorical.append(c)
+    return tuple(numeric), tuple(categorical)
+
+
+def _group_data(frame: pd.DataFrame, spec: GroupSpec, model_info: dict, target: np.ndarray) -> GroupData:
+    axis = spec.time_axis
+    fspec = FeatureSpec(**model_info["features"])
+    panel = build_panel(
+        frame,
+        list(spec.series_columns),
+        [tuple(s) for s in model_info["series"]],
+        target,
+        fspec.numeric_exog,
+        fspec.categorical_exog,
+        model_info["categories"],
+        spec.time_column,
+        spec.period_column,
+        axis,
+        fspec.calendar,
+    )
+    periods = panel.period
+    return GroupData(
+        panel=panel,
+        spec=fspec,
+        with_series=len(model_info["series"]) > 1,
+        nonnegative=model_info["nonnegative"],
+        first=int(periods.min()),
+        last=int(periods.max()),
+    )
+
+
+def describe_group(frame: pd.DataFrame, spec: GroupSpec) -> dict:
+    """What a model of this group is built on: its series, feature spec and categories."""
+    numeric, categorical = _exog_kinds(frame, spec.known_future_columns)
+    axis = spec.time_axis
+    fspec = FeatureSpec.resolve(spec.lags, spec.windows, spec.calendar, numeric, categorical, axis.season_length)
+    y = frame[spec.target_column].to_numpy(dtype=np.float64)
+    categories = {c: sorted(frame[c].dropna().astype(str).unique().tolist()) for c in categorical}
+    return {
+        "series": [list(s) for s in series_labels_of(frame, list(spec.series_columns))],
+        "features": {
+            "lags": list(fspec.lags),
+            "windows": list(fspec.windows),
+            "calendar": fspec.calendar,
+            "numeric_exog": list(fspec.numeric_exog),
+            "categorical_exog": list(fspec.categorical_exog),
+            "season_length": fspec.season_length,
+        },
+        "categories": categories,
+        "nonnegative": bool(np.nanmin(y) >= 0) if np.any(~np.isnan(y)) else True,
+    }
+
+
+# -- fitting -----------------------------------------------------------------
+
+def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None) -> dict:
+    """Backtest the candidates, pick the best, refit it on all rows.
+
+    ``stored``: the tuned LightGBM parameters of the group's previous model
+    (used instead of tuning when ``tune`` is False). ``deadline``: a
+    ``time.time()`` after which no tuning starts (the step's time budget).
+    Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
+    """
+    started = time.perf_counter()
+    try:
+        result = _fit(frame, spec, stored, tune, deadline)
+        result["status"] = "trained"
+        result["error"] = ""
+    except GroupFailure as failure:
+        result = {"status": "failed", "reason": failure.code, "error": str(failure)}
+    except Exception as exc:  # one group's bug or bad data must not stop the others
+        result = {"status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+    result["duration_s"] = round(time.perf_counter() - started, 4)
+    return result
+
+
+def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None) -> dict:
+    y = frame[spec.target_column].to_numpy(dtype=np.float64)
+    n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
+    if n_periods < spec.min_history:
+        raise GroupFailure("too_short", f"too_short: {n_periods} periods with a target, train.min_history is {spec.min_history}")
+    info = describe_group(frame, spec)
+    data = _group_data(frame, spec, info, y)
+    all_rows = np.ones(len(y), dtype=bool)
+    folds = backtest_folds(data, spec.horizon, _n_folds(spec))
+    candidates = _candidates(spec, data)
+    transform = _transform(spec, data)
+
+    evaluated: dict[str, automl.Evaluation] = {}
+    tuning: dict[str, Any] = {"tuned": False, "n_trials": 0}
+    for kind in candidates:
+        if kind == "lightgbm":
+            params, tuning = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
+            evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+        else:
+            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data))
+    metric = spec.automl.get("metric", "wape") if spec.automl.get("enabled") else "wape"
+    winner = automl.pick_winner(evaluated, metric, candidates)
+    chosen = evaluated[winner]
+    final = _refit(winner, chosen, data, all_rows, spec)
+
+    scale = mase_scale(data.grid(all_rows), data.spec.season_length)
+    metrics = chosen.metrics(scale)
+    meta = {
+        "kind": winner,
+        "state": final.state,
+        "info": info,
+        "metrics": metrics,
+        "candidate_scores": {k: e.score(metric, scale) for k, e in evaluated.items()},
+        "selection_metric": metric,
+        "folds": len(folds),
+        "residual_quantiles": chosen.residual_quantiles(spec.quantiles, final.state.get("transform", "none")),
+        "tuning": tuning,
+        "n_train_rows": int(np.sum(~np.isnan(y))),
+        "mm_version": __version__,
+        "lightgbm_version": lgb.__version__,
+    }
+    return {
+        "model": winner,
+        "meta": meta,
+        "model_text": final.booster.model_to_string() if final.booster is not None else None,
+        "metrics": metrics,
+        "scores": meta["candidate_scores"],
+        "n_trials": tuning.get("n_trials", 0),
+        "note": "" if folds else "backtest skipped: history shorter than one horizon plus a minimal training window",
+    }
+
+
+def _n_folds(spec: GroupSpec) -> int:
+    return int(spec.automl.get("folds", 3)) if spec.automl.get("enabled") else 1
+
+
+def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
+    if not spec.automl.get("enabled"):
+        return ["lightgbm"]
+    out = []
+    for kind in spec.automl.get("candidates", ["lightgbm"]):
+        if kind == "seasonal_naive" and not data.spec.season_length:
+            continue  # no season length known: nothing to be seasonal about
+        if kind == "linear" and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
+            continue  # nothing for a linear model to use but intercepts (that is 'mean')
+        out.append(kind)
+    return out or ["naive"]
+
+
+def _transform(spec: GroupSpec, data: GroupData) -> str:
+    if spec.target_transform == "auto":
+        return "log1p" if data.nonnegative else "none"
+    if spec.target_transform == "log1p" and not data.nonnegative:
+        raise GroupFailure("negative_target", "target_transform log1p needs targets >= 0; this group has negative values")
+    return spec.target_transform
+
+
+def _baseline_params(kind: str, spec: GroupSpec, data: GroupData) -> dict:
+    if kind == "seasonal_naive":
+        return {"season_length": data.spec.season_length}
+    if kind == "moving_average":
+        return {"window": min(4, data.spec.season_length or 4)}
+    return {}
+
+
+def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tuple[dict, dict]:
+    """LightGBM parameters for this fit, and the tuning record kept with the model.
+
+    ``stored`` is the tuning record of the group's previous model: reused when
+    ``tune`` is False, so a nightly refit skips the search.
+    """
+    n_rows = int(np.sum(~np.isnan(data.panel.y)))
+    base = {**default_lightgbm_params(n_rows, spec.seed), **spec.params, "_num_boost_round": spec.num_boost_round, "_transform": transform}
+    a = spec.automl
+    space = automl.search_space_fingerprint(a)
+    if not a.get("enabled") or a.get("n_trials", 0) == 0:
+        return base, {"tuned": False, "n_trials": 0, "source": "config"}
+    if stored and stored.get("params") and (not tune or (deadline is not None and time.time() >= deadline)):
+        why = "stored" if not tune else "stored (step time budget used up)"
+        return dict(stored["params"]), {**stored, "tuned": False, "n_trials": 0, "source": why}
+    if not tune or not folds or (deadline is not None and time.time() >= deadline):
+        why = "retune never, nothing stored" if not tune else "too short to tune" if not folds else "step time budget used up"
+        return base, {"tuned": False, "n_trials": 0, "source": f"config ({why})"}
+    timeout = a.get("timeout_per_group")
+    if deadline is not None:
+        remaining = max(deadline - time.time(), 0.1)
+        timeout = min(timeout, remaining) if timeout else remaining
+    best, n_trials = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
+    kept = {k: v for k, v in best.items() if k != "_evaluation"}
+    record = {"tuned": True, "n_trials": n_trials, "source": "tuned", "space": space, "params": kept, "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    return best, record
+
+
+def _refit(kind: str, evaluation: automl.Evaluation, data: GroupData, rows: np.ndarray, spec: GroupSpec) -> Fitted:
+    if kind == "lightgbm":
+        params = dict(evaluation.params)
+        rounds = int(params.pop("_num_boost_round"))
+        transform = params.pop("_transform")
+        fitted = fit_lightgbm(data, rows, params, rounds, transform)
+        fitted.state["params"] = {**params, "_num_boost_round": rounds, "_transform": transform}
+        return fitted
+    return fit_baseline(kind, data, rows, evaluation.params)
+
+
+# -- backtest folds ----------------------------------------------------------
+
+MIN_FOLD_TRAIN_ROWS = 5
+
+
+def backtest_folds(data: GroupData, horizon: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Rolling origins: (train mask, test mask) for each fold, newest first.
+
+    Fold f trains on periods up to ``T - f * horizon`` and tests on the next
+    ``horizon`` periods, where T is the group's last period with a target.
+    Windows are counted in periods, so a gap never shifts them.
+    """
+    panel = data.panel
+    known = ~np.isnan(panel.y)
+    last = int(panel.period[known].max())
+    folds = []
+    for f in range(1, n_folds + 1):
+        origin = last - f * horizon
+        train = known & (panel.period <= origin)
+        test = known & (panel.period > origin) & (panel.period <= origin + horizon)
+        if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any():
+            break
+        folds.append((train, test))
+    return folds
+
+
+# -- forecasting -------------------------------------------------------------
+
+def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, model_text: str | None, spec: GroupSpec) -> np.ndarray:
+    """Predictions (and quantiles) for the rows of ``future``; columns: point, q1, q2, ...
+
+    ``history`` is the train partition; only its targets are ever used as
+    known values. The targets of ``future`` (if present) are never read.
+    """
+    info = meta["info"]
+    frame = pd.concat([history, future], ignore_index=True)
+    n_hist = len(history)
+    y = np.concatenate([history[spec.target_column].to_numpy(dtype=np.float64), np.full(len(future), np.nan)])
+    data = _group_data(frame, spec, info, y)
+    known = np.zeros(len(frame), dtype=bool)
+    known[:n_hist] = True
+    rows = np.arange(n_hist, len(frame))
+    fitted = Fitted(meta["kind"], meta["state"])
+    if fitted.kind == "lightgbm":
+        fitted.booster = lgb.Booster(model_str=model_text)
+    point = predict(fitted, data, known, rows)
+    out = [point]
+    quantiles = meta.get("residual_quantiles") or {}
+    transform = meta["state"].get("transform", "none")
+    for q in spec.quantiles:
+        shift = quantiles.get(f"{q:g}")
+        if shift is None:
+            out.append(np.full(len(rows), np.nan))
+            continue
+        band = automl.apply_residual(point, float(shift), transform)
+        out.append(np.maximum(band, 0.0) if data.nonnegative else band)
+    matrix = np.column_stack(out)
+    if len(spec.quantiles) > 1:
+        matrix[:, 1:] = np.sort(matrix[:, 1:], axis=1)  # quantiles never cross
+    return matrix
+
+
+def horizon_steps(history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
+    """How many periods after its series' last known value each future row is."""
+    cols = list(spec.series_columns)
+    period = spec.period_column
+    if not cols:
+        last = history[period].max() if len(history) else np.nan
+        return (future[period] - last).to_numpy()
+    last = history.groupby(cols, observed=True)[period].max().rename("_last")
+    joined = future[cols + [period]].merge(last, left_on=cols, right_index=True, how="left")
+    return (joined[period] - joined["_last"]).to_numpy()

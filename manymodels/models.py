@@ -1,0 +1,322 @@
+"""Forecasting candidates: LightGBM and fast baselines.
+
+Every candidate fits on the rows of a group marked ``train`` and predicts rows
+given only the values marked ``known`` (the history up to a cutoff). LightGBM
+forecasts recursively, one period at a time, writing its predictions into the
+grid its lags are read from, so a multi-step forecast never uses a value that
+was not known at the cutoff. A fitted model is plain JSON state (plus, for
+LightGBM, the booster in LightGBM's own text format): no pickle.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from .features import FeatureSpec, Panel, design_matrix
+
+BASELINES = ("naive", "seasonal_naive", "mean", "moving_average", "linear")
+
+
+@dataclass
+class GroupData:
+    """A group ready for modelling: its panel, feature spec and target facts."""
+
+    panel: Panel
+    spec: FeatureSpec
+    with_series: bool  # more than one series in the group: add the series code feature
+    nonnegative: bool  # every training target >= 0 (sales): log transform allowed, clip at 0
+    first: int  # first period of the grid
+    last: int  # last period of the grid
+
+    def grid(self, known: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
+        panel = self.panel
+        y = panel.y if values is None else values
+        grid = np.full((panel.n_series, self.last - self.first + 1), np.nan)
+        rows = known & ~np.isnan(y)
+        grid[panel.series[rows], panel.period[rows] - self.first] = y[rows]
+        return grid
+
+
+@dataclass
+class Fitted:
+    kind: str
+    state: dict[str, Any] = field(default_factory=dict)
+    booster: lgb.Booster | None = None
+
+
+# -- target transforms -------------------------------------------------------
+
+def forward(y: np.ndarray, transform: str) -> np.ndarray:
+    return np.log1p(np.maximum(y, 0.0)) if transform == "log1p" else y
+
+
+def inverse(y: np.ndarray, transform: str) -> np.ndarray:
+    return np.expm1(y) if transform == "log1p" else y
+
+
+def finish(pred: np.ndarray, data: GroupData) -> np.ndarray:
+    return np.maximum(pred, 0.0) if data.nonnegative else pred
+
+
+# -- LightGBM ----------------------------------------------------------------
+
+def default_lightgbm_params(n_rows: int, seed: int) -> dict[str, Any]:
+    return {
+        "objective": "l2",
+        "learning_rate": 0.05,
+        "num_leaves": 15,
+        "min_data_in_leaf": int(min(20, max(3, n_rows // 20))),
+        "feature_fraction": 0.9,
+        "bagging_fraction": 0.9,
+        "bagging_freq": 1,
+        "lambda_l2": 1.0,
+        "min_data_per_group": 5,
+        "cat_smooth": 5.0,
+        "max_cat_to_onehot": 8,
+        "verbose": -1,
+        "seed": seed,
+    }
+
+
+# Parameters mm always sets: one thread per fit (the process pool gives the
+# parallelism; threads inside would fight it) and reproducible results.
+FORCED_LGB = {"num_threads": 1, "deterministic": True, "force_col_wise": True, "verbose": -1}
+
+
+def fit_lightgbm(
+    data: GroupData,
+    train: np.ndarray,
+    params: dict[str, Any],
+    num_boost_round: int,
+    transform: str,
+    valid: np.ndarray | None = None,
+    early_stopping_rounds: int | None = None,
+) -> Fitted:
+    """Fit on rows ``train``; with ``valid`` rows, stop early on their one-step error."""
+    panel = data.panel
+    y = forward(panel.y, transform)
+    rows = np.flatnonzero(train & ~np.isnan(panel.y))
+    grid = data.grid(train, y)
+    X = design_matrix(panel, rows, grid, data.first, data.spec, data.with_series)
+    categorical = categorical_columns(data)
+    full = {**params, **FORCED_LGB}
+    full.setdefault("min_data_in_bin", 1)
+    dataset = lgb.Dataset(X, y[rows], categorical_feature=categorical, params=full, free_raw_data=True)
+    callbacks = []
+    valid_sets = []
+    if valid is not None and early_stopping_rounds:
+        vrows = np.flatnonzero(valid & ~np.isnan(panel.y))
+        if len(vrows):
+            # one-step-ahead validation: lags of the validation rows from actual values
+            vgrid = data.grid(train | valid, y)
+            Xv = design_matrix(panel, vrows, vgrid, data.first, data.spec, data.with_series)
+            valid_sets = [dataset.create_valid(Xv, y[vrows])]
+            callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
+    booster = lgb.train(full, dataset, num_boost_round=num_boost_round, valid_sets=valid_sets or None, callbacks=callbacks)
+    best = booster.best_iteration if valid_sets and booster.best_iteration > 0 else booster.current_iteration()
+    state = {"params": params, "num_boost_round": int(best), "transform": transform}
+    return Fitted("lightgbm", state, booster)
+
+
+def categorical_columns(data: GroupData) -> list[int]:
+    spec = data.spec
+    start = len(spec.lags) + 2 * len(spec.windows) + len(spec.numeric_exog)
+    cols = list(range(start, start + len(spec.categorical_exog)))
+    if data.with_series:
+        n_cal = data.panel.calendar.shape[1] if spec.calendar else 0
+        cols.append(start + len(spec.categorical_exog) + n_cal)
+    return cols
+
+
+def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Recursive multi-step forecast of ``rows`` from the values marked ``known``."""
+    panel = data.panel
+    transform = fitted.state["transform"]
+    grid = data.grid(known, forward(panel.y, transform))
+    out = np.empty(len(rows))
+    periods = panel.period[rows]
+    iteration = fitted.state.get("num_boost_round")
+    for p in np.unique(periods):
+        at = np.flatnonzero(periods == p)
+        idx = rows[at]
+        X = design_matrix(panel, idx, grid, data.first, data.spec, data.with_series)
+        step = fitted.booster.predict(X, num_iteration=iteration, num_threads=1)
+        grid[panel.series[idx], p - data.first] = step
+        out[at] = step
+    return finish(inverse(out, transform), data)
+
+
+# -- baselines ---------------------------------------------------------------
+
+def _last_known(grid: np.ndarray, k: int = 1) -> np.ndarray:
+    """Per series: the mean of its last ``k`` known values (NaN if none)."""
+    out = np.full(grid.shape[0], np.nan)
+    for s in range(grid.shape[0]):
+        values = grid[s][~np.isnan(grid[s])]
+        if len(values):
+            out[s] = values[-k:].mean()
+    return out
+
+
+def predict_baseline(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    panel = data.panel
+    series = panel.series[rows]
+    kind = fitted.kind
+    if kind == "linear":
+        return predict_linear(fitted, data, rows)
+    grid = data.grid(known)
+    if kind == "naive":
+        pred = _last_known(grid)[series]
+    elif kind == "mean":
+        with np.errstate(all="ignore"):
+            means = np.array([np.nanmean(r) if np.any(~np.isnan(r)) else np.nan for r in grid])
+        pred = means[series]
+    elif kind == "moving_average":
+        pred = _last_known(grid, int(fitted.state["window"]))[series]
+    elif kind == "seasonal_naive":
+        pred = _seasonal_naive(grid, data, series, panel.period[rows], int(fitted.state["season_length"]))
+    else:
+        raise ValueError(f"unknown model kind {kind!r}")
+    return finish(pred, data)
+
+
+def _seasonal_naive(grid: np.ndarray, data: GroupData, series: np.ndarray, periods: np.ndarray, m: int) -> np.ndarray:
+    pred = np.full(len(series), np.nan)
+    todo = np.ones(len(series), dtype=bool)
+    pos = periods - data.first
+    k = 1
+    while todo.any():
+        back = pos - k * m
+        valid = todo & (back >= 0)
+        if not valid.any():
+            break
+        value = np.full(len(series), np.nan)
+        value[valid] = grid[series[valid], back[valid]]
+        hit = valid & ~np.isnan(value)
+        pred[hit] = value[hit]
+        todo &= ~hit
+        k += 1
+    if todo.any():  # no value a whole number of seasons back: fall back to the last value
+        pred[todo] = _last_known(grid)[series[todo]]
+    return pred
+
+
+def fit_baseline(kind: str, data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fitted:
+    if kind == "linear":
+        return fit_linear(data, train, params)
+    if kind == "moving_average":
+        return Fitted(kind, {"window": int(params.get("window", 4))})
+    if kind == "seasonal_naive":
+        return Fitted(kind, {"season_length": int(params["season_length"])})
+    return Fitted(kind, {})
+
+
+# -- regularised linear model on known-future columns -----------------------
+
+RIDGE_ALPHAS = tuple(10.0 ** np.arange(-3, 3.5, 0.5))
+
+
+def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any]) -> np.ndarray:
+    """Known-future columns (and their logs when positive), seasonal terms, series intercepts."""
+    panel = data.panel
+    cols = []
+    exog = panel.exog[rows]
+    for j, use_log in enumerate(state["exog_log"]):
+        x = exog[:, j]
+        x = np.where(np.isnan(x), state["exog_fill"][j], x)
+        cols.append(x)
+        if use_log:
+            cols.append(np.log(np.maximum(x, 1e-9)))
+    m, k = state["fourier_period"], state["fourier_terms"]
+    if m and k:
+        angle = 2 * math.pi * panel.period[rows] / m
+        for i in range(1, k + 1):
+            cols += [np.sin(i * angle), np.cos(i * angle)]
+    n_series = state["n_series"]
+    if n_series > 1:
+        onehot = np.zeros((len(rows), n_series))
+        codes = panel.series[rows]
+        seen = codes < n_series
+        onehot[np.flatnonzero(seen), codes[seen]] = 1.0
+        onehot[~seen] = 1.0 / n_series  # a series not seen in training: the average intercept
+        cols.append(onehot)
+    if not cols:
+        return np.empty((len(rows), 0))
+    return np.column_stack(cols)
+
+
+def fit_linear(data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fitted:
+    panel = data.panel
+    transform = "log1p" if data.nonnegative else "none"
+    y = forward(panel.y, transform)
+    rows = np.flatnonzero(train & ~np.isnan(panel.y))
+    exog = panel.exog[rows]
+    fill = [float(np.nanmean(exog[:, j])) if np.any(~np.isnan(exog[:, j])) else 0.0 for j in range(exog.shape[1])]
+    exog_log = []
+    for j in range(exog.shape[1]):
+        x = exog[:, j][~np.isnan(exog[:, j])]
+        exog_log.append(bool(len(x) and x.min() > 0 and len(np.unique(x)) > 2))
+    m = data.spec.season_length
+    span = int(panel.period[rows].max() - panel.period[rows].min() + 1) if len(rows) else 0
+    terms = min(3, m // 2) if m and m >= 4 and span >= m else 0
+    state: dict[str, Any] = {
+        "transform": transform,
+        "exog_fill": fill,
+        "exog_log": exog_log,
+        "fourier_period": m or 0,
+        "fourier_terms": terms,
+        "n_series": int(panel.n_series),
+    }
+    X = linear_features(data, rows, state)
+    target = y[rows]
+    mean_x = X.mean(axis=0) if X.shape[1] else np.empty(0)
+    scale = X.std(axis=0) if X.shape[1] else np.empty(0)
+    scale = np.where(scale > 1e-12, scale, 1.0)
+    Z = (X - mean_x) / scale
+    y_mean = float(target.mean()) if len(target) else 0.0
+    coef, alpha = _ridge_gcv(Z, target - y_mean, params.get("alphas", RIDGE_ALPHAS))
+    state.update({"mean_x": mean_x.tolist(), "scale_x": scale.tolist(), "coef": coef.tolist(), "intercept": y_mean, "alpha": alpha})
+    return Fitted("linear", state)
+
+
+def predict_linear(fitted: Fitted, data: GroupData, rows: np.ndarray) -> np.ndarray:
+    state = fitted.state
+    X = linear_features(data, rows, state)
+    coef = np.asarray(state["coef"])
+    pred = np.full(len(rows), state["intercept"])
+    if len(coef):
+        pred = pred + ((X - np.asarray(state["mean_x"])) / np.asarray(state["scale_x"])) @ coef
+    return finish(inverse(pred, state["transform"]), data)
+
+
+def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float]:
+    """Ridge coefficients with the penalty chosen by generalised cross-validation."""
+    n, p = Z.shape
+    if p == 0 or n == 0:
+        return np.zeros(p), 0.0
+    U, s, Vt = np.linalg.svd(Z, full_matrices=False)
+    Uty = U.T @ y
+    best = (math.inf, None, None)
+    for alpha in alphas:
+        d = s / (s**2 + alpha)
+        coef = Vt.T @ (d * Uty)
+        resid = y - Z @ coef
+        dof = float(np.sum(s**2 / (s**2 + alpha)))
+        denom = (1 - dof / n) ** 2 if n > dof else 1e-12
+        gcv = float(resid @ resid) / n / max(denom, 1e-12)
+        if gcv < best[0]:
+            best = (gcv, coef, float(alpha))
+    return best[1], best[2]
+
+
+# -- dispatch ----------------------------------------------------------------
+
+def predict(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    if fitted.kind == "lightgbm":
+        return predict_lightgbm(fitted, data, known, rows)
+    return predict_baseline(fitted, data, known, rows)

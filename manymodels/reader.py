@@ -1,0 +1,154 @@
+"""Reading the user's raw input: a file, a folder of files, or a glob; CSV or Parquet.
+
+One big table and one file per group (the accelerator's layout) are read the
+same way. Reading is columnar (pyarrow), never row by row. Group and series
+columns of CSV files are read as text, so identifiers such as ``007`` keep their
+exact spelling.
+"""
+
+from __future__ import annotations
+
+import glob as globlib
+import gzip
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from .errors import InputDataError, did_you_mean
+
+CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
+PARQUET_SUFFIXES = (".parquet", ".pq")
+
+
+@dataclass(frozen=True)
+class InputFiles:
+    """The files behind ``data.path``, in a stable order."""
+
+    spec: str  # what the user wrote, for messages
+    paths: tuple[str, ...]
+
+    @property
+    def label(self) -> str:
+        return self.paths[0] if len(self.paths) == 1 else f"{self.spec} ({len(self.paths)} files)"
+
+
+def find_input_files(path: str | Sequence[str]) -> InputFiles:
+    specs = [path] if isinstance(path, str) else list(path)
+    found: list[str] = []
+    for spec in specs:
+        found.extend(_expand(spec))
+    label = ", ".join(specs)
+    if not found:
+        raise InputDataError(
+            f"no input files found at data.path {label}",
+            "point data.path at a .csv or .parquet file, a folder of them, or a glob such as data/*.csv",
+        )
+    return InputFiles(label, tuple(dict.fromkeys(found)))
+
+
+def _expand(spec: str) -> list[str]:
+    if any(ch in spec for ch in "*?["):
+        return sorted(p for p in globlib.glob(spec, recursive=True) if _is_data_file(p))
+    if os.path.isdir(spec):
+        out = []
+        for root, dirs, files in os.walk(spec):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            out.extend(os.path.join(root, f) for f in sorted(files) if _is_data_file(f) and not f.startswith("."))
+        return out
+    if os.path.exists(spec):
+        if not _is_data_file(spec):
+            raise InputDataError(f"input file {spec} is neither CSV nor Parquet", "use a .csv, .csv.gz, .tsv, .parquet or .pq file")
+        return [spec]
+    raise InputDataError(f"input not found: {spec}", "check data.path in the config (relative paths are relative to the config file)")
+
+
+def _is_data_file(name: str) -> bool:
+    lower = name.lower()
+    return lower.endswith(CSV_SUFFIXES) or lower.endswith(PARQUET_SUFFIXES)
+
+
+def _is_csv(name: str) -> bool:
+    return name.lower().endswith(CSV_SUFFIXES)
+
+
+def read_input(files: InputFiles, text_columns: Sequence[str], required: Sequence[str]) -> pa.Table:
+    """All rows of all input files as one table, with ``text_columns`` as strings."""
+    tables = [read_file(p, text_columns, required) for p in files.paths]
+    if len(tables) == 1:
+        return tables[0]
+    try:
+        return pa.concat_tables(tables, promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+        raise InputDataError(
+            f"the input files under {files.spec} do not share one schema: {exc}",
+            "make every file have the same columns with the same types",
+        ) from None
+
+
+def iter_input_batches(files: InputFiles, text_columns: Sequence[str], required: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
+    """(file, table) for each input file, one at a time (bounded memory)."""
+    for path in files.paths:
+        yield path, read_file(path, text_columns, required)
+
+
+def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -> pa.Table:
+    try:
+        if _is_csv(path):
+            table = _read_csv(path, text_columns)
+        else:
+            table = pq.read_table(path)
+    except FileNotFoundError:
+        raise InputDataError(f"input file disappeared while reading: {path}") from None
+    except PermissionError:
+        raise InputDataError(f"cannot read input file {path}: permission denied", "check the file's permissions") from None
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        text = str(exc).splitlines()[0]
+        if "Empty CSV file" in text or "empty" in text.lower() and os.path.getsize(path) == 0:
+            raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data") from None
+        raise InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated") from None
+    missing = [c for c in required if c not in table.column_names]
+    if missing:
+        hints = "; ".join(f"{c!r}:{did_you_mean(c, table.column_names) or ' no similar column'}" for c in missing)
+        raise InputDataError(
+            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(table.column_names)}).",
+            f"fix the column names in the config or the file. {hints}",
+        )
+    for column in text_columns:
+        if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
+            table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(pa.string()))
+    return table
+
+
+def _read_csv(path: str, text_columns: Sequence[str]) -> pa.Table:
+    header = _csv_header(path)
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    types = {c: pa.string() for c in text_columns if c in header}
+    return pacsv.read_csv(
+        path,
+        parse_options=pacsv.ParseOptions(delimiter=delimiter),
+        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+    )
+
+
+def _csv_header(path: str) -> list[str]:
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rt", encoding="utf-8-sig", errors="replace") as f:
+        first = f.readline()
+    if not first.strip():
+        raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
+    delimiter = "\t" if path.lower().endswith(".tsv") else ","
+    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(delimiter)]
+
+
+def input_state(files: InputFiles) -> list[tuple[str, int, int]]:
+    """(path, size, mtime_ns) of each input file: cheap change detection."""
+    out = []
+    for p in files.paths:
+        st = os.stat(p)
+        out.append((str(Path(p).resolve()), st.st_size, st.st_mtime_ns))
+    return out

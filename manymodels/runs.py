@@ -1,0 +1,105 @@
+"""Run records: one per step execution.
+
+A record is written when the step starts (status ``running``) and rewritten
+when it ends (``completed``, ``partial`` when some groups failed, ``failed``
+when the step could not run). A record still ``running`` whose process is gone
+was interrupted (killed, machine rebooted); ``mm runs`` shows it as such.
+Per-group statuses and reasons live beside it in ``<id>.groups.parquet``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import secrets
+import socket
+import sys
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from ._version import __version__
+from .datastore import Datastore
+
+
+def new_run_id(step: str) -> str:
+    stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return f"{stamp}-{step}-{secrets.token_hex(2)}"
+
+
+def _now() -> str:
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="milliseconds")
+
+
+@dataclass
+class Run:
+    store: Datastore
+    step: str
+    config_fingerprint: str
+    id: str = ""
+    started: str = ""
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.id = self.id or new_run_id(self.step)
+        self.started = _now()
+
+    def begin(self) -> Run:
+        self.store.write_run(self._record("running"))
+        return self
+
+    def finish(self, status: str, counts: dict[str, int], groups: pd.DataFrame | None = None, **extra: Any) -> dict:
+        self.extra.update(extra)
+        if groups is not None:
+            self.store.write_run_groups(self.id, groups)
+        record = self._record(status, counts=counts, ended=_now())
+        self.store.write_run(record)
+        return record
+
+    def _record(self, status: str, counts: dict[str, int] | None = None, ended: str | None = None) -> dict:
+        return {
+            "id": self.id,
+            "step": self.step,
+            "status": status,
+            "started": self.started,
+            "ended": ended,
+            "counts": counts or {},
+            "config_fingerprint": self.config_fingerprint,
+            "mm_version": __version__,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "argv": sys.argv[1:],
+            **self.extra,
+        }
+
+
+def effective_status(record: dict) -> str:
+    """'interrupted' for a record left 'running' by a process that no longer exists."""
+    if record.get("status") != "running":
+        return record.get("status", "?")
+    if record.get("host") == socket.gethostname() and not _pid_alive(int(record.get("pid", 0))):
+        return "interrupted"
+    return "running"
+
+
+def _pid_alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def latest_run(store: Datastore, step: str, usable_only: bool = True) -> dict | None:
+    """The newest run of ``step`` (completed or partial when ``usable_only``)."""
+    for record in reversed(store.list_runs()):
+        if record.get("step") != step:
+            continue
+        if not usable_only or record.get("status") in ("completed", "partial"):
+            return record
+    return None

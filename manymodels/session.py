@@ -1,0 +1,76 @@
+"""A session: what one command holds while it writes to a datastore.
+
+The datastore lock, the output terminal, the reuse switch and the engine (a
+process pool is started once and shared by the steps of ``mm run``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+from .config import Config
+from .console import Terminal
+from .datastore import Datastore
+from .engine import cpu_count, make_engine
+from .lock import DatastoreLock
+
+
+@dataclass
+class Session:
+    config: Config
+    store: Datastore
+    terminal: Terminal
+    allow_reuse: bool
+    engine_kind: str
+    jobs: int
+    scheduler: str | None = None
+    _engine: object | None = field(default=None, repr=False)
+
+    def engine(self):
+        if self._engine is None:
+            self._engine = make_engine(self.engine_kind, self.jobs, self.scheduler)
+        return self._engine
+
+    def close(self) -> None:
+        if self._engine is not None:
+            self._engine.close()
+            self._engine = None
+
+
+@contextmanager
+def open_session(
+    config: Config,
+    terminal: Terminal | None = None,
+    allow_reuse: bool | None = None,
+    jobs: int | None = None,
+    engine: str | None = None,
+    scheduler: str | None = None,
+    wait: float = 0.0,
+    session: Session | None = None,
+) -> Iterator[Session]:
+    """Lock the datastore and set up a session, or reuse the caller's ``session``."""
+    if session is not None:
+        yield session
+        return
+    terminal = terminal or Terminal(quiet=True)
+    store = Datastore(config.datastore)
+    store.ensure()
+    lock = DatastoreLock(store.lock_path, wait_s=wait).acquire(on_wait=terminal.info)
+    kind = engine or config.engine.kind
+    s = Session(
+        config=config,
+        store=store,
+        terminal=terminal,
+        allow_reuse=config.allow_reuse if allow_reuse is None else allow_reuse,
+        engine_kind=kind,
+        jobs=jobs or config.engine.jobs or cpu_count(),
+        scheduler=scheduler or config.engine.scheduler,
+    )
+    try:
+        store.sweep_temporary_files()
+        yield s
+    finally:
+        s.close()
+        lock.release()

@@ -1,0 +1,286 @@
+"""Time values -> integer periods on a regular grid.
+
+Every timestamp maps to an integer period so that "the previous week" is
+``period - 1`` whether or not that week is in the data: a missing week stays a
+gap and lags never silently shift across it. Three kinds of axis:
+
+- ``int``: the time column already is a period number (week 40, 41, ...);
+- ``fixed``: a fixed step (days, weeks, hours), periods counted from the epoch;
+- ``month``: calendar months, quarters or years (steps of 1, 3 or 12 months).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from .errors import InputDataError, examples
+
+NS_PER_DAY = 86_400 * 10**9
+_MONTH_LABELS = {1: "MS", 3: "QS", 12: "YS"}
+_DEFAULT_SEASON = {  # step (ns) -> periods per season
+    NS_PER_DAY: 7,
+    7 * NS_PER_DAY: 52,
+    3_600 * 10**9: 24,
+    1_800 * 10**9: 48,
+    900 * 10**9: 96,
+}
+
+
+@dataclass(frozen=True)
+class TimeAxis:
+    kind: str  # "int" | "fixed" | "month"
+    step: int  # int: units per period; fixed: nanoseconds; month: months per period
+    offset: int  # int/fixed: value = offset + period * step
+    label: str  # human-readable frequency ('W-THU', 'D', 'MS', 'int')
+    season_length: int | None
+
+    def to_periods(self, values: pd.Series) -> np.ndarray:
+        """Periods of already-parsed time values (see ``parse_times``)."""
+        if self.kind == "int":
+            raw = values.to_numpy(dtype=np.int64)
+            return (raw - self.offset) // self.step
+        if self.kind == "fixed":
+            raw = _as_ns(values)
+            return (raw - self.offset) // self.step
+        months = _months(values)
+        return months // self.step
+
+    def off_grid(self, values: pd.Series) -> np.ndarray:
+        """Boolean mask of values that are not on this axis' grid."""
+        if self.kind == "int":
+            return (values.to_numpy(dtype=np.int64) - self.offset) % self.step != 0
+        if self.kind == "fixed":
+            return (_as_ns(values) - self.offset) % self.step != 0
+        ts = _naive(values)
+        off = _months(values) % self.step != 0
+        if self.label.endswith("E"):
+            return off | ~ts.dt.is_month_end.to_numpy()
+        return off | (ts.dt.day.to_numpy() != ts.dt.day.to_numpy()[0])
+
+    def to_dict(self) -> dict:
+        return {"kind": self.kind, "step": self.step, "offset": self.offset, "label": self.label, "season_length": self.season_length}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> TimeAxis:
+        return cls(**d)
+
+
+def parse_times(values: pd.Series, column: str, source: str, time_format: str | None = None) -> pd.Series:
+    """Integers stay integers; everything else becomes datetime64. Raises InputDataError."""
+    if pd.api.types.is_bool_dtype(values):
+        raise InputDataError(f"{source}: time column {column!r} holds booleans, not times")
+    if pd.api.types.is_integer_dtype(values):
+        return values.astype(np.int64)
+    if pd.api.types.is_float_dtype(values):
+        finite = values.dropna()
+        if len(finite) and (finite % 1 == 0).all() and values.notna().all():
+            return values.astype(np.int64)
+    if isinstance(values.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_any_dtype(values):
+        parsed = values
+    else:
+        text = values.astype("string")
+        try:
+            parsed = pd.to_datetime(text, format=time_format, errors="coerce")
+        except (ValueError, TypeError) as exc:
+            if "timezone" in str(exc).lower() or "time zone" in str(exc).lower() or "offset" in str(exc).lower():
+                raise InputDataError(
+                    f"{source}: time column {column!r} mixes time zones (e.g. {examples(text.dropna().unique()[:3])})",
+                    "convert the times to one time zone (or to UTC) before running mm",
+                ) from None
+            raise InputDataError(
+                f"{source}: cannot parse time column {column!r}: {exc}",
+                "set data.time_format (e.g. '%d/%m/%Y') to the format of the values",
+            ) from None
+        if parsed.dtype == object:
+            raise InputDataError(
+                f"{source}: time column {column!r} mixes time zones (e.g. {examples(text.dropna().unique()[:3])})",
+                "convert the times to one time zone (or to UTC) before running mm",
+            )
+        bad = parsed.isna() & text.notna()
+        if bad.any():
+            raise InputDataError(
+                f"{source}: {int(bad.sum())} value(s) of time column {column!r} are not dates: {examples(text[bad].unique())}",
+                "fix those rows, or set data.time_format (e.g. '%Y-%m-%d') if the format is unusual",
+            )
+    missing = parsed.isna()
+    if missing.any():
+        raise InputDataError(
+            f"{source}: {int(missing.sum())} row(s) have an empty time column {column!r}",
+            "every row needs a time value; remove or fill those rows",
+        )
+    return parsed
+
+
+def infer_axis(times: pd.Series, series_ids: np.ndarray, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
+    """The time axis of parsed ``times``; ``frequency`` (a pandas alias) wins over inference."""
+    if pd.api.types.is_integer_dtype(times):
+        return _int_axis(times, series_ids, season_length, column, source)
+    axis = _axis_from_alias(frequency, times, season_length) if frequency else _infer_datetime_axis(times, series_ids, season_length, column, source)
+    bad = axis.off_grid(times)
+    if bad.any():
+        raise InputDataError(
+            f"{source}: {int(bad.sum())} time value(s) in {column!r} are off the {axis.label} grid "
+            f"(irregular frequency): {examples(pd.Series(times[bad]).astype(str).unique())}",
+            "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency",
+        )
+    return axis
+
+
+def calendar_features(times: pd.Series, axis: TimeAxis) -> dict[str, np.ndarray]:
+    """Calendar features of each row, chosen by the frequency."""
+    if axis.kind == "int":
+        if axis.season_length and axis.season_length > 1:
+            periods = axis.to_periods(times)
+            return {"season_position": (periods % axis.season_length).astype(np.float64)}
+        return {}
+    ts = _naive(times)
+    out: dict[str, np.ndarray] = {}
+    if axis.kind == "month":
+        if axis.step == 1:
+            out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
+        elif axis.step == 3:
+            out["quarter"] = ts.dt.quarter.to_numpy(dtype=np.float64)
+        return out
+    if axis.step < NS_PER_DAY:
+        out["hour"] = ts.dt.hour.to_numpy(dtype=np.float64)
+        out["day_of_week"] = ts.dt.dayofweek.to_numpy(dtype=np.float64)
+    elif axis.step < 7 * NS_PER_DAY:
+        out["day_of_week"] = ts.dt.dayofweek.to_numpy(dtype=np.float64)
+        out["day_of_month"] = ts.dt.day.to_numpy(dtype=np.float64)
+        out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
+    else:
+        out["week_of_year"] = ((ts.dt.dayofyear.to_numpy() - 1) // 7 + 1).astype(np.float64)
+        out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
+    return out
+
+
+def format_time(value, axis: TimeAxis) -> str:
+    if axis.kind == "int":
+        return str(int(value))
+    ts = pd.Timestamp(value)
+    if ts.hour == 0 and ts.minute == 0 and ts.second == 0 and ts.tzinfo is None:
+        return ts.strftime("%Y-%m-%d")
+    return ts.isoformat()
+
+
+# -- helpers -----------------------------------------------------------------
+
+def _int_axis(times: pd.Series, series_ids: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+    values = times.to_numpy(dtype=np.int64)
+    diffs = _series_diffs(values, series_ids)
+    step = int(np.gcd.reduce(diffs)) if len(diffs) else 1
+    step = max(step, 1)
+    offset = int(values.min() % step) if len(values) else 0
+    return TimeAxis("int", step, offset, "int" if step == 1 else f"int/{step}", season_length)
+
+
+def _infer_datetime_axis(times: pd.Series, series_ids: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+    ns = _as_ns(times)
+    diffs = _series_diffs(ns, series_ids)
+    if len(diffs) == 0:
+        # a single timestamp per series: assume daily unless the user says otherwise
+        raise InputDataError(
+            f"{source}: cannot infer the frequency of {column!r}: no series has two distinct times",
+            "set data.frequency (e.g. W-THU, D, MS)",
+        )
+    values, counts = np.unique(diffs, return_counts=True)
+    mode = int(values[np.argmax(counts)])
+    days = mode / NS_PER_DAY
+    if 28 <= days <= 31:
+        return _month_axis(times, 1, season_length)
+    if 89 <= days <= 92:
+        return _month_axis(times, 3, season_length)
+    if 365 <= days <= 366:
+        return _month_axis(times, 12, season_length)
+    step = mode
+    offset = int(ns.min() % step)
+    return TimeAxis("fixed", step, offset, _fixed_label(step, ns.min()), season_length or _DEFAULT_SEASON.get(step))
+
+
+def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None) -> TimeAxis:
+    from pandas.tseries.frequencies import to_offset
+
+    try:
+        offset = to_offset(frequency)
+    except ValueError:
+        from .errors import ConfigError
+
+        raise ConfigError(f"data.frequency: {frequency!r} is not a pandas frequency alias", "use e.g. D, W-THU, MS, QS, YS, h") from None
+    name = type(offset).__name__
+    if name in {"MonthBegin", "MonthEnd"}:
+        return _month_axis(times, offset.n, season_length, end=name == "MonthEnd")
+    if name in {"QuarterBegin", "QuarterEnd"}:
+        return _month_axis(times, 3 * offset.n, season_length, end=name == "QuarterEnd")
+    if name in {"YearBegin", "YearEnd"}:
+        return _month_axis(times, 12 * offset.n, season_length, end=name == "YearEnd")
+    if name == "Week":
+        step = 7 * NS_PER_DAY * offset.n
+    else:
+        try:
+            step = int(pd.Timedelta(offset).value)
+        except (ValueError, TypeError):
+            from .errors import ConfigError
+
+            raise ConfigError(f"data.frequency: {frequency!r} has no fixed length (business days are not supported)", "use a fixed frequency such as D or W-MON") from None
+    ns = _as_ns(times)
+    return TimeAxis("fixed", step, int(ns.min() % step) if len(ns) else 0, frequency, season_length or _DEFAULT_SEASON.get(step))
+
+
+def _month_axis(times: pd.Series, months: int, season_length: int | None, end: bool | None = None) -> TimeAxis:
+    ts = _naive(times)
+    if end is None:
+        end = bool(ts.dt.is_month_end.all()) and not bool((ts.dt.day == 1).all())
+    label = _MONTH_LABELS.get(months, f"{months}MS")
+    if end:
+        label = label[:-1] + "E"
+    default_season = {1: 12, 3: 4}.get(months)
+    return TimeAxis("month", months, 0, label, season_length or default_season)
+
+
+def _fixed_label(step: int, first_ns: int) -> str:
+    if step == 7 * NS_PER_DAY:
+        weekday = pd.Timestamp(first_ns).day_name()[:3].upper()
+        return f"W-{weekday}"
+    if step % NS_PER_DAY == 0:
+        days = step // NS_PER_DAY
+        return "D" if days == 1 else f"{days}D"
+    seconds = step // 10**9
+    if step % (3600 * 10**9) == 0:
+        hours = seconds // 3600
+        return "h" if hours == 1 else f"{hours}h"
+    if step % (60 * 10**9) == 0:
+        return f"{seconds // 60}min"
+    return f"{seconds}s"
+
+
+def _series_diffs(values: np.ndarray, series_ids: np.ndarray) -> np.ndarray:
+    """Positive differences between consecutive distinct times inside each series."""
+    order = np.lexsort((values, series_ids))
+    v, s = values[order], series_ids[order]
+    d = np.diff(v)
+    same = s[1:] == s[:-1]
+    d = d[same]
+    return d[d > 0]
+
+
+def _naive(times: pd.Series) -> pd.Series:
+    ts = pd.Series(times)
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = ts.dt.tz_localize(None)
+    return ts
+
+
+def _as_ns(times: pd.Series) -> np.ndarray:
+    ts = pd.Series(times)
+    if isinstance(ts.dtype, pd.DatetimeTZDtype):
+        ts = ts.dt.tz_convert("UTC").dt.tz_localize(None)
+    return ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+
+
+def _months(times: pd.Series) -> np.ndarray:
+    ts = _naive(times)
+    return (ts.dt.year.to_numpy(dtype=np.int64) * 12 + ts.dt.month.to_numpy(dtype=np.int64) - 1)
+
