@@ -10,7 +10,7 @@ The library API mirrors the ``mm`` command line::
 """
 
 from ._version import __version__
-from .api import clean, forecast, load_config, run, split, train
+from .api import clean, config_from_dict, forecast, load_config, run, split, train
 from .config import Config
 from .errors import ConfigError, InputDataError, MMError, UpstreamMissing
 from .sample import generate_oj_sales
@@ -23,6 +23,7 @@ __all__ = [
     "MMError",
     "UpstreamMissing",
     "clean",
+    "config_from_dict",
     "forecast",
     "generate_oj_sales",
     "load_config",

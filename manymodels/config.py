@@ -266,6 +266,12 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     return _validate(raw, str(path), base_dir=path.resolve().parent, source=str(path))
 
 
+def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", overrides: list[str] | None = None) -> Config:
+    """A validated config from a mapping (paths relative to ``base_dir``), for scripts."""
+    raw = apply_overrides(raw, overrides or [])
+    return _validate(raw, "<dict config>", base_dir=Path(base_dir).resolve(), source=None)
+
+
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``a.b.c=value`` strings; the value is parsed as YAML (``3``, ``[a, b]``, ``null``)."""
     raw = json.loads(json.dumps(raw, default=str))  # deep copy, dates as strings

@@ -164,7 +164,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
             params, tuning = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
             evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
         else:
-            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data))
+            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
     metric = spec.automl.get("metric", "wape") if spec.automl.get("enabled") else "wape"
     winner = automl.pick_winner(evaluated, metric, candidates)
     chosen = evaluated[winner]
@@ -222,12 +222,13 @@ def _transform(spec: GroupSpec, data: GroupData) -> str:
     return spec.target_transform
 
 
-def _baseline_params(kind: str, spec: GroupSpec, data: GroupData) -> dict:
+def _baseline_params(kind: str, spec: GroupSpec, data: GroupData, transform: str) -> dict:
+    params: dict[str, Any] = {"transform": transform}
     if kind == "seasonal_naive":
-        return {"season_length": data.spec.season_length}
+        params["season_length"] = data.spec.season_length
     if kind == "moving_average":
-        return {"window": min(4, data.spec.season_length or 4)}
-    return {}
+        params["window"] = min(4, data.spec.season_length or 4)
+    return params
 
 
 def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tuple[dict, dict]:

@@ -164,12 +164,14 @@ def _last_known(grid: np.ndarray, k: int = 1) -> np.ndarray:
 
 
 def predict_baseline(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Baselines average in the target-transform space: a log1p model's mean is a geometric mean."""
     panel = data.panel
     series = panel.series[rows]
     kind = fitted.kind
     if kind == "linear":
         return predict_linear(fitted, data, rows)
-    grid = data.grid(known)
+    transform = fitted.state.get("transform", "none")
+    grid = data.grid(known, forward(panel.y, transform))
     if kind == "naive":
         pred = _last_known(grid)[series]
     elif kind == "mean":
@@ -182,7 +184,7 @@ def predict_baseline(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
         pred = _seasonal_naive(grid, data, series, panel.period[rows], int(fitted.state["season_length"]))
     else:
         raise ValueError(f"unknown model kind {kind!r}")
-    return finish(pred, data)
+    return finish(inverse(pred, transform), data)
 
 
 def _seasonal_naive(grid: np.ndarray, data: GroupData, series: np.ndarray, periods: np.ndarray, m: int) -> np.ndarray:
@@ -209,11 +211,12 @@ def _seasonal_naive(grid: np.ndarray, data: GroupData, series: np.ndarray, perio
 def fit_baseline(kind: str, data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fitted:
     if kind == "linear":
         return fit_linear(data, train, params)
+    state: dict[str, Any] = {"transform": params.get("transform", "none")}
     if kind == "moving_average":
-        return Fitted(kind, {"window": int(params.get("window", 4))})
+        state["window"] = int(params.get("window", 4))
     if kind == "seasonal_naive":
-        return Fitted(kind, {"season_length": int(params["season_length"])})
-    return Fitted(kind, {})
+        state["season_length"] = int(params["season_length"])
+    return Fitted(kind, state)
 
 
 # -- regularised linear model on known-future columns -----------------------

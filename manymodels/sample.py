@@ -54,7 +54,7 @@ def generate_oj_sales(
 
     w = np.arange(total_weeks)
     dates = FIRST_WEEK + pd.to_timedelta(7 * w, unit="D")
-    week_of_year = ((dates.dayofyear.to_numpy() - 1) // 7)
+    week_of_year = ((dates.day_of_year.to_numpy() - 1) // 7)
     christmas = np.isin(week_of_year, [50, 51]).astype(float)
 
     # promotions: price cuts and adverts, somewhat correlated

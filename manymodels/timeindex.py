@@ -146,13 +146,13 @@ def calendar_features(times: pd.Series, axis: TimeAxis) -> dict[str, np.ndarray]
         return out
     if axis.step < NS_PER_DAY:
         out["hour"] = ts.dt.hour.to_numpy(dtype=np.float64)
-        out["day_of_week"] = ts.dt.dayofweek.to_numpy(dtype=np.float64)
+        out["day_of_week"] = ts.dt.day_of_week.to_numpy(dtype=np.float64)
     elif axis.step < 7 * NS_PER_DAY:
-        out["day_of_week"] = ts.dt.dayofweek.to_numpy(dtype=np.float64)
+        out["day_of_week"] = ts.dt.day_of_week.to_numpy(dtype=np.float64)
         out["day_of_month"] = ts.dt.day.to_numpy(dtype=np.float64)
         out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
     else:
-        out["week_of_year"] = ((ts.dt.dayofyear.to_numpy() - 1) // 7 + 1).astype(np.float64)
+        out["week_of_year"] = ((ts.dt.day_of_year.to_numpy() - 1) // 7 + 1).astype(np.float64)
         out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
     return out
 

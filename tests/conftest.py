@@ -1,0 +1,91 @@
+"""Shared fixtures: small real datasets, configs in temporary folders, the CLI as a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from manymodels.config import load_config
+from manymodels.sample import generate_oj_sales
+
+REPO = Path(__file__).resolve().parent.parent
+SHARED_DATA = REPO.parent / "shared" / "data" / "dominicks_oj"
+
+
+def write_config(folder: Path, data_path: str | list, **sections) -> Path:
+    """A config file in ``folder`` (datastore ``folder/store``), sections merged over small defaults."""
+    raw = {
+        "datastore": "store",
+        "data": {
+            "path": data_path,
+            "time_column": "WeekStarting",
+            "target_column": "Quantity",
+            "group_columns": ["Store", "Brand"],
+            "known_future_columns": ["Price", "Advert"],
+            "drop_columns": ["Revenue"],
+        },
+        "split": {"train_end": "auto"},
+        "train": {
+            "horizon": 4,
+            "min_history": 12,
+            "num_boost_round": 40,
+            "automl": {"enabled": False},
+        },
+        "engine": {"kind": "serial"},
+    }
+    for name, value in sections.items():
+        if isinstance(value, dict) and isinstance(raw.get(name), dict):
+            raw[name] = _merge(raw[name], value)
+        else:
+            raw[name] = value
+    path = folder / "mm.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+def _merge(a: dict, b: dict) -> dict:
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+@pytest.fixture
+def oj_frame() -> pd.DataFrame:
+    """3 stores x 2 brands, 60 weeks of history and 4 future weeks (no Quantity)."""
+    return generate_oj_sales(stores=3, brands=2, weeks=60, future_weeks=4, seed=7)
+
+
+@pytest.fixture
+def oj_csv(tmp_path: Path, oj_frame: pd.DataFrame) -> Path:
+    path = tmp_path / "sales.csv"
+    out = oj_frame.copy()
+    out["WeekStarting"] = out["WeekStarting"].dt.strftime("%Y-%m-%d")
+    out.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def oj_config(tmp_path: Path, oj_csv: Path):
+    """(config path, loaded config) for the small sales table, serial engine, AutoML off."""
+    path = write_config(tmp_path, str(oj_csv))
+    return path, load_config(path)
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    """``mm ARGS`` in a real subprocess (same interpreter and environment)."""
+    full_env = {**os.environ, **(env or {})}
+    return subprocess.run(
+        [sys.executable, "-m", "manymodels", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=full_env,
+    )
