@@ -74,22 +74,23 @@ def with_version(parts: dict[str, Any]) -> dict[str, Any]:
 
 
 def decide(previous: dict | None, parts: dict[str, Any], allow_reuse: bool, artefact_ok: bool, what: str) -> Decision:
-    """Reuse ``what`` only if its previous fingerprint parts equal ``parts``.
+    """Reuse ``what`` only if an artefact made from exactly these ``parts`` exists.
 
-    ``previous`` is the record of the last time it was computed:
-    ``{"fingerprint": ..., "parts": {...}, "status": ...}`` or None.
+    ``artefact_ok``: the caller found an intact artefact for ``fingerprint(parts)``.
+    ``previous`` (``{"fingerprint", "parts", "status"}`` of the last computation,
+    or None) only serves to explain what changed.
     """
     if not allow_reuse:
         return Decision(False, "allow_reuse is off")
+    if artefact_ok:
+        return Decision(True, "unchanged")
     if previous is None:
         return Decision(False, f"no previous {what}")
     if previous.get("status") == "failed":
         return Decision(False, "failed last time")
-    if previous.get("fingerprint") != fingerprint(parts):
-        return Decision(False, explain_change(previous.get("parts") or {}, parts))
-    if not artefact_ok:
+    if previous.get("fingerprint") == fingerprint(parts):
         return Decision(False, f"{what} file missing")
-    return Decision(True, "unchanged")
+    return Decision(False, explain_change(previous.get("parts") or {}, parts))
 
 
 def explain_change(before: dict[str, Any], now: dict[str, Any]) -> str:

@@ -342,6 +342,10 @@ def _runs_show_cmd(config_path, overrides, run_id, groups_limit, terminal):
     record = store.read_run(run_id)
     record["status"] = effective_status(record)
     groups = store.read_run_groups(run_id)
+    if not len(groups):  # an interrupted run: its journal lists the groups it finished
+        import pandas as pd
+
+        groups = pd.DataFrame(store.read_journal(run_id))
     keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "accuracy", "error", "reason"]
     terminal.facts(f"run {run_id}", [(k, json.dumps(record[k]) if isinstance(record[k], (dict, list)) else record[k]) for k in keys if k in record and record[k] not in (None, "", {}, [])])
     if len(groups):

@@ -7,7 +7,7 @@
     <root>/split/groups.parquet          one row per group: key, values, counts, content hashes
     <root>/split/{train,inference}/<k2>/<key>.parquet
     <root>/models/<k2>/<key>/v<N>.json   model metadata (+ v<N>.lgb.txt, LightGBM's text format)
-    <root>/forecasts/<k2>/<key>.parquet  the latest forecast of each group
+    <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
     <root>/outputs/training_output.csv, forecasting_output.csv
 
@@ -182,8 +182,9 @@ class Datastore:
     def model_dir(self, key: str) -> Path:
         return self.root / "models" / key[:2] / key
 
-    def forecast_path(self, key: str) -> Path:
-        return self.root / "forecasts" / key[:2] / f"{key}.parquet"
+    def forecast_path(self, key: str, fingerprint: str) -> Path:
+        """A group's forecast, named by the fingerprint of everything it was made from."""
+        return self.root / "forecasts" / key[:2] / key / f"{fingerprint}.parquet"
 
     def output_path(self, name: str) -> Path:
         return self.root / "outputs" / name
@@ -298,11 +299,16 @@ class Datastore:
         _unlink_quietly(self.model_meta_path(key, version))
 
     # forecasts ------------------------------------------------------------
-    def write_forecast(self, key: str, frame: pd.DataFrame) -> None:
-        atomic_write_parquet(self.forecast_path(key), pa.Table.from_pandas(frame, preserve_index=False))
+    def write_forecast(self, key: str, fingerprint: str, frame: pd.DataFrame) -> None:
+        """Write the group's new forecast, then drop its older ones."""
+        path = self.forecast_path(key, fingerprint)
+        atomic_write_parquet(path, pa.Table.from_pandas(frame, preserve_index=False))
+        for name in os.listdir(path.parent):
+            if name != path.name and not name.startswith(TMP_PREFIX):
+                _unlink_quietly(path.parent / name)
 
-    def read_forecast(self, key: str) -> pd.DataFrame:
-        return pq.read_table(self.forecast_path(key)).to_pandas()
+    def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
+        return pq.read_table(self.forecast_path(key, fingerprint))
 
     # runs -----------------------------------------------------------------
     def write_run(self, record: dict) -> None:

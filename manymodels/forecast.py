@@ -7,6 +7,7 @@ import math
 import time
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -21,7 +22,8 @@ from .runs import Run, latest_run
 from .session import Session, open_session
 from .split import PERIOD
 from .timeindex import NS_PER_DAY
-from .tasks import ForecastContext, forecast_batch, forecast_crash
+from .metrics import scores
+from .tasks import STEP_COLUMN, ForecastContext, forecast_batch, forecast_crash
 from .train import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
@@ -100,14 +102,15 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
             rows.append({**ident, "status": "no_model", "reason": "no_model", "error": f"no model in train run {train_record['id']}: {why}"})
             continue
         parts = cache.with_version({"model": f"{m['fingerprint']}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
-        prev = previous.get(g["key"])
-        decision = cache.decide(prev, parts, s.allow_reuse, store.forecast_path(g["key"]).exists(), "forecast")
+        fingerprint = cache.fingerprint(parts)
+        exists = store.forecast_path(g["key"], fingerprint).exists()
+        decision = cache.decide(previous.get(g["key"]), parts, s.allow_reuse, exists, "forecast")
         if decision.reuse:
             terminal.detail(f"{g['label']}: forecast reused, {decision.reason}")
-            rows.append({**prev, **ident, "status": "reused", "decision": f"reused: {decision.reason}"})
+            rows.append({**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
             continue
         terminal.detail(f"{g['label']}: forecast, {decision.reason}")
-        to_run.append({**ident, "model_version": version, "fingerprint": cache.fingerprint(parts), "parts": parts, "decision": f"forecast: {decision.reason}"})
+        to_run.append({**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}"})
 
     context = ForecastContext(
         root=str(store.root),
@@ -141,21 +144,18 @@ def _missing(value) -> bool:
 
 
 def _previous_forecasts(store: Datastore) -> dict[str, dict]:
-    record = latest_run(store, "forecast")
+    """What the last forecast run recorded per group: only used to explain what changed."""
+    record = latest_run(store, "forecast", usable_only=False)
     if record is None:
         return {}
-    out = {}
-    for row in store.read_run_groups(record["id"]).to_dict("records"):
-        if row.get("status") in ("forecast", "reused"):
-            out[row["key"]] = registry.decode_row(row)
-    return out
+    return {row["key"]: registry.decode_row(row) for row in store.read_run_groups(record["id"]).to_dict("records")}
 
 
 def _finish(s: Session, run: Run, rows: list[dict], train_record: dict, context: ForecastContext, elapsed: float) -> ForecastResult:
     store = s.store
     rows.sort(key=lambda r: r["label"])
     ok = [r for r in rows if r["status"] in ("forecast", "reused")]
-    n_rows = _write_output(store, ok, context)
+    tally = _write_output(store, ok, context)
     counts = {k: sum(r["status"] == k for r in rows) for k in ("forecast", "reused", "failed", "no_model")}
     status = "partial" if counts["failed"] or counts["no_model"] else "completed"
     result = ForecastResult(
@@ -167,13 +167,13 @@ def _finish(s: Session, run: Run, rows: list[dict], train_record: dict, context:
         reused=counts["reused"],
         failed=counts["failed"],
         no_model=counts["no_model"],
-        n_rows=n_rows,
-        rows_beyond_horizon=sum(int(r.get("n_beyond_horizon") or 0) for r in ok),
+        n_rows=tally.rows,
+        rows_beyond_horizon=tally.beyond_horizon,
         duration_s=round(elapsed, 3),
         output=str(store.output_path(FORECASTING_OUTPUT)),
-        accuracy=_pooled_accuracy(ok),
-        coverage=_coverage(ok, context),
-        worst_groups=_worst(ok),
+        accuracy=tally.accuracy(),
+        coverage=tally.coverage(),
+        worst_groups=tally.worst(),
         failures=[{"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")} for r in rows if r["status"] in ("failed", "no_model")],
     )
     table = pd.DataFrame([{k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows])
@@ -184,66 +184,93 @@ def _finish(s: Session, run: Run, rows: list[dict], train_record: dict, context:
 CHUNK_ROWS = 50_000
 
 
-def _write_output(store: Datastore, rows: list[dict], context: ForecastContext) -> int:
-    """Concatenate the groups' forecasts into one CSV, in chunks, published atomically."""
+def _write_output(store: Datastore, rows: list[dict], context: ForecastContext) -> Tally:
+    """Concatenate the groups' forecasts into one CSV (in chunks, published atomically),
+    measuring accuracy against any actuals on the way."""
     axis = context.spec.time_axis
     daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
     date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
     header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
-    written = 0
+    tally = Tally(context)
     with store.output_file(FORECASTING_OUTPUT) as f:
         chunk: list[pa.Table] = []
         size = 0
 
         def flush() -> None:
-            nonlocal chunk, size, written
+            nonlocal chunk, size
             if not chunk:
                 return
             frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
-            frame.to_csv(f, header=written == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
-            written += len(frame)
+            frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
+            tally.rows += len(frame)
             chunk, size = [], 0
 
         for r in rows:
-            table = pq.read_table(store.forecast_path(r["key"]))
+            table = store.read_forecast(r["key"], r["fingerprint"])
+            tally.add(r["label"], table)
             chunk.append(table)
             size += table.num_rows
             if size >= CHUNK_ROWS:
                 flush()
         flush()
-        if written == 0:
+        if tally.rows == 0:
             f.write(",".join(header) + "\n")
-    return written
+    return tally
 
 
-def _pooled_accuracy(rows: list[dict]) -> dict[str, float]:
-    n_actual = sum(int(r.get("n_actual") or 0) for r in rows)
-    if not n_actual:
-        return {}
-    n_ape = sum(int(r.get("n_ape") or 0) for r in rows)
-    sum_abs_actual = sum(float(r.get("sum_abs_actual") or 0) for r in rows)
-    return {
-        "mape": 100.0 * sum(float(r.get("sum_ape") or 0) for r in rows) / n_ape if n_ape else float("nan"),
-        "smape": 100.0 * sum(float(r.get("sum_sape") or 0) for r in rows) / n_actual,
-        "wape": 100.0 * sum(float(r.get("sum_abs_err") or 0) for r in rows) / sum_abs_actual if sum_abs_actual else float("nan"),
-        "rmse": math.sqrt(sum(float(r.get("sum_sq_err") or 0) for r in rows) / n_actual),
-        "n_rows": n_actual,
-    }
+class Tally:
+    """Accuracy of the forecasts against the actuals in the inference rows, group by group."""
 
+    def __init__(self, context: ForecastContext):
+        self.context = context
+        self.rows = 0
+        self.beyond_horizon = 0
+        self.n = 0
+        self.n_ape = 0
+        self.sum_ape = self.sum_sape = self.sum_abs_err = self.sum_abs_actual = self.sum_sq_err = 0.0
+        self.below = {name: 0 for name in context.quantile_columns}
+        self.per_group: list[tuple[str, dict]] = []
 
-def _coverage(rows: list[dict], context: ForecastContext) -> dict[str, float]:
-    n_actual = sum(int(r.get("n_actual") or 0) for r in rows)
-    if not n_actual or not context.quantile_columns:
-        return {}
-    out = {}
-    for name in context.quantile_columns:
-        below = sum(int((r.get("below_quantile") or {}).get(name, 0)) for r in rows)
-        out[name] = below / n_actual
-    return out
+    def add(self, label: str, table: pa.Table) -> None:
+        c = self.context
+        steps = table[STEP_COLUMN].to_numpy(zero_copy_only=False).astype(float)
+        self.beyond_horizon += int(np.sum(steps > c.spec.horizon))
+        actual = table[c.spec.target_column].to_numpy(zero_copy_only=False).astype(float)
+        pred = table[c.prediction_column].to_numpy(zero_copy_only=False).astype(float)
+        ok = ~(np.isnan(actual) | np.isnan(pred))
+        if not ok.any():
+            return
+        a, p = actual[ok], pred[ok]
+        err = np.abs(p - a)
+        nz = a != 0
+        denom = np.abs(a) + np.abs(p)
+        self.n += int(ok.sum())
+        self.n_ape += int(nz.sum())
+        self.sum_ape += float(np.sum(err[nz] / np.abs(a[nz])))
+        self.sum_sape += float(np.sum(np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)))
+        self.sum_abs_err += float(err.sum())
+        self.sum_abs_actual += float(np.abs(a).sum())
+        self.sum_sq_err += float(np.sum((p - a) ** 2))
+        for name in c.quantile_columns:
+            q = table[name].to_numpy(zero_copy_only=False).astype(float)[ok]
+            self.below[name] += int(np.sum(a <= q))
+        self.per_group.append((label, scores(a, p)))
 
+    def accuracy(self) -> dict[str, float]:
+        if not self.n:
+            return {}
+        return {
+            "mape": 100.0 * self.sum_ape / self.n_ape if self.n_ape else float("nan"),
+            "smape": 100.0 * self.sum_sape / self.n,
+            "wape": 100.0 * self.sum_abs_err / self.sum_abs_actual if self.sum_abs_actual else float("nan"),
+            "rmse": math.sqrt(self.sum_sq_err / self.n),
+            "n_rows": self.n,
+        }
 
-def _worst(rows: list[dict], n: int = 5) -> list[dict]:
-    scored = [(r["label"], r["metrics"]) for r in rows if isinstance(r.get("metrics"), dict)]
-    scored = [(label, m) for label, m in scored if m.get("wape") is not None and not math.isnan(m["wape"])]
-    scored.sort(key=lambda x: -x[1]["wape"])
-    return [{"group": label, **{k: m.get(k) for k in ("mape", "smape", "wape")}} for label, m in scored[:n]]
+    def coverage(self) -> dict[str, float]:
+        return {name: below / self.n for name, below in self.below.items()} if self.n else {}
+
+    def worst(self, n: int = 5) -> list[dict]:
+        scored = [(label, m) for label, m in self.per_group if not math.isnan(m["wape"])]
+        scored.sort(key=lambda x: -x[1]["wape"])
+        return [{"group": label, **{k: m.get(k) for k in ("mape", "smape", "wape")}} for label, m in scored[:n]]

@@ -117,7 +117,8 @@ def fit_lightgbm(
             Xv = design_matrix(panel, vrows, vgrid, data.first, data.spec, data.with_series)
             valid_sets = [dataset.create_valid(Xv, y[vrows])]
             callbacks.append(lgb.early_stopping(early_stopping_rounds, verbose=False))
-    booster = lgb.train(full, dataset, num_boost_round=num_boost_round, valid_sets=valid_sets or None, callbacks=callbacks)
+    # keep_training_booster: skip LightGBM's string round-trip on return (we never train further)
+    booster = lgb.train(full, dataset, num_boost_round=num_boost_round, valid_sets=valid_sets or None, callbacks=callbacks, keep_training_booster=True)
     best = booster.best_iteration if valid_sets and booster.best_iteration > 0 else booster.current_iteration()
     state = {"params": params, "num_boost_round": int(best), "transform": transform}
     return Fitted("lightgbm", state, booster)

@@ -4,8 +4,9 @@ Models are files in the datastore (``models/<k2>/<key>/v<N>.json`` plus the
 LightGBM text); a train run's ``groups`` table maps every group to the version
 it ended with, whether trained in that run or reused. That table is what
 ``mm forecast`` reads, so a forecast always uses one train run's models and
-says which version each group used. Runs that were interrupted leave a journal
-of the groups they finished; the next run picks those up instead of refitting.
+says which version each group used. A run that was interrupted leaves the model
+files it finished, each stamped with the fingerprint of its inputs; the next run
+adopts them instead of refitting.
 """
 
 from __future__ import annotations
@@ -21,25 +22,17 @@ from .runs import effective_status, latest_run
 
 
 def train_state(store: Datastore) -> tuple[dict | None, dict[str, dict]]:
-    """The latest usable train run and, per group, what the newest runs know of it.
+    """The latest usable train run and what it recorded for each group.
 
-    Groups finished by a later interrupted run (its journal) override the
-    completed run's entries, so a crashed run's work is not redone.
+    Groups finished by a later, interrupted run are not listed here: their model
+    files carry the fingerprint they were fitted from, and a worker adopts such
+    a file instead of fitting again (see ``tasks.train_one``).
     """
     latest = latest_run(store, "train")
     state: dict[str, dict] = {}
     if latest is not None:
-        table = store.read_run_groups(latest["id"])
-        for row in table.to_dict("records"):
+        for row in store.read_run_groups(latest["id"]).to_dict("records"):
             state[row["key"]] = decode_row(row)
-    for record in store.list_runs():
-        if record.get("step") != "train" or (latest and record["started"] <= latest["started"]):
-            continue
-        if effective_status(record) != "interrupted" and record.get("status") != "failed":
-            continue
-        for entry in store.read_journal(record["id"]):
-            if entry.get("status") == "trained":
-                state[entry["key"]] = entry
     return latest, state
 
 

@@ -76,11 +76,12 @@ def _split(s: Session) -> SplitResult:
     config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
+    intact = previous is not None and previous.get("fingerprint") == cache.fingerprint(parts) and store.split_groups_path.exists()
     decision = cache.decide(
         previous and {"fingerprint": previous.get("fingerprint"), "parts": previous.get("parts")},
         parts,
         s.allow_reuse,
-        artefact_ok=previous is not None and store.split_groups_path.exists(),
+        artefact_ok=intact,
         what="split",
     )
     run = Run(store, "split", config_fp).begin()

@@ -15,11 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from ._version import __version__
 from .datastore import Datastore
 from .engine import Batch
 from .kernels import GroupSpec, fit_group, forecast_group, horizon_steps
-from .metrics import scores
 
 _STORES: dict[str, Datastore] = {}
 
@@ -55,11 +53,15 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
         frame = store.read_partition("train", key)
     except Exception as exc:
         return {**base, "status": "failed", "reason": "partition_missing", "error": f"cannot read train partition: {exc}", "duration_s": 0.0}
+    versions = store.model_versions(key)
+    if item.get("adopt") and versions:
+        adopted = _finished_by_interrupted_run(store, key, versions[-1], item["fingerprint"])
+        if adopted is not None:
+            return {**base, **adopted}
     stored = _stored_tuning(store, key, item.get("previous_version"))
     result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
     if result["status"] != "trained":
         return {**base, **{k: result[k] for k in ("status", "reason", "error", "duration_s")}}
-    versions = store.model_versions(key)
     version = (versions[-1] if versions else 0) + 1
     meta = {
         **result["meta"],
@@ -89,6 +91,30 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
         "tuning_source": meta["tuning"].get("source", ""),
         "note": result.get("note", ""),
         "duration_s": result["duration_s"],
+    }
+
+
+def _finished_by_interrupted_run(store: Datastore, key: str, version: int, fingerprint: str) -> dict | None:
+    """The newest model version if it was fitted from exactly these inputs (a killed run's work)."""
+    try:
+        meta = store.read_model_meta(key, version)
+    except (OSError, ValueError):
+        return None
+    if meta.get("fingerprint") != fingerprint:
+        return None
+    return {
+        "status": "reused",
+        "reason": "",
+        "error": "",
+        "decision": f"reused: finished by run {meta.get('run_id')}, which was interrupted",
+        "model": meta["kind"],
+        "model_version": version,
+        "trained_in_run": meta.get("run_id"),
+        "metrics": meta.get("metrics", {}),
+        "scores": meta.get("candidate_scores", {}),
+        "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
+        "tuning_source": "adopted",
+        "duration_s": 0.0,
     }
 
 
@@ -141,6 +167,9 @@ def forecast_batch(batch: Batch) -> list[dict]:
     return [forecast_one(ctx, item) for item in batch.items]
 
 
+STEP_COLUMN = "_mm_step"  # periods after the series' last known value; internal, not in the CSV
+
+
 def forecast_one(ctx: ForecastContext, item: dict) -> dict:
     store = _store(ctx.root)
     key, version = item["key"], int(item["model_version"])
@@ -165,43 +194,9 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
         out[name] = matrix[:, j]
     out["model_version"] = version
     out["run_id"] = ctx.train_run_id
-    store.write_forecast(key, out)
-    return {**base, "status": "forecast", "reason": "", "error": "", **_accuracy(future, matrix, ctx, history)}
-
-
-def _accuracy(future: pd.DataFrame, matrix: np.ndarray, ctx: ForecastContext, history: pd.DataFrame) -> dict:
-    """Sums for pooled accuracy over all groups, and this group's own metrics."""
-    actual = future[ctx.spec.target_column].to_numpy(dtype=np.float64)
-    pred = matrix[:, 0]
-    steps = horizon_steps(history, future, ctx.spec)
-    beyond = int(np.sum(steps > ctx.spec.horizon))
-    out = {"n_rows": len(future), "n_missing_prediction": int(np.isnan(pred).sum()), "n_beyond_horizon": beyond}
-    ok = ~(np.isnan(actual) | np.isnan(pred))
-    if not ok.any():
-        return out
-    a, p = actual[ok], pred[ok]
-    err = np.abs(p - a)
-    nz = a != 0
-    denom = np.abs(a) + np.abs(p)
-    out.update(
-        {
-            "n_actual": int(ok.sum()),
-            "sum_ape": float(np.sum(err[nz] / np.abs(a[nz]))),
-            "n_ape": int(nz.sum()),
-            "sum_sape": float(np.sum(np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0))),
-            "sum_abs_err": float(err.sum()),
-            "sum_abs_actual": float(np.abs(a).sum()),
-            "sum_sq_err": float(np.sum((p - a) ** 2)),
-            "metrics": scores(a, p),
-        }
-    )
-    if ctx.quantile_columns:
-        inside = {}
-        for j, name in enumerate(ctx.quantile_columns, start=1):
-            q = matrix[ok, j]
-            inside[name] = int(np.sum(a <= q))
-        out["below_quantile"] = inside
-    return out
+    out[STEP_COLUMN] = horizon_steps(history, future, ctx.spec)
+    store.write_forecast(key, item["fingerprint"], out)
+    return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": int(np.isnan(matrix[:, 0]).sum())}
 
 
 def forecast_crash(item: dict, reason: str) -> dict:
@@ -216,5 +211,3 @@ def forecast_crash(item: dict, reason: str) -> dict:
         "error": reason,
     }
 
-
-__all__ = ["TrainContext", "ForecastContext", "train_batch", "forecast_batch", "train_crash", "forecast_crash", "__version__"]

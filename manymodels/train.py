@@ -133,8 +133,13 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
             continue
         parts = cache.with_version({"data": g["train_hash"], "config": config_fp, "axis": axis_fp})
         version = prev.get("model_version") if prev else None
-        exists = bool(version) and store.model_meta_path(g["key"], int(version)).exists()
-        decision = cache.decide(prev, parts, s.allow_reuse, exists, "model")
+        intact = (
+            bool(version)
+            and prev.get("status") in ("trained", "reused")
+            and prev.get("fingerprint") == cache.fingerprint(parts)
+            and store.model_meta_path(g["key"], int(version)).exists()
+        )
+        decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
         if decision.reuse:
             terminal.detail(f"{g['label']}: reused, {decision.reason}")
             rows.append({**prev, **_ident(g), "status": "reused", "decision": f"reused: {decision.reason}", "run_id": run.id, "duration_s": 0.0})
@@ -149,6 +154,7 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
                 "previous_version": version,
                 "retune": automl.retune,
                 "space": space,
+                "adopt": s.allow_reuse,
             }
         )
     if retry is not None and not to_fit:
@@ -203,10 +209,10 @@ def _result_row(item: dict, r: dict, run_id: str) -> dict:
         "fingerprint": r["fingerprint"],
         "parts": r["parts"],
         "run_id": run_id,
-        "trained_in_run": run_id if r["status"] == "trained" else None,
+        "trained_in_run": r.get("trained_in_run") or (run_id if r["status"] == "trained" else None),
         "duration_s": r.get("duration_s", 0.0),
     }
-    if r["status"] == "trained":
+    if r["status"] in ("trained", "reused"):
         row.update(
             {
                 "model": r["model"],

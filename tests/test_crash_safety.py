@@ -1,0 +1,152 @@
+"""kill -9 in the middle of a step, and two mm processes on one datastore."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import lightgbm as lgb
+import pandas as pd
+import pyarrow.parquet as pq
+
+import manymodels as mm
+from manymodels.config import load_config
+from manymodels.datastore import TMP_PREFIX, Datastore
+from manymodels.sample import generate_oj_sales
+
+from .conftest import run_cli, write_config
+
+AUTOML = {"enabled": True, "candidates": ["lightgbm", "naive", "linear"], "n_trials": 6, "folds": 2, "metric": "wape", "timeout_per_group": None}
+
+
+def _start(*args: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "manymodels", *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if ready():
+            os.killpg(proc.pid, signal.SIGKILL)  # the parent and its worker processes
+            proc.wait()
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the step finished before it could be killed: {proc.stderr.read()}")
+        time.sleep(0.01)
+    raise AssertionError("the step never reached the point where it should be killed")
+
+
+def _assert_no_half_written_files(root: Path) -> None:
+    """Every file a reader would pick up is complete; only .tmp- files may be partial."""
+    for dirpath, _, files in os.walk(root):
+        for name in files:
+            path = Path(dirpath) / name
+            if name.startswith(TMP_PREFIX) or name in ("lock",) or name.endswith(".jsonl"):
+                continue
+            if name.endswith(".json"):
+                json.loads(path.read_text())
+            elif name.endswith(".parquet"):
+                pq.read_table(path)
+            elif name.endswith(".lgb.txt"):
+                lgb.Booster(model_file=str(path))
+            elif name.endswith(".csv"):
+                pd.read_csv(path)
+
+
+def _data(tmp_path: Path, stores: int, future: int = 4) -> Path:
+    path = tmp_path / "sales.parquet"
+    generate_oj_sales(stores=stores, brands=3, weeks=60, future_weeks=future, seed=3).to_parquet(path)
+    return path
+
+
+def test_sigkill_during_train_then_rerun_finishes_with_each_group_trained_once(tmp_path: Path):
+    data = _data(tmp_path, stores=8)
+    reference_dir, crash_dir = tmp_path / "reference", tmp_path / "crash"
+    reference_dir.mkdir(), crash_dir.mkdir()
+    settings = dict(train={"automl": AUTOML}, engine={"kind": "local", "jobs": 2})
+    reference = load_config(write_config(reference_dir, str(data), **settings))
+    crash_path = write_config(crash_dir, str(data), **settings)
+    crashed = load_config(crash_path)
+    mm.run(reference)
+
+    mm.split(crashed)
+    store = Datastore(crashed.datastore)
+    proc = _start("train", "-c", str(crash_path))
+
+    def some_groups_done() -> bool:
+        journals = list(store.runs_dir.glob("*.journal.jsonl"))
+        return bool(journals) and journals[0].read_text().count("\n") >= 6
+
+    _kill_when(proc, some_groups_done)
+    _assert_no_half_written_files(store.root)
+    assert not store.output_path("training_output.csv").exists()  # never a partial output
+    done_before = {p.parent.name for p in (store.root / "models").rglob("v1.json")}
+    assert 6 <= len(done_before) < 24
+
+    rerun = run_cli("train", "-c", str(crash_path), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(rerun.stdout)
+    assert result["trained"] + result["reused"] == 24 and result["reused"] >= len(done_before)
+    # every group was fitted exactly once over the two runs
+    for group_dir in (store.root / "models").glob("*/*"):
+        assert sorted(p.name for p in group_dir.glob("*.json")) == ["v1.json"], group_dir
+    # and the result is the one an uninterrupted run gives
+    ref_store = Datastore(reference.datastore)
+    for meta in (store.root / "models").rglob("v1.json"):
+        key = meta.parent.name
+        ours = json.loads(meta.read_text())
+        theirs = ref_store.read_model_meta(key, 1)
+        assert ours["kind"] == theirs["kind"] and ours["metrics"] == theirs["metrics"]
+        if ours["kind"] == "lightgbm":
+            assert store.read_model_text(key, 1) == ref_store.read_model_text(key, 1)
+    assert run_cli("forecast", "-c", str(crash_path), "-q").returncode == 0
+    ours = pd.read_csv(store.output_path("forecasting_output.csv"))
+    theirs = pd.read_csv(ref_store.output_path("forecasting_output.csv"))
+    pd.testing.assert_series_equal(ours["Prediction"], theirs["Prediction"])
+
+
+def test_sigkill_during_forecast_keeps_the_previous_output_and_rerun_completes(tmp_path: Path):
+    data = _data(tmp_path, stores=40, future=52)
+    path = write_config(tmp_path, str(data), train={"horizon": 52, "num_boost_round": 30}, engine={"kind": "serial"})
+    config = load_config(path)
+    mm.split(config)
+    mm.train(config)
+    first = mm.forecast(config)
+    expected = pd.read_csv(first.output)
+    store = Datastore(config.datastore)
+    started = time.time()
+    proc = _start("forecast", "-c", str(path), "--no-allow-reuse")
+    forecasts = store.root / "forecasts"
+    _kill_when(proc, lambda: sum(p.stat().st_mtime > started for p in forecasts.rglob("*.parquet")) >= 30)
+    _assert_no_half_written_files(store.root)
+    pd.testing.assert_frame_equal(pd.read_csv(store.output_path("forecasting_output.csv")), expected)
+    rerun = run_cli("forecast", "-c", str(path), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    document = json.loads(rerun.stdout)
+    assert document["forecast"] + document["reused"] == 120
+    pd.testing.assert_frame_equal(pd.read_csv(store.output_path("forecasting_output.csv")), expected)
+
+
+def test_a_second_writer_waits_or_exits_naming_the_holder(tmp_path: Path):
+    data = _data(tmp_path, stores=6)
+    path = write_config(tmp_path, str(data), train={"automl": AUTOML}, engine={"kind": "local", "jobs": 2})
+    config = load_config(path)
+    mm.split(config)
+    store = Datastore(config.datastore)
+    first = _start("train", "-c", str(path))
+    deadline = time.monotonic() + 60
+    while not (store.lock_path.exists() and store.lock_path.read_text()):
+        assert time.monotonic() < deadline and first.poll() is None
+        time.sleep(0.01)
+    refused = run_cli("train", "-c", str(path))
+    assert refused.returncode == 1
+    assert "is in use by 'mm train'" in refused.stderr and f"pid {first.pid}" in refused.stderr
+    waited = run_cli("train", "-c", str(path), "--wait", "120", "--json")
+    assert first.wait(timeout=120) == 0
+    assert waited.returncode == 0, waited.stderr
+    assert json.loads(waited.stdout)["reused"] == 18  # it ran after the first one, reusing its work
+    _assert_no_half_written_files(store.root)
+    assert len(pd.read_csv(store.output_path("training_output.csv"))) == 18
