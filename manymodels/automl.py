@@ -32,6 +32,7 @@ class Evaluation:
 
     kind: str
     params: dict[str, Any]
+    mase_scale: float | None = None
     actual: list[np.ndarray] = field(default_factory=list)
     predicted: list[np.ndarray] = field(default_factory=list)
 
@@ -44,12 +45,13 @@ class Evaluation:
             return np.empty(0), np.empty(0)
         return np.concatenate(self.actual), np.concatenate(self.predicted)
 
-    def metrics(self, mase_scale: float | None) -> dict[str, float]:
+    def metrics(self) -> dict[str, float]:
         a, p = self._pooled()
-        return scores(a, p, mase_scale)
+        return scores(a, p, self.mase_scale)
 
-    def score(self, metric: str, mase_scale: float | None = None) -> float:
-        value = self.metrics(mase_scale)[metric]
+    def score(self, metric: str) -> float:
+        """The selection score: NaN without folds, inf when the folds gave no usable value."""
+        value = self.metrics()[metric]
         return value if not math.isnan(value) else math.inf if self.actual else math.nan
 
     def residual_quantiles(self, quantiles, transform: str) -> dict[str, float]:
@@ -83,7 +85,7 @@ def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str])
 
 
 def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evaluation:
-    evaluation = Evaluation(kind, params)
+    evaluation = Evaluation(kind, params, data.mase_scale)
     for train, test in folds:
         rows = np.flatnonzero(test)
         fitted = fit_baseline(kind, data, train, params)
@@ -98,7 +100,7 @@ def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec
     lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
     rounds = int(params.get("_num_boost_round", spec.num_boost_round))
     transform = params.get("_transform", transform)
-    evaluation = Evaluation("lightgbm", params)
+    evaluation = Evaluation("lightgbm", params, data.mase_scale)
     for train, test in folds:
         rows = np.flatnonzero(test)
         fitted = fit_lightgbm(data, train, lgb_params, rounds, transform)
@@ -119,7 +121,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     evaluations: dict[int, Evaluation] = {}
 
     def run(trial: optuna.Trial, params: dict[str, Any], trans: str) -> float:
-        evaluation = Evaluation("lightgbm", {})
+        evaluation = Evaluation("lightgbm", {}, data.mase_scale)
         best_rounds = []
         for i, (train, test) in enumerate(folds):
             rows = np.flatnonzero(test)

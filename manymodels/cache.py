@@ -29,6 +29,8 @@ from .datastore import Datastore, file_sha256
 
 # Config sections whose values change what each step produces.
 SPLIT_SECTIONS = ("data", "split")
+# train.automl minus retune and the time budgets: switching a weekly cron entry to
+# retune=always, or giving tuning more time, must not invalidate every model.
 TRAIN_SECTIONS = (
     "train.horizon",
     "train.min_history",
@@ -36,7 +38,11 @@ TRAIN_SECTIONS = (
     "train.num_boost_round",
     "train.features",
     "train.seed",
-    "train.automl",
+    "train.automl.enabled",
+    "train.automl.candidates",
+    "train.automl.n_trials",
+    "train.automl.folds",
+    "train.automl.metric",
     "forecast.quantiles",
 )
 FORECAST_SECTIONS = ("forecast",)

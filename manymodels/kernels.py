@@ -19,8 +19,8 @@ import pandas as pd
 from . import automl
 from ._version import __version__
 from .features import FeatureSpec, build_panel, series_labels_of
-from .metrics import mase_scale, scores
-from .models import BASELINES, Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, predict
+from .metrics import mase_scale
+from .models import Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, predict
 from .timeindex import TimeAxis
 
 
@@ -153,6 +153,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     info = describe_group(frame, spec)
     data = _group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
+    data.mase_scale = mase_scale(data.grid(all_rows), data.spec.season_length)
     folds = backtest_folds(data, spec.horizon, _n_folds(spec))
     candidates = _candidates(spec, data)
     transform = _transform(spec, data)
@@ -170,14 +171,13 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     chosen = evaluated[winner]
     final = _refit(winner, chosen, data, all_rows, spec)
 
-    scale = mase_scale(data.grid(all_rows), data.spec.season_length)
-    metrics = chosen.metrics(scale)
+    metrics = chosen.metrics()
     meta = {
         "kind": winner,
         "state": final.state,
         "info": info,
         "metrics": metrics,
-        "candidate_scores": {k: e.score(metric, scale) for k, e in evaluated.items()},
+        "candidate_scores": {k: e.score(metric) for k, e in evaluated.items()},
         "selection_metric": metric,
         "folds": len(folds),
         "residual_quantiles": chosen.residual_quantiles(spec.quantiles, final.state.get("transform", "none")),

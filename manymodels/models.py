@@ -32,6 +32,7 @@ class GroupData:
     nonnegative: bool  # every training target >= 0 (sales): log transform allowed, clip at 0
     first: int  # first period of the grid
     last: int  # last period of the grid
+    mase_scale: float | None = None  # in-sample seasonal-naive MAE, for the mase metric
 
     def grid(self, known: np.ndarray, values: np.ndarray | None = None) -> np.ndarray:
         panel = self.panel

@@ -175,3 +175,13 @@ def test_baselines_forecast_what_they_say(kind, transform, expected):
     result = fit_group(history, spec)
     pred = forecast_group(history, future, result["meta"], result["model_text"], spec)
     assert np.allclose(pred[:, 0], expected)
+
+
+def test_mase_can_select_the_winner():
+    history, _ = weekly_group(n_weeks=80)
+    automl = {"enabled": True, "candidates": ["naive", "mean", "linear"], "n_trials": 0, "folds": 2, "metric": "mase"}
+    result = fit_group(history, spec_for(automl=automl))
+    scores = result["scores"]
+    assert all(math.isfinite(v) for v in scores.values())
+    assert result["model"] == min(scores, key=scores.get)
+    assert result["meta"]["metrics"]["mase"] == scores[result["model"]]

@@ -166,3 +166,12 @@ def test_clean_is_a_dry_run_unless_yes_and_stays_in_the_datastore(tmp_path: Path
     mm.clean(config, step="all", yes=True)
     assert oj_csv.exists() and outside.exists()
     assert not (store.root / "split").exists()
+
+
+def test_retune_policy_and_time_budgets_do_not_invalidate_models(tmp_path: Path, oj_config):
+    _, config = oj_config
+    mm.run(config)
+    weekly = config.with_overrides(["train.automl.retune=always", "train.automl.timeout_per_group=99"])
+    assert mm.train(weekly).reused == 6
+    changed = config.with_overrides(["train.automl.n_trials=3"])
+    assert mm.train(changed).trained == 6
