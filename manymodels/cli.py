@@ -252,6 +252,39 @@ def _clean_cmd(config_path, overrides, step, yes, wait, terminal):
 
 
 @app.command()
+def report(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: <datastore>/outputs/report.html).", show_default=False)] = None,
+    history: Annotated[int, typer.Option("--history", min=0, help="Periods of history per series in the group charts (0: all).")] = 156,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    log_file: LogOpt = None,
+):
+    """Write one self-contained HTML report of the latest runs (works offline)."""
+    _report_cmd(config, set_, output, history, _terminal=_terminal(quiet, json_, verbose, log_file))
+
+
+@_guarded
+def _report_cmd(config_path, overrides, output, history, terminal):
+    from . import api
+
+    result = api.report(_config(config_path, overrides), terminal, output=output, history=history)
+    terminal.facts(
+        f"report: {result.path}",
+        [
+            ("groups", f"{result.n_groups:,} ({result.n_charts:,} with charts, {result.n_failed:,} failed)"),
+            ("runs", f"train {result.train_run_id or '-'}, forecast {result.forecast_run_id or '-'}"),
+            ("size", _size(result.bytes)),
+            ("time", f"{result.duration_s:.1f}s"),
+        ],
+    )
+    terminal.emit_json(result.to_dict())
+    return 0
+
+
+@app.command()
 def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a folder with --per-group-files).")] = Path("sample_data/oj_sales.csv"),
     stores: Annotated[int, typer.Option("--stores", min=1, help="Stores (3,991 gives the accelerator's 11,973 series).")] = 10,
