@@ -12,6 +12,7 @@ import functools
 from . import tracking
 from .clean import clean
 from .config import config_from_dict, load_config
+from .export import export
 from .forecast import ForecastResult
 from .forecast import forecast as _forecast
 from .pipeline import RunResult
@@ -46,4 +47,4 @@ def run(config, terminal=None, **options) -> RunResult:
     return result
 
 
-__all__ = ["clean", "config_from_dict", "forecast", "load_config", "report", "run", "split", "train"]
+__all__ = ["clean", "config_from_dict", "export", "forecast", "load_config", "report", "run", "split", "train"]
