@@ -459,9 +459,12 @@ def _models_cmd(config_path, overrides, groups, limit, terminal):
 
 
 @app.command()
-def version():
+def version(json_: JsonOpt = False):
     """Print the manymodels version."""
-    Terminal().out.print(f"manymodels {__version__}")
+    terminal = Terminal(json_mode=json_)
+    if not json_:
+        terminal.out.print(f"manymodels {__version__}")
+    terminal.emit_json({"version": __version__})
 
 
 # -- reports -----------------------------------------------------------------
