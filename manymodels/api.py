@@ -13,38 +13,28 @@ from . import tracking
 from .clean import clean
 from .config import config_from_dict, load_config
 from .export import export
-from .forecast import ForecastResult
 from .forecast import forecast as _forecast
-from .pipeline import RunResult
 from .pipeline import run as _run
 from .report import report
 from .split import split
-from .train import TrainResult
 from .train import train as _train
 
 
-@functools.wraps(_train)
-def train(config, terminal=None, **options) -> TrainResult:
-    tracking.check(config)
-    result = _train(config, terminal, **options)
-    tracking.log_runs(config, terminal, [("train", result)])
-    return result
+def _tracked(step, finished_runs):
+    """``step`` with tracking: MLflow checked before it starts, its finished runs logged after."""
+
+    @functools.wraps(step)
+    def tracked(config, terminal=None, **options):
+        tracking.check(config)
+        result = step(config, terminal, **options)
+        tracking.log_runs(config, terminal, finished_runs(result))
+        return result
+
+    return tracked
 
 
-@functools.wraps(_forecast)
-def forecast(config, terminal=None, **options) -> ForecastResult:
-    tracking.check(config)
-    result = _forecast(config, terminal, **options)
-    tracking.log_runs(config, terminal, [("forecast", result)])
-    return result
-
-
-@functools.wraps(_run)
-def run(config, terminal=None, **options) -> RunResult:
-    tracking.check(config)
-    result = _run(config, terminal, **options)
-    tracking.log_runs(config, terminal, [("train", result.train), ("forecast", result.forecast)])
-    return result
-
+train = _tracked(_train, lambda r: [("train", r)])
+forecast = _tracked(_forecast, lambda r: [("forecast", r)])
+run = _tracked(_run, lambda r: [("train", r.train), ("forecast", r.forecast)])
 
 __all__ = ["clean", "config_from_dict", "export", "forecast", "load_config", "report", "run", "split", "train"]

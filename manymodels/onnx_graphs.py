@@ -96,48 +96,53 @@ def _tree_tables(trees: list[dict]) -> tuple[dict, dict]:
     nodes: dict[str, list] = {k: [] for k in ("tree", "id", "feature", "mode", "value", "true", "false", "missing_true")}
     leaves: dict[str, list] = {k: [] for k in ("tree", "id", "weight")}
     for tree_id, tree in enumerate(trees):
-        counter = itertools.count()
-        rows: list[tuple] = []
-
-        def add(node: dict) -> int:
-            if "leaf_value" in node:
-                nid = next(counter)
-                rows.append((nid, 0, "LEAF", 0.0, 0, 0, 0))
-                leaves["tree"].append(tree_id)
-                leaves["id"].append(nid)
-                leaves["weight"].append(float(node["leaf_value"]))
-                return nid
-            feature = int(node["split_feature"])
-            if node["decision_type"] == "==":
-                # LightGBM: the integer value in the set -> left; anything else, NaN and negatives -> right
-                categories = [int(c) for c in str(node["threshold"]).split("||")]
-                chain = [next(counter) for _ in categories]
-                left, right = add(node["left_child"]), add(node["right_child"])
-                for i, (nid, category) in enumerate(zip(chain, categories)):
-                    rows.append((nid, feature, "BRANCH_EQ", float(category), left, chain[i + 1] if i + 1 < len(chain) else right, 0))
-                return chain[0]
-            threshold = float(node["threshold"])
-            missing = node.get("missing_type", "None")
-            default_left = bool(node.get("default_left", True))
-            if missing == "Zero":
-                # zero (and NaN, which LightGBM reads as zero here) takes the default side
-                zero_test, split = next(counter), next(counter)
-                left, right = add(node["left_child"]), add(node["right_child"])
-                rows.append((zero_test, feature, "BRANCH_EQ", 0.0, left if default_left else right, split, 0))
-                rows.append((split, feature, "BRANCH_LEQ", threshold, left, right, int(default_left)))
-                return zero_test
-            nid = next(counter)
-            left, right = add(node["left_child"]), add(node["right_child"])
-            # missing NaN: NaN takes the default side; missing None: NaN is read as 0.0
-            nan_left = default_left if missing == "NaN" else 0.0 <= threshold
-            rows.append((nid, feature, "BRANCH_LEQ", threshold, left, right, int(nan_left)))
-            return nid
-
-        add(tree["tree_structure"])
-        for nid, feature, mode, value, true, false, missing_true in sorted(rows):
-            for key, v in zip(("tree", "id", "feature", "mode", "value", "true", "false", "missing_true"), (tree_id, nid, feature, mode, value, true, false, missing_true)):
-                nodes[key].append(v)
+        for row in _tree_rows(tree["tree_structure"], tree_id, leaves):
+            for key, value in zip(nodes, (tree_id, *row)):
+                nodes[key].append(value)
     return nodes, leaves
+
+
+def _tree_rows(root: dict, tree_id: int, leaves: dict) -> list[tuple]:
+    """One tree's nodes as (id, feature, mode, value, true id, false id, NaN goes true), by id."""
+    counter = itertools.count()
+    rows: list[tuple] = []
+
+    def add(node: dict) -> int:
+        if "leaf_value" in node:
+            nid = next(counter)
+            rows.append((nid, 0, "LEAF", 0.0, 0, 0, 0))
+            leaves["tree"].append(tree_id)
+            leaves["id"].append(nid)
+            leaves["weight"].append(float(node["leaf_value"]))
+            return nid
+        feature = int(node["split_feature"])
+        if node["decision_type"] == "==":
+            # LightGBM: the integer value in the set -> left; anything else, NaN and negatives -> right
+            categories = [int(c) for c in str(node["threshold"]).split("||")]
+            chain = [next(counter) for _ in categories]
+            left, right = add(node["left_child"]), add(node["right_child"])
+            for i, (nid, category) in enumerate(zip(chain, categories)):
+                rows.append((nid, feature, "BRANCH_EQ", float(category), left, chain[i + 1] if i + 1 < len(chain) else right, 0))
+            return chain[0]
+        threshold = float(node["threshold"])
+        missing = node.get("missing_type", "None")
+        default_left = bool(node.get("default_left", True))
+        if missing == "Zero":
+            # zero (and NaN, which LightGBM reads as zero here) takes the default side
+            zero_test, split = next(counter), next(counter)
+            left, right = add(node["left_child"]), add(node["right_child"])
+            rows.append((zero_test, feature, "BRANCH_EQ", 0.0, left if default_left else right, split, 0))
+            rows.append((split, feature, "BRANCH_LEQ", threshold, left, right, int(default_left)))
+            return zero_test
+        nid = next(counter)
+        left, right = add(node["left_child"]), add(node["right_child"])
+        # missing NaN: NaN takes the default side; missing None: NaN is read as 0.0
+        nan_left = default_left if missing == "NaN" else 0.0 <= threshold
+        rows.append((nid, feature, "BRANCH_LEQ", threshold, left, right, int(nan_left)))
+        return nid
+
+    add(root)
+    return sorted(rows)
 
 
 # -- linear ----------------------------------------------------------------------------

@@ -187,7 +187,7 @@ def test_export_replaces_its_own_output_only(tmp_path: Path, oj_csv: Path, ort):
     assert (foreign / "notes.txt").read_text() == "keep me"
 
 
-def test_export_errors_and_json(tmp_path: Path, oj_csv: Path, monkeypatch, ort):
+def test_export_errors_and_json(tmp_path: Path, oj_csv: Path, ort):
     config_path = write_config(tmp_path, str(oj_csv), train={"num_boost_round": 10})
     config = load_config(config_path)
     with pytest.raises(MMError, match="no finished train run"):
@@ -199,7 +199,12 @@ def test_export_errors_and_json(tmp_path: Path, oj_csv: Path, monkeypatch, ort):
     assert document["onnx"] == 6 and document["exit_code"] == 0 and document["max_relative_diff"] < 1e-5
     done = run_cli("export", "-c", str(config_path), "--format", "pmml")
     assert done.returncode == 1 and "--format 'pmml' is not supported" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_export_without_the_onnx_extra_says_what_to_install(tmp_path: Path, oj_csv: Path, monkeypatch):
+    config = load_config(write_config(tmp_path, str(oj_csv)))
     monkeypatch.setitem(sys.modules, "onnx", None)  # as if the extra were not installed
-    with pytest.raises(MMError) as caught:
+    with pytest.raises(MMError, match="ONNX export needs the onnx package") as caught:
         mm.export(config)
     assert caught.value.hint == "pip install 'manymodels[onnx]'"
+    assert not (tmp_path / "store").exists()  # refused before touching anything
