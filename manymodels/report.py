@@ -92,7 +92,7 @@ def report(config: Config, terminal: Terminal | None = None, *, output: str | Pa
     return ReportResult(
         path=str(path),
         n_groups=len(groups["label"]),
-        n_charts=sum(1 for n in groups["len"] if n > 0),
+        n_charts=document["meta"]["n_charts"],
         n_failed=document["summary"]["n_failed"],
         train_run_id=train_record["id"] if train_record else None,
         forecast_run_id=forecast_record["id"] if forecast_record else None,
@@ -169,6 +169,7 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
             "axis": _axis_for_page(manifest["axis"]) if manifest else None,
             "history": history,
             "band": chart.band_names,
+            "n_charts": chart.n_charts,
         },
         "summary": summary,
         "runs": _recent_runs(store),
@@ -184,6 +185,7 @@ class ChartData:
     def __init__(self, store: Datastore, config: Config, manifest: dict | None, history: int):
         self.store, self.config, self.manifest, self.history = store, config, manifest, history
         self.band_names: list[str] = []
+        self.n_charts = 0  # groups with something to chart
         d = config.data
         self.target = manifest.get("target_column", d.target_column) if manifest else d.target_column
         self.time = manifest.get("time_column", d.time_column) if manifest else d.time_column
@@ -211,6 +213,7 @@ class ChartData:
                 for name, period, cols in f:
                     series.setdefault(name, {"n": name}).update(_dense(period, cols, "f0"))
             entry = {**extra, "s": list(series.values())} if series else extra
+            self.n_charts += bool(series)
             out.append(_line(entry) if entry else "")
         return out
 

@@ -156,3 +156,21 @@ def test_report_command_json_and_exit_codes(store_with_failures, tmp_path: Path)
     (tmp_path / "other").mkdir()
     done = run_cli("report", "-c", str(write_config(tmp_path / "other", "x.csv")))
     assert done.returncode == 1 and "no mm datastore" in done.stderr and "hint:" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_group_values_cannot_break_the_page(tmp_path: Path, oj_frame: pd.DataFrame):
+    """Values with markup and non-ASCII characters stay data: escaped in the page, offsets intact."""
+    frame = oj_frame.replace({"Brand": {"dominicks": "</script><script>alert(1)</script>", "minute.maid": "café ☕"}})
+    path = tmp_path / "sales.parquet"
+    frame.to_parquet(path)
+    config = load_config(write_config(tmp_path, str(path)))
+    mm.run(config)
+    page = Path(mm.report(config).path).read_text(encoding="utf-8")
+    assert page.count("</script>") == 3 and "alert(1)</script>" not in page
+    data, series = embedded(page)
+    labels = data["groups"]["label"]
+    assert "Store=1000,Brand=</script><script>alert(1)</script>" in labels and "Store=1000,Brand=café ☕" in labels
+    brands = data["groups"]["cols"]["Brand"]["levels"]
+    assert set(brands) == {"</script><script>alert(1)</script>", "café ☕"}
+    for off, length in zip(data["groups"]["off"], data["groups"]["len"]):
+        assert json.loads(series[off: off + length])["s"][0]["y"]  # every line found by its offset
