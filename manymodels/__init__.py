@@ -7,10 +7,12 @@ The library API mirrors the ``mm`` command line::
     mm.split(config)
     result = mm.train(config, groups=["Store=1000"])
     mm.forecast(config)
+    mm.report(config)          # <datastore>/outputs/report.html
+    mm.export(config)          # <datastore>/exports/onnx/ (the onnx extra)
 """
 
 from ._version import __version__
-from .api import clean, config_from_dict, forecast, load_config, run, split, train
+from .api import clean, config_from_dict, export, forecast, load_config, report, run, split, train
 from .config import Config
 from .errors import ConfigError, InputDataError, MMError, UpstreamMissing
 from .sample import generate_oj_sales
@@ -24,9 +26,11 @@ __all__ = [
     "UpstreamMissing",
     "clean",
     "config_from_dict",
+    "export",
     "forecast",
     "generate_oj_sales",
     "load_config",
+    "report",
     "run",
     "split",
     "train",

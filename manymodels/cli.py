@@ -252,6 +252,80 @@ def _clean_cmd(config_path, overrides, step, yes, wait, terminal):
 
 
 @app.command()
+def report(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: <datastore>/outputs/report.html).", show_default=False)] = None,
+    history: Annotated[int, typer.Option("--history", min=0, help="Periods of history per series in the group charts (0: all).")] = 156,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    log_file: LogOpt = None,
+):
+    """Write one self-contained HTML report of the latest runs (works offline)."""
+    _report_cmd(config, set_, output, history, _terminal=_terminal(quiet, json_, verbose, log_file))
+
+
+@_guarded
+def _report_cmd(config_path, overrides, output, history, terminal):
+    from . import api
+
+    result = api.report(_config(config_path, overrides), terminal, output=output, history=history)
+    terminal.facts(
+        f"report: {result.path}",
+        [
+            ("groups", f"{result.n_groups:,} ({result.n_charts:,} with charts, {result.n_failed:,} failed)"),
+            ("runs", f"train {result.train_run_id or '-'}, forecast {result.forecast_run_id or '-'}"),
+            ("size", _size(result.bytes)),
+            ("time", f"{result.duration_s:.1f}s"),
+        ],
+    )
+    terminal.emit_json(result.to_dict())
+    return 0
+
+
+@app.command()
+def export(
+    config: ConfigOpt,
+    set_: SetOpt = None,
+    fmt: Annotated[str, typer.Option("--format", help="onnx (needs: pip install 'manymodels[onnx]').")] = "onnx",
+    output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write (default: <datastore>/exports/<format>).", show_default=False)] = None,
+    groups: GroupsOpt = None,
+    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Export the models of this train run (default: the latest finished one).", show_default=False)] = None,
+    verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Score each exported model with onnxruntime on its training rows and compare with mm.")] = True,
+    wait: WaitOpt = 0.0,
+    verbose: VerboseOpt = False,
+    quiet: QuietOpt = False,
+    json_: JsonOpt = False,
+    log_file: LogOpt = None,
+):
+    """Write every group's model as ONNX (LightGBM, linear) plus metadata, for scoring in a database."""
+    _export_cmd(config, set_, fmt, output, groups, run_id, verify, wait, _terminal=_terminal(quiet, json_, verbose, log_file))
+
+
+@_guarded
+def _export_cmd(config_path, overrides, fmt, output, groups, run_id, verify, wait, terminal):
+    from . import api
+
+    r = api.export(_config(config_path, overrides), terminal, fmt=fmt, output=output, groups=groups, run_id=run_id, verify=verify, wait=wait)
+    check = f"{r.verified:,} checked with onnxruntime, largest relative difference {r.max_relative_diff:.2g}" if r.verified else "not checked (--no-verify)"
+    terminal.facts(
+        f"export: {r.status} ({r.format} -> {r.output})",
+        [
+            ("models from", f"train run {r.train_run_id}"),
+            ("groups", f"{r.n_groups:,}: {r.onnx:,} as ONNX, {r.metadata_only:,} metadata only (baselines), {r.no_model:,} without a model, {r.failed:,} failed"),
+            ("models", ", ".join(f"{k} {v}" for k, v in sorted(r.models.items(), key=lambda kv: -kv[1])) or "-"),
+            ("check", check),
+            ("time", f"{r.duration_s:.1f}s"),
+            ("index", str(Path(r.output) / "index.csv")),
+        ],
+    )
+    _failures(terminal, r.failures, "export", "index.csv")
+    terminal.emit_json(r.to_dict())
+    return r.exit_code
+
+
+@app.command()
 def sample(
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a folder with --per-group-files).")] = Path("sample_data/oj_sales.csv"),
     stores: Annotated[int, typer.Option("--stores", min=1, help="Stores (3,991 gives the accelerator's 11,973 series).")] = 10,
@@ -389,9 +463,12 @@ def _models_cmd(config_path, overrides, groups, limit, terminal):
 
 
 @app.command()
-def version():
+def version(json_: JsonOpt = False):
     """Print the manymodels version."""
-    Terminal().out.print(f"manymodels {__version__}")
+    terminal = Terminal(json_mode=json_)
+    if not json_:
+        terminal.out.print(f"manymodels {__version__}")
+    terminal.emit_json({"version": __version__})
 
 
 # -- reports -----------------------------------------------------------------

@@ -201,6 +201,18 @@ class RegistryConfig(_Section):
     keep_versions: int = Field(default=5, ge=1)
 
 
+class MlflowConfig(_Section):
+    uri: str | None = None
+    experiment: str = Field(default="manymodels", min_length=1)
+    log_report: bool = True
+
+
+class TrackingConfig(_Section):
+    """Where runs are logged (optional; never part of any fingerprint: tracking changes no model)."""
+
+    mlflow: MlflowConfig = MlflowConfig()
+
+
 class Config(_Section):
     datastore: str
     data: DataConfig
@@ -209,6 +221,7 @@ class Config(_Section):
     forecast: ForecastConfig = ForecastConfig()
     engine: EngineConfig = EngineConfig()
     registry: RegistryConfig = RegistryConfig()
+    tracking: TrackingConfig = TrackingConfig()
     allow_reuse: bool = True
     # Where the config was read from; not a user key.
     source: str | None = Field(default=None, exclude=True)
@@ -322,6 +335,10 @@ def _resolve_paths(raw: dict[str, Any], base_dir: Path) -> dict[str, Any]:
 
     if "datastore" in raw:
         raw["datastore"] = resolve(raw["datastore"])
+    tracking = raw.get("tracking")
+    mlflow = tracking.get("mlflow") if isinstance(tracking, dict) else None
+    if isinstance(mlflow, dict) and isinstance(mlflow.get("uri"), str) and mlflow["uri"] != "databricks":
+        mlflow["uri"] = resolve(mlflow["uri"])  # a plain folder is a local MLflow file store
     data = raw.get("data")
     if isinstance(data, dict) and "path" in data:
         path = data["path"]

@@ -10,6 +10,8 @@
     <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
     <root>/outputs/training_output.csv, forecasting_output.csv
+    <root>/outputs/report.html           mm report (default location)
+    <root>/exports/<format>/             mm export (default location): <key>.onnx, <key>.json, index.csv
 
 Group values are data, never paths: a group's files are named by a hash of its
 values (``key``), so ``../x``, ``CON`` or a 300-character value stay inside the
@@ -33,6 +35,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import MMError, UpstreamMissing
@@ -190,6 +193,13 @@ class Datastore:
         return self.root / "outputs" / name
 
     @property
+    def report_path(self) -> Path:
+        return self.output_path("report.html")
+
+    def export_dir(self, fmt: str) -> Path:
+        return self.root / "exports" / fmt
+
+    @property
     def runs_dir(self) -> Path:
         return self.root / "runs"
 
@@ -205,7 +215,7 @@ class Datastore:
                 if any(f"-{s}-" in name for s in steps):
                     paths.append(self.runs_dir / name)
         if step == "all":
-            paths.append(self.input_state_path)
+            paths += [self.input_state_path, self.report_path, self.root / "exports"]
         return [p for p in paths if p.exists() or p.is_symlink()]
 
     # lifecycle ------------------------------------------------------------
@@ -310,6 +320,35 @@ class Datastore:
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
         return pq.read_table(self.forecast_path(key, fingerprint))
 
+    def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str]) -> pa.Table:
+        """``columns`` of many groups' files in one multi-threaded scan, plus a ``_mm_key`` column.
+
+        ``kind`` is ``train`` or ``inference`` (partitions) or ``forecast`` (latest
+        forecasts). Groups without a file are skipped; a column a file lacks is null.
+        """
+        path_of = self.forecast_path if kind == "forecast" else (lambda key: self.partition_path(kind, key))
+        files = {str(path_of(k)): k for k in keys}
+        files = {p: k for p, k in files.items() if os.path.exists(p)}
+        if not files:
+            return pa.table({"_mm_key": pa.array([], pa.string())})
+        wanted = list(dict.fromkeys(columns))
+        try:
+            schema = _scan_schema(pq.read_schema(next(iter(files))), wanted)
+            dataset = pads.dataset(list(files), schema=schema, format="parquet")
+            parts, names = [], []
+            for tagged in dataset.scanner(columns=list(schema.names)).scan_batches():
+                parts.append(tagged.record_batch)
+                names.append(files[tagged.fragment.path])
+            table = pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
+            lengths = [b.num_rows for b in parts]
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            # files whose column types differ: read them one by one, letting pyarrow unify
+            tables = [pq.read_table(p, columns=[c for c in wanted if c in pq.read_schema(p).names]) for p in files]
+            table = pa.concat_tables(tables, promote_options="permissive")
+            names, lengths = list(files.values()), [t.num_rows for t in tables]
+        key_column = pa.array(np.repeat(np.array(names, dtype=object), lengths) if names else [], pa.string())
+        return table.append_column("_mm_key", key_column)
+
     # runs -----------------------------------------------------------------
     def write_run(self, record: dict) -> None:
         atomic_write_json(self.run_path(record["id"]), record, durable=True)
@@ -386,6 +425,12 @@ class Datastore:
         parent = path.parent.resolve()  # the entry itself may be a symlink; its folder must be ours
         if parent != root and root not in parent.parents:
             raise MMError(f"refusing to touch {path}: it is outside the datastore {root}")
+
+
+def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:
+    fields = [schema.field(c) for c in wanted if c in schema.names]
+    # a first file whose column is all-null must not force null on the others
+    return pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f for f in fields])
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import subprocess
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 
 import pandas as pd
@@ -16,6 +18,43 @@ from manymodels.sample import generate_oj_sales
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "dominicks_oj"
+ARTIFACTS = REPO / "test-artifacts"  # screenshots and the like; gitignored
+CHROMIUM = os.environ.get("MM_CHROMIUM", "/usr/bin/chromium")
+# Chromium on a closed network: without these it hangs on background connections.
+# Playwright adds --headless and a fresh, empty --user-data-dir itself.
+CHROMIUM_FLAGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+def extras_required() -> bool:
+    """CI (.ci/run) sets MM_REQUIRE_EXTRAS: a missing optional tool is then a failure, not a skip."""
+    return bool(os.environ.get("MM_REQUIRE_EXTRAS"))
+
+
+def require_module(name: str, extra: str):
+    """Import an optional dependency, or skip (locally) / fail (CI) with the extra to install."""
+    if extras_required():
+        return importlib.import_module(name)
+    return pytest.importorskip(name, reason=f"{name} is not installed: pip install -e '.[{extra}]' (CI sets MM_REQUIRE_EXTRAS and requires it)")
+
+
+@contextmanager
+def chromium_page():
+    """A page in real headless Debian Chromium driven by Playwright (no browser download)."""
+    sync_api = require_module("playwright.sync_api", "e2e")
+    if not Path(CHROMIUM).exists():
+        message = f"{CHROMIUM} not found: apt-get install chromium (or set MM_CHROMIUM)"
+        if extras_required():
+            pytest.fail(message)
+        pytest.skip(message)
+    with sync_api.sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_FLAGS)
+        try:
+            yield browser.new_page(viewport={"width": 1280, "height": 900})
+        finally:
+            browser.close()
 
 
 def write_config(folder: Path, data_path: str | list, **sections) -> Path:
@@ -54,6 +93,21 @@ def _merge(a: dict, b: dict) -> dict:
     for k, v in b.items():
         out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
     return out
+
+
+@pytest.fixture(scope="session")
+def sample_run(tmp_path_factory):
+    """The README's sample run (configs/oj_sales.yaml on sample_data/), last 20 weeks held out.
+
+    Shared by the report and export tests, which only read it.
+    """
+    import manymodels as mm
+
+    store = tmp_path_factory.mktemp("sample") / "datastore"
+    config = load_config(REPO / "configs" / "oj_sales.yaml", [f"datastore={store}", "split.holdout=20", "engine.jobs=2"])
+    result = mm.run(config)
+    assert result.exit_code == 0
+    return config, result
 
 
 @pytest.fixture
