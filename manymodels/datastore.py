@@ -320,13 +320,19 @@ class Datastore:
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
         return pq.read_table(self.forecast_path(key, fingerprint))
 
-    def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str]) -> pa.Table:
+    def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str], fingerprints: dict[str, str] | None = None) -> pa.Table:
         """``columns`` of many groups' files in one multi-threaded scan, plus a ``_mm_key`` column.
 
-        ``kind`` is ``train`` or ``inference`` (partitions) or ``forecast`` (latest
-        forecasts). Groups without a file are skipped; a column a file lacks is null.
+        ``kind`` is ``train`` or ``inference`` (partitions) or ``forecast`` (the
+        forecast with ``fingerprints[key]``). Groups without a file are skipped; a
+        column a file lacks is null.
         """
-        path_of = self.forecast_path if kind == "forecast" else (lambda key: self.partition_path(kind, key))
+        if kind == "forecast":
+            fingerprints = fingerprints or {}
+            keys = [k for k in keys if k in fingerprints]
+            path_of = lambda key: self.forecast_path(key, fingerprints[key])  # noqa: E731
+        else:
+            path_of = lambda key: self.partition_path(kind, key)  # noqa: E731
         files = {str(path_of(k)): k for k in keys}
         files = {p: k for p, k in files.items() if os.path.exists(p)}
         if not files:

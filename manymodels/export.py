@@ -40,7 +40,7 @@ from .console import Terminal
 from .datastore import Datastore, atomic_write_bytes, atomic_write_json, atomic_write_text
 from .errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
 from .features import FeatureSpec, design_matrix
-from .kernels import _group_data
+from .kernels import group_data
 from .models import Fitted, forward, predict_linear
 from .selection import GroupSelector
 from .session import open_session
@@ -288,7 +288,7 @@ class _OnnxExporter:
     def _group(self, key: str, meta: dict):
         frame = self.store.read_partition("train", key)
         y = frame[self.spec.target_column].to_numpy(dtype=np.float64)
-        data = _group_data(frame, self.spec, meta["info"], y)
+        data = group_data(frame, self.spec, meta["info"], y)
         return data, np.flatnonzero(~np.isnan(data.panel.y))
 
     def _check_lightgbm(self, model, key: str, meta: dict, text: str) -> float:

@@ -73,7 +73,7 @@ def _exog_kinds(frame: pd.DataFrame, columns: tuple[str, ...]) -> tuple[tuple[st
     return tuple(numeric), tuple(categorical)
 
 
-def _group_data(frame: pd.DataFrame, spec: GroupSpec, model_info: dict, target: np.ndarray) -> GroupData:
+def group_data(frame: pd.DataFrame, spec: GroupSpec, model_info: dict, target: np.ndarray) -> GroupData:
     axis = spec.time_axis
     fspec = FeatureSpec(**model_info["features"])
     panel = build_panel(
@@ -151,7 +151,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     if n_periods < spec.min_history:
         raise GroupFailure("too_short", f"too_short: {n_periods} periods with a target, train.min_history is {spec.min_history}")
     info = describe_group(frame, spec)
-    data = _group_data(frame, spec, info, y)
+    data = group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
     data.mase_scale = mase_scale(data.grid(all_rows), data.spec.season_length)
     folds = backtest_folds(data, spec.horizon, _n_folds(spec))
@@ -308,7 +308,7 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
     frame = pd.concat([history, future], ignore_index=True)
     n_hist = len(history)
     y = np.concatenate([history[spec.target_column].to_numpy(dtype=np.float64), np.full(len(future), np.nan)])
-    data = _group_data(frame, spec, info, y)
+    data = group_data(frame, spec, info, y)
     known = np.zeros(len(frame), dtype=bool)
     known[:n_hist] = True
     rows = np.arange(n_hist, len(frame))

@@ -249,8 +249,9 @@ class ChartData:
 
     def _forecasts(self, keys: list[str], axis: TimeAxis) -> dict[str, list[tuple[str, np.ndarray, dict]]]:
         store, prediction = self.store, self.config.forecast.prediction_column
-        first = next((store.forecast_path(k) for k in keys if store.forecast_path(k).exists()), None)
-        if first is None:
+        fingerprints = self._forecast_fingerprints()
+        first = next((store.forecast_path(k, fingerprints[k]) for k in keys if k in fingerprints), None)
+        if first is None or not first.exists():
             return {}
         import pyarrow.parquet as pq
 
@@ -258,7 +259,7 @@ class ChartData:
         quantiles = sorted((c for c in names if c.startswith(f"{prediction}_q")), key=_quantile_of)
         self.band_names = [quantiles[0], quantiles[-1]] if len(quantiles) >= 2 else []
         wanted = [*self.series_columns, self.time, prediction, *self.band_names, self.target]
-        table = store.scan_groups("forecast", keys, wanted).to_pandas()
+        table = store.scan_groups("forecast", keys, wanted, fingerprints).to_pandas()
         if not len(table) or prediction not in table or self.time not in table:
             return {}
         table[PERIOD] = axis.to_periods(table[self.time])
@@ -276,6 +277,17 @@ class ChartData:
             cols = {k: v[lo:hi] for k, v in arrays.items() if not (k == "a" and np.isnan(v[lo:hi]).all())}
             out.setdefault(key, []).append((name, period[lo:hi], cols))
         return out
+
+    def _forecast_fingerprints(self) -> dict[str, str]:
+        """Which forecast file is current for each group: the ones of the latest forecast run."""
+        record = latest_run(self.store, "forecast")
+        if record is None:
+            return {}
+        groups = self.store.read_run_groups(record["id"])
+        if not len(groups) or "fingerprint" not in groups:
+            return {}
+        done = groups[groups["status"].isin(["forecast", "reused"])]
+        return dict(zip(done["key"], done["fingerprint"]))
 
     def _series_names(self, table: pd.DataFrame) -> np.ndarray:
         if not self.series_columns:

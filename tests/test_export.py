@@ -16,7 +16,7 @@ from manymodels.datastore import Datastore
 from manymodels.errors import MMError
 from manymodels.export import linear_inputs
 from manymodels.features import design_matrix
-from manymodels.kernels import _group_data
+from manymodels.kernels import group_data
 from manymodels.models import Fitted, forward, predict_lightgbm
 from manymodels.train import group_spec
 
@@ -33,13 +33,13 @@ def session(ort, path: Path):
     return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
 
 
-def group_data(store: Datastore, spec, key: str, meta: dict, with_future: bool = False):
+def load_group(store: Datastore, spec, key: str, meta: dict, with_future: bool = False):
     """The group's rows as mm models them (history, plus its inference rows when asked)."""
     history = store.read_partition("train", key)
     frames = [history, store.read_partition("inference", key)] if with_future else [history]
     frame = pd.concat(frames, ignore_index=True)
     y = np.concatenate([history[spec.target_column].to_numpy(dtype=np.float64), np.full(len(frame) - len(history), np.nan)])
-    return frame, _group_data(frame, spec, meta["info"], y), len(history)
+    return frame, group_data(frame, spec, meta["info"], y), len(history)
 
 
 class OnnxBooster:
@@ -72,7 +72,7 @@ def test_onnx_export_of_the_sample_run_equals_lightgbm_and_mm_forecasts(sample_r
         props = sess.get_modelmeta().custom_metadata_map
         assert json.loads(props["mm.inputs"]) == [i["name"] for i in document["inputs"]]
         expected = forecasts[(forecasts["Store"] == row.Store) & (forecasts["Brand"] == row.Brand)].sort_values("WeekStarting")
-        frame, data, n_hist = group_data(store, spec, row.key, meta, with_future=True)
+        frame, data, n_hist = load_group(store, spec, row.key, meta, with_future=True)
         future = np.arange(n_hist, len(frame))
         if row.model == "lightgbm":
             # one step: the booster's own output on the training feature rows, within 1e-5
@@ -130,7 +130,7 @@ def test_categorical_splits_missing_and_unseen_values(tmp_path: Path, ort):
         assert document["categories"]["Promo"] == ["display", "flyer", "none", "tv"]
         booster = lgb.Booster(model_str=store.read_model_text(row.key, row.model_version))
         set_splits += json.dumps(booster.dump_model()).count("||")  # splits on a set of categories: chains of equality tests
-        _, data, _ = group_data(store, spec, row.key, meta)
+        _, data, _ = load_group(store, spec, row.key, meta)
         rows = np.flatnonzero(~np.isnan(data.panel.y))
         grid = data.grid(~np.isnan(data.panel.y), forward(data.panel.y, meta["state"]["transform"]))
         X = design_matrix(data.panel, rows, grid, data.first, data.spec, data.with_series)
