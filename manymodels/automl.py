@@ -1,12 +1,21 @@
-"""AutoML per group: backtest candidates, tune LightGBM with Optuna, pick the best.
+"""AutoML per group: backtest candidates, tune LightGBM with Optuna, choose, calibrate.
 
 Candidates are scored on rolling-origin backtest folds (see
 ``kernels.backtest_folds``) by the configured metric, pooled over all folds.
-LightGBM's search covers leaves, learning rate, rounds (early stopping on the
-fold's one-step-ahead error, as ``lightgbm.cv`` does), min data in leaf,
-feature and bagging fractions, L1/L2, the objective and a log target. Hopeless
-trials are pruned after their first fold. The first trial is always the
-default parameters, so tuning can only improve on them in backtest.
+
+- Calibration: each candidate's forecasts are scaled by the factor that
+  minimises the metric (see ``calibration``), cross-fitted over folds so that no
+  fold is scored with a factor fitted on itself.
+- Choice: the ``reference`` candidate (by default the ensemble of LightGBM and
+  the linear model) is kept unless another one beats it by ``evidence``
+  standard errors of the paired backtest difference. With a few weeks of
+  backtest per series, the plain best score mostly picks noise: on Dominick's
+  orange juice it cost 5 MAPE points against always using the ensemble.
+- LightGBM's search covers leaves, learning rate, rounds (early stopping on the
+  fold's one-step-ahead error, as ``lightgbm.cv`` does), min data in leaf,
+  feature and bagging fractions, L1/L2, the objective and a log target. Hopeless
+  trials are pruned after their first fold. The first trial is always the
+  default parameters, so tuning can only improve on them in backtest.
 """
 
 from __future__ import annotations
@@ -17,8 +26,9 @@ from typing import Any
 
 import numpy as np
 
+from . import calibration
 from .metrics import scores
-from .models import GroupData, fit_baseline, fit_lightgbm, forward, predict
+from .models import GroupData, average, fit_baseline, fit_lightgbm, forward, predict
 
 MAX_TUNED_ROUNDS = 1000
 EARLY_STOPPING_ROUNDS = 30
@@ -54,6 +64,42 @@ class Evaluation:
         value = self.metrics()[metric]
         return value if not math.isnan(value) else math.inf if self.actual else math.nan
 
+    def point_losses(self, metric: str) -> np.ndarray:
+        """Each backtest point's contribution to ``metric`` (NaN where undefined)."""
+        a, p = self._pooled()
+        err = np.abs(p - a)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            if metric == "mape":
+                return np.where(a != 0, err / np.abs(a), np.nan)
+            if metric == "smape":
+                denom = np.abs(a) + np.abs(p)
+                return np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)
+            if metric == "rmse":
+                return err**2
+        return err  # wape, mase: absolute errors (their scale is the same for every candidate)
+
+    def factor(self, metric: str, exclude: int | None = None) -> float:
+        """The calibration factor fitted on every fold but ``exclude``."""
+        kept = [i for i in range(len(self.actual)) if i != exclude]
+        if not kept:
+            return 1.0
+        a = np.concatenate([self.actual[i] for i in kept])
+        p = np.concatenate([self.predicted[i] for i in kept])
+        return calibration.factor(a, p, metric)
+
+    def calibrated(self, metric: str) -> Evaluation:
+        """This backtest with each fold scaled by the factor fitted on the other folds.
+
+        Cross-fitting keeps the score honest: no fold is scored with a factor
+        fitted on itself. With a single fold there is nothing to cross-fit with.
+        """
+        if len(self.actual) < 2:
+            return self
+        out = Evaluation(self.kind, self.params, self.mase_scale)
+        for i, (a, p) in enumerate(zip(self.actual, self.predicted)):
+            out.add(a, p * self.factor(metric, exclude=i))
+        return out
+
     def residual_quantiles(self, quantiles, transform: str) -> dict[str, float]:
         """Empirical quantiles of backtest residuals (in log space for log models)."""
         a, p = self._pooled()
@@ -71,7 +117,12 @@ def apply_residual(point: np.ndarray, shift: float, transform: str) -> np.ndarra
     return point + shift
 
 
-def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str]) -> str:
+def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str], reference: str | None = None, evidence: float = 0.0) -> str:
+    """The candidate to use: the reference, unless another is clearly better.
+
+    With ``evidence`` 0 (or no usable reference) this is the best score, ties to
+    the earlier candidate in ``order``.
+    """
     scored = {k: e.score(metric) for k, e in evaluated.items()}
     finite = {k: v for k, v in scored.items() if not math.isnan(v) and not math.isinf(v)}
     if not finite:
@@ -79,9 +130,26 @@ def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str])
             if kind in evaluated:
                 return kind
         return order[0]
-    best = min(finite.values())
-    # ties go to the earlier (listed) candidate
-    return next(k for k in order if k in finite and finite[k] == best)
+    ranked = sorted(finite, key=lambda k: (finite[k], order.index(k) if k in order else len(order)))
+    if reference not in finite or evidence <= 0:
+        return ranked[0]
+    base = evaluated[reference].point_losses(metric)
+    for kind in ranked:
+        if kind == reference:
+            return reference
+        diff = evaluated[kind].point_losses(metric) - base
+        diff = diff[~np.isnan(diff)]
+        if len(diff) > 1 and -diff.mean() > evidence * diff.std(ddof=1) / math.sqrt(len(diff)):
+            return kind
+    return reference
+
+
+def combine(members: list[Evaluation], transform: str) -> Evaluation:
+    """The backtest of the members' average (in the transform space), fold by fold."""
+    out = Evaluation("ensemble", {"members": [m.kind for m in members]}, members[0].mase_scale)
+    for i in range(len(members[0].actual)):
+        out.add(members[0].actual[i], average([m.predicted[i] for m in members], transform))
+    return out
 
 
 def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evaluation:
@@ -114,6 +182,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     metric = spec.automl.get("metric", "wape")
+    calibrate = bool(spec.automl.get("calibrate", True)) and len(folds) >= 2
     n_rows = int(np.sum(~np.isnan(data.panel.y)))
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(3, min(8, n_trials // 3)), multivariate=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
@@ -128,14 +197,15 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
             fitted = fit_lightgbm(data, train, params, MAX_TUNED_ROUNDS, trans, valid=test, early_stopping_rounds=EARLY_STOPPING_ROUNDS)
             best_rounds.append(fitted.state["num_boost_round"])
             evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
-            value = evaluation.score(metric)
+            # for pruning: the folds so far, calibrated on themselves (optimistic alike for every trial)
+            value = _scaled(evaluation, evaluation.factor(metric) if calibrate else 1.0).score(metric)
             trial.report(value if math.isfinite(value) else 1e12, i)
             if i < len(folds) - 1 and trial.should_prune():
                 raise optuna.TrialPruned()
         # the refit sees all folds' data: give it the typical number of rounds found
         evaluation.params = {**params, "_num_boost_round": int(max(1, np.mean(best_rounds))), "_transform": trans}
         evaluations[trial.number] = evaluation
-        score = evaluation.score(metric)
+        score = (evaluation.calibrated(metric) if calibrate else evaluation).score(metric)
         return score if math.isfinite(score) else 1e12
 
     def objective(trial: optuna.Trial) -> float:
@@ -154,6 +224,13 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     params = dict(evaluation.params)
     params["_evaluation"] = evaluation
     return params, len(study.trials)
+
+
+def _scaled(evaluation: Evaluation, factor: float) -> Evaluation:
+    out = Evaluation(evaluation.kind, evaluation.params, evaluation.mase_scale)
+    for a, p in zip(evaluation.actual, evaluation.predicted):
+        out.add(a, p * factor)
+    return out
 
 
 def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool) -> dict[str, Any]:
@@ -177,19 +254,19 @@ def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool) -
 
 
 def _objectives(nonnegative: bool) -> list[str]:
-    return ["l2", "l1", "poisson", "tweedie"] if nonnegative else ["l2", "l1", "huber"]
+    return ["l2", "l1", "mape", "poisson", "tweedie"] if nonnegative else ["l2", "l1", "huber"]
 
 
 def search_space_fingerprint(automl_config: dict) -> str:
     """Changes when a new search would give different parameters (not on timeouts)."""
     from .cache import digest
 
-    keys = ("candidates", "n_trials", "folds", "metric")
+    keys = ("candidates", "n_trials", "folds", "metric", "reference", "evidence", "calibrate")
     return digest(SEARCH_SPACE_VERSION, {k: automl_config.get(k) for k in keys})
 
 
 # Bump when the search space itself changes, so stored parameters are retuned.
-SEARCH_SPACE_VERSION = 1
+SEARCH_SPACE_VERSION = 2
 
 
 def _max_leaf_data(n_rows: int) -> int:

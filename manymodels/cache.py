@@ -43,6 +43,9 @@ TRAIN_SECTIONS = (
     "train.automl.n_trials",
     "train.automl.folds",
     "train.automl.metric",
+    "train.automl.reference",
+    "train.automl.evidence",
+    "train.automl.calibrate",
     "forecast.quantiles",
 )
 FORECAST_SECTIONS = ("forecast",)

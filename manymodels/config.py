@@ -27,7 +27,7 @@ from pydantic import (
 
 from .errors import ConfigError, did_you_mean
 
-CANDIDATES = ("lightgbm", "naive", "seasonal_naive", "mean", "moving_average", "linear")
+CANDIDATES = ("ensemble", "lightgbm", "linear", "naive", "seasonal_naive", "mean", "moving_average")
 METRICS = ("mape", "smape", "wape", "rmse", "mase")
 
 
@@ -144,6 +144,9 @@ class AutoMLConfig(_Section):
     timeout_per_group: float | None = Field(default=10.0, gt=0)
     timeout_total: float | None = Field(default=None, gt=0)
     retune: Literal["always", "if_changed", "never"] = "if_changed"
+    reference: Literal[CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
+    evidence: float = Field(default=2.0, ge=0)
+    calibrate: bool = True
 
     @field_validator("candidates")
     @classmethod
@@ -151,6 +154,12 @@ class AutoMLConfig(_Section):
         if not candidates:
             raise ValueError("list at least one candidate")
         return list(dict.fromkeys(candidates))
+
+    @model_validator(mode="after")
+    def _ensemble_has_members(self) -> AutoMLConfig:
+        if "ensemble" in self.candidates and not {"lightgbm", "linear"} <= set(self.candidates):
+            raise ValueError("candidate ensemble averages lightgbm and linear: list both, or drop ensemble")
+        return self
 
 
 class TrainConfig(_Section):

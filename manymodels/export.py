@@ -41,7 +41,7 @@ from .datastore import Datastore, atomic_write_bytes, atomic_write_json, atomic_
 from .errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
 from .features import FeatureSpec, design_matrix
 from .kernels import group_data
-from .models import Fitted, forward, predict_linear
+from .models import Fitted, average, finish, forward, inverse, predict_linear
 from .selection import GroupSelector
 from .session import open_session
 from .timeindex import TimeAxis, calendar_features
@@ -203,12 +203,34 @@ class _OnnxExporter:
         from . import onnx_graphs
 
         props = {"mm.metadata": document, "mm.group": document["group"], "mm.key": key, "mm.model_version": str(version), "mm.run_id": str(meta.get("run_id")), "mm.kind": meta["kind"], "mm.inputs": [i["name"] for i in document["inputs"]]}
-        post = {"transform": document["target"]["transform"], "nonnegative": document["target"]["nonnegative"], "quantiles": {q["output"]: q["shift"] for q in document["quantiles"]}}
+        nonnegative = document["target"]["nonnegative"]
+        post = {
+            "transform": document["target"]["transform"],
+            "nonnegative": nonnegative,
+            "quantiles": {q["output"]: q["shift"] for q in document["quantiles"]},
+            "scale": document["calibration"]["factor"],
+        }
         state = meta["state"]
         if meta["kind"] == "lightgbm":
             text = self.store.read_model_text(key, version)
             model = onnx_graphs.lightgbm_graph(text, len(document["inputs"]), post, props, state.get("num_boost_round"))
             return model, lambda m: self._check_lightgbm(m, key, meta, text)
+        if meta["kind"] == "ensemble":
+            text = self.store.read_model_text(key, version)
+            members = {m["kind"]: m["state"] for m in state["members"]}
+            lgb_state, linear_state = members["lightgbm"], members["linear"]
+            model = onnx_graphs.ensemble_graph(
+                text,
+                len(document["inputs"]),
+                {"transform": lgb_state["transform"], "nonnegative": nonnegative},
+                linear_state,
+                len(document["linear_inputs"]) - 2,
+                {"transform": linear_state["transform"], "nonnegative": nonnegative},
+                post,
+                props,
+                lgb_state.get("num_boost_round"),
+            )
+            return model, lambda m: self._check_ensemble(m, key, meta, text)
         model = onnx_graphs.linear_graph(state, len(document["inputs"]) - 2, post, props)
         return model, lambda m: self._check_linear(m, key, meta)
 
@@ -239,6 +261,11 @@ class _OnnxExporter:
             "series": {"columns": list(spec.series_columns), "codes": info.get("series", []), "code": "position of the row's series values in 'codes' (0-based); a series not listed gets a code after the last"},
             "categories": info.get("categories", {}),
             "horizon": spec.horizon,
+            "calibration": {
+                "factor": float((meta.get("calibration") or {}).get("factor", 1.0)),
+                "metric": (meta.get("calibration") or {}).get("metric"),
+                "rule": "prediction = factor x the model's point forecast (fitted on the backtest to minimise the metric); the quantiles are not scaled",
+            },
             "quantiles": [
                 {"quantile": float(q), "output": f"prediction_q{float(q) * 100:g}", "shift": shift, "rule": "prediction shifted by 'shift' in the transform space (log1p: expm1(log1p(max(prediction, 0)) + shift)), clipped at 0 for non-negative targets"}
                 for q, shift in sorted(((float(q), s) for q, s in (meta.get("residual_quantiles") or {}).items()))
@@ -251,14 +278,16 @@ class _OnnxExporter:
                 "after the cutoff those are the model's own 'raw' outputs of the earlier periods (never actuals), exactly as mm forecasts"
             )
         elif kind == "linear":
-            filled = "; null is replaced by the training mean (model.state.exog_fill)"
-            document["inputs"] = [
-                *({"name": c, "definition": f"known-future column {c} as a number{filled}"} for c in info["features"]["numeric_exog"]),
-                *({"name": c, "definition": f"code of column {c}: 0-based position of its value (as text) in categories.{c}{filled}"} for c in info["features"]["categorical_exog"]),
-                {"name": "period", "definition": "the row's period number (see time.period)"},
-                {"name": "series", "definition": "the row's series code (see series.code)"},
-            ]
+            document["inputs"] = _linear_inputs(info)
             document["forecasting"] = "each row is independent of the others: one ONNX call scores any number of future rows"
+        elif kind == "ensemble":
+            lgb_state = next(m["state"] for m in state["members"] if m["kind"] == "lightgbm")
+            document["inputs"] = self._lightgbm_inputs(info, lgb_state["transform"])
+            document["linear_inputs"] = _linear_inputs(info)
+            document["forecasting"] = (
+                "two inputs per row: 'features' (the LightGBM member's row, as for a LightGBM model) and 'inputs' (the linear member's row); "
+                "one ONNX call per period, in time order: the lags of period t read the 'raw' outputs (the LightGBM member's own) of the earlier periods"
+            )
         else:
             document["inputs"] = []
             document["rule"] = BASELINE_RULES[kind] + (
@@ -304,14 +333,44 @@ class _OnnxExporter:
     def _check_linear(self, model, key: str, meta: dict) -> float:
         data, rows = self._group(key, meta)
         inputs = linear_inputs(data, rows)
-        want = predict_linear(Fitted("linear", meta["state"]), data, rows)
+        want = predict_linear(Fitted("linear", meta["state"]), data, rows) * _scale(meta)
         return _relative_diff(_run(model, {"inputs": inputs}, "prediction"), want)
+
+    def _check_ensemble(self, model, key: str, meta: dict, text: str) -> float:
+        """mm's ensemble point on the training rows, each LightGBM row with actual lags."""
+        import lightgbm as lgb
+
+        data, rows = self._group(key, meta)
+        members = {m["kind"]: m["state"] for m in meta["state"]["members"]}
+        lgb_transform = members["lightgbm"]["transform"]
+        grid = data.grid(np.ones(len(data.panel.y), dtype=bool), forward(data.panel.y, lgb_transform))
+        X = design_matrix(data.panel, rows, grid, data.first, data.spec, data.with_series)
+        raw = lgb.Booster(model_str=text).predict(X, num_iteration=members["lightgbm"].get("num_boost_round"), num_threads=1)
+        lgb_point = finish(inverse(raw, lgb_transform), data)
+        linear_point = predict_linear(Fitted("linear", members["linear"]), data, rows)
+        want = finish(average([lgb_point, linear_point], meta["state"]["transform"]), data) * _scale(meta)
+        got = _run(model, {"features": X, "inputs": linear_inputs(data, rows)}, "prediction")
+        return _relative_diff(got, want)
+
+
+def _linear_inputs(info: dict) -> list[dict]:
+    filled = "; null is replaced by the training mean (model.state.exog_fill)"
+    return [
+        *({"name": c, "definition": f"known-future column {c} as a number{filled}"} for c in info["features"]["numeric_exog"]),
+        *({"name": c, "definition": f"code of column {c}: 0-based position of its value (as text) in categories.{c}{filled}"} for c in info["features"]["categorical_exog"]),
+        {"name": "period", "definition": "the row's period number (see time.period)"},
+        {"name": "series", "definition": "the row's series code (see series.code)"},
+    ]
 
 
 def linear_inputs(data, rows: np.ndarray) -> np.ndarray:
     """The input rows of an exported linear model: known-future columns, period, series code."""
     panel = data.panel
     return np.column_stack([panel.exog[rows], panel.period[rows].astype(np.float64), panel.series[rows].astype(np.float64)])
+
+
+def _scale(meta: dict) -> float:
+    return float((meta.get("calibration") or {}).get("factor", 1.0))
 
 
 def _run(model, feeds: dict, output: str) -> np.ndarray:

@@ -20,7 +20,7 @@ from . import automl
 from ._version import __version__
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
-from .models import Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, predict
+from .models import Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, make_ensemble, predict
 from .timeindex import TimeAxis
 
 
@@ -125,11 +125,13 @@ def describe_group(frame: pd.DataFrame, spec: GroupSpec) -> dict:
 # -- fitting -----------------------------------------------------------------
 
 def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None) -> dict:
-    """Backtest the candidates, pick the best, refit it on all rows.
+    """Fit one group's model.
 
-    ``stored``: the tuned LightGBM parameters of the group's previous model
-    (used instead of tuning when ``tune`` is False). ``deadline``: a
-    ``time.time()`` after which no tuning starts (the step's time budget).
+    With AutoML, the *decision* (candidate chosen, LightGBM parameters,
+    calibration) comes from a search over backtest folds when ``tune`` is True
+    (or nothing is ``stored``); otherwise the ``stored`` decision of the
+    group's previous model is refit on the current data: tune rarely, train
+    often. ``deadline``: a ``time.time()`` after which no Optuna search starts.
     Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
     """
     started = time.perf_counter()
@@ -154,47 +156,89 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     data = group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
     data.mase_scale = mase_scale(data.grid(all_rows), data.spec.season_length)
-    folds = backtest_folds(data, spec.horizon, _n_folds(spec))
     candidates = _candidates(spec, data)
     transform = _transform(spec, data)
-
-    evaluated: dict[str, automl.Evaluation] = {}
-    tuning: dict[str, Any] = {"tuned": False, "n_trials": 0}
-    for kind in candidates:
-        if kind == "lightgbm":
-            params, tuning = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
-            evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
-        else:
-            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
-    metric = spec.automl.get("metric", "wape") if spec.automl.get("enabled") else "wape"
-    winner = automl.pick_winner(evaluated, metric, candidates)
-    chosen = evaluated[winner]
-    final = _refit(winner, chosen, data, all_rows, spec)
-
-    metrics = chosen.metrics()
+    out_of_time = deadline is not None and time.time() >= deadline
+    if spec.automl.get("enabled") and stored and stored.get("winner") in candidates and (not tune or out_of_time):
+        decision = _stored_decision(stored, out_of_time)
+    else:
+        decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
+    final = _refit(decision, data, all_rows, spec, transform)
     meta = {
-        "kind": winner,
+        "kind": decision["winner"],
         "state": final.state,
         "info": info,
-        "metrics": metrics,
-        "candidate_scores": {k: e.score(metric) for k, e in evaluated.items()},
-        "selection_metric": metric,
-        "folds": len(folds),
-        "residual_quantiles": chosen.residual_quantiles(spec.quantiles, final.state.get("transform", "none")),
-        "tuning": tuning,
+        "metrics": decision["metrics"],
+        "candidate_scores": decision["scores"],
+        "selection_metric": decision["metric"],
+        "calibration": {"metric": decision["metric"], "factor": decision["calibration"]},
+        "folds": decision["folds"],
+        "residual_quantiles": decision["residual_quantiles"],
+        "tuning": decision,
         "n_train_rows": int(np.sum(~np.isnan(y))),
         "mm_version": __version__,
         "lightgbm_version": lgb.__version__,
     }
     return {
-        "model": winner,
+        "model": decision["winner"],
         "meta": meta,
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
-        "metrics": metrics,
-        "scores": meta["candidate_scores"],
-        "n_trials": tuning.get("n_trials", 0),
+        "metrics": decision["metrics"],
+        "scores": decision["scores"],
+        "n_trials": decision.get("n_trials", 0),
+        "note": decision.get("note", ""),
+    }
+
+
+def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None) -> dict:
+    """Backtest every candidate, tune LightGBM, choose and calibrate: the decision to store."""
+    a = spec.automl
+    folds = backtest_folds(data, spec.horizon, _n_folds(spec))
+    evaluated: dict[str, automl.Evaluation] = {}
+    lightgbm: dict[str, Any] = {"n_trials": 0, "source": "config"}
+    for kind in candidates:
+        if kind == "lightgbm":
+            params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
+            evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+        elif kind != "ensemble":
+            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
+    if "ensemble" in candidates:
+        evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
+    metric = a.get("metric", "wape") if a.get("enabled") else "wape"
+    calibrate = bool(a.get("enabled")) and bool(a.get("calibrate", True)) and len(folds) >= 2
+    judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
+    winner = automl.pick_winner(judged, metric, candidates, a.get("reference"), float(a.get("evidence", 0.0)) if a.get("enabled") else 0.0)
+    chosen = evaluated[winner]
+    # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log
+    output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else transform
+    return {
+        "winner": winner,
+        "params": {m: evaluated[m].params for m in _members(winner) if m in evaluated},
+        "calibration": chosen.factor(metric) if calibrate else 1.0,
+        "metric": metric,
+        "metrics": judged[winner].metrics(),
+        "scores": {k: e.score(metric) for k, e in judged.items()},
+        "residual_quantiles": chosen.residual_quantiles(spec.quantiles, output_transform),
+        "folds": len(folds),
+        "n_trials": lightgbm.get("n_trials", 0),
+        "tuned": lightgbm.get("source") == "tuned",
+        "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
+        "space": automl.search_space_fingerprint(a),
+        "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": "" if folds else "backtest skipped: history shorter than one horizon plus a minimal training window",
     }
+
+
+def _stored_decision(stored: dict, out_of_time: bool) -> dict:
+    why = "step time budget used up" if out_of_time else "retune not due"
+    return {**stored, "n_trials": 0, "tuned": False, "source": f"stored decision of {stored.get('tuned_at', '?')} ({why})"}
+
+
+ENSEMBLE_MEMBERS = ("lightgbm", "linear")
+
+
+def _members(kind: str) -> tuple[str, ...]:
+    return ENSEMBLE_MEMBERS if kind == "ensemble" else (kind,)
 
 
 def _n_folds(spec: GroupSpec) -> int:
@@ -208,7 +252,7 @@ def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
     for kind in spec.automl.get("candidates", ["lightgbm"]):
         if kind == "seasonal_naive" and not data.spec.season_length:
             continue  # no season length known: nothing to be seasonal about
-        if kind == "linear" and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
+        if kind in ("linear", "ensemble") and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
             continue  # nothing for a linear model to use but intercepts (that is 'mean')
         out.append(kind)
     return out or ["naive"]
@@ -232,42 +276,40 @@ def _baseline_params(kind: str, spec: GroupSpec, data: GroupData, transform: str
 
 
 def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tuple[dict, dict]:
-    """LightGBM parameters for this fit, and the tuning record kept with the model.
-
-    ``stored`` is the tuning record of the group's previous model: reused when
-    ``tune`` is False, so a nightly refit skips the search.
-    """
+    """LightGBM parameters to backtest: tuned now, tuned before (stored), or the defaults."""
     n_rows = int(np.sum(~np.isnan(data.panel.y)))
     base = {**default_lightgbm_params(n_rows, spec.seed), **spec.params, "_num_boost_round": spec.num_boost_round, "_transform": transform}
     a = spec.automl
-    space = automl.search_space_fingerprint(a)
+    previous = ((stored or {}).get("params") or {}).get("lightgbm")
     if not a.get("enabled") or a.get("n_trials", 0) == 0:
-        return base, {"tuned": False, "n_trials": 0, "source": "config"}
-    if stored and stored.get("params") and (not tune or (deadline is not None and time.time() >= deadline)):
-        why = "stored" if not tune else "stored (step time budget used up)"
-        return dict(stored["params"]), {**stored, "tuned": False, "n_trials": 0, "source": why}
-    if not tune or not folds or (deadline is not None and time.time() >= deadline):
-        why = "retune never, nothing stored" if not tune else "too short to tune" if not folds else "step time budget used up"
-        return base, {"tuned": False, "n_trials": 0, "source": f"config ({why})"}
+        return base, {"n_trials": 0, "source": "config"}
+    if not tune or not folds:
+        if previous:
+            return dict(previous), {"n_trials": 0, "source": "stored"}
+        return base, {"n_trials": 0, "source": "defaults (" + ("too short to tune" if not folds else "not tuned") + ")"}
     timeout = a.get("timeout_per_group")
     if deadline is not None:
         remaining = max(deadline - time.time(), 0.1)
         timeout = min(timeout, remaining) if timeout else remaining
     best, n_trials = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
-    kept = {k: v for k, v in best.items() if k != "_evaluation"}
-    record = {"tuned": True, "n_trials": n_trials, "source": "tuned", "space": space, "params": kept, "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    return best, record
+    return best, {"n_trials": n_trials, "source": "tuned"}
 
 
-def _refit(kind: str, evaluation: automl.Evaluation, data: GroupData, rows: np.ndarray, spec: GroupSpec) -> Fitted:
-    if kind == "lightgbm":
-        params = dict(evaluation.params)
-        rounds = int(params.pop("_num_boost_round"))
-        transform = params.pop("_transform")
-        fitted = fit_lightgbm(data, rows, params, rounds, transform)
-        fitted.state["params"] = {**params, "_num_boost_round": rounds, "_transform": transform}
-        return fitted
-    return fit_baseline(kind, data, rows, evaluation.params)
+def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, transform: str) -> Fitted:
+    """The decided model, fitted on every row of the group."""
+    winner = decision["winner"]
+    members = []
+    for kind in _members(winner):
+        if kind == "lightgbm":
+            params = {k: v for k, v in decision["params"]["lightgbm"].items() if k != "_evaluation"}
+            rounds = int(params.pop("_num_boost_round"))
+            lgb_transform = params.pop("_transform")
+            fitted = fit_lightgbm(data, rows, params, rounds, lgb_transform)
+            fitted.state["params"] = {**params, "_num_boost_round": rounds, "_transform": lgb_transform}
+        else:
+            fitted = fit_baseline(kind, data, rows, _baseline_params(kind, spec, data, transform))
+        members.append(fitted)
+    return make_ensemble(members, transform) if winner == "ensemble" else members[0]
 
 
 # -- backtest folds ----------------------------------------------------------
@@ -298,6 +340,11 @@ def backtest_folds(data: GroupData, horizon: int, n_folds: int) -> list[tuple[np
 
 # -- forecasting -------------------------------------------------------------
 
+def has_booster(meta: dict) -> bool:
+    """Whether a model's metadata comes with a LightGBM booster file."""
+    return meta["kind"] == "lightgbm" or any(m["kind"] == "lightgbm" for m in meta["state"].get("members", []))
+
+
 def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, model_text: str | None, spec: GroupSpec) -> np.ndarray:
     """Predictions (and quantiles) for the rows of ``future``; columns: point, q1, q2, ...
 
@@ -313,10 +360,11 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
     known[:n_hist] = True
     rows = np.arange(n_hist, len(frame))
     fitted = Fitted(meta["kind"], meta["state"])
-    if fitted.kind == "lightgbm":
+    if model_text is not None:  # lightgbm, or an ensemble with a lightgbm member
         fitted.booster = lgb.Booster(model_str=model_text)
-    point = predict(fitted, data, known, rows)
-    out = [point]
+    median_like = predict(fitted, data, known, rows)
+    # the point forecast is calibrated to the selection metric; quantiles stay quantiles
+    out = [median_like * float((meta.get("calibration") or {}).get("factor", 1.0))]
     quantiles = meta.get("residual_quantiles") or {}
     transform = meta["state"].get("transform", "none")
     for q in spec.quantiles:
@@ -324,7 +372,7 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
         if shift is None:
             out.append(np.full(len(rows), np.nan))
             continue
-        band = automl.apply_residual(point, float(shift), transform)
+        band = automl.apply_residual(median_like, float(shift), transform)
         out.append(np.maximum(band, 0.0) if data.nonnegative else band)
     matrix = np.column_stack(out)
     if len(spec.quantiles) > 1:

@@ -257,7 +257,7 @@ def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any]) ->
 
 def fit_linear(data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fitted:
     panel = data.panel
-    transform = "log1p" if data.nonnegative else "none"
+    transform = params.get("transform", "log1p" if data.nonnegative else "none")
     y = forward(panel.y, transform)
     rows = np.flatnonzero(train & ~np.isnan(panel.y))
     exog = panel.exog[rows]
@@ -319,9 +319,34 @@ def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float]
     return best[1], best[2]
 
 
+# -- ensemble ----------------------------------------------------------------
+
+def make_ensemble(members: list[Fitted], transform: str) -> Fitted:
+    """The average of fitted members (in the transform space); one booster at most."""
+    booster = next((m.booster for m in members if m.booster is not None), None)
+    state = {"members": [{"kind": m.kind, "state": m.state} for m in members], "transform": transform}
+    return Fitted("ensemble", state, booster)
+
+
+def ensemble_members(fitted: Fitted) -> list[Fitted]:
+    return [Fitted(m["kind"], m["state"], fitted.booster if m["kind"] == "lightgbm" else None) for m in fitted.state["members"]]
+
+
+def average(predictions: list[np.ndarray], transform: str) -> np.ndarray:
+    """The members' mean in the transform space (a geometric-like mean for log1p models)."""
+    return inverse(np.mean([forward(p, transform) for p in predictions], axis=0), transform)
+
+
+def predict_ensemble(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    predictions = [predict(m, data, known, rows) for m in ensemble_members(fitted)]
+    return finish(average(predictions, fitted.state["transform"]), data)
+
+
 # -- dispatch ----------------------------------------------------------------
 
 def predict(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
     if fitted.kind == "lightgbm":
         return predict_lightgbm(fitted, data, known, rows)
+    if fitted.kind == "ensemble":
+        return predict_ensemble(fitted, data, known, rows)
     return predict_baseline(fitted, data, known, rows)

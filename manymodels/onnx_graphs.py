@@ -48,6 +48,13 @@ class Unsupported(ValueError):
 
 def lightgbm_graph(model_text: str, n_features: int, post: dict, metadata: dict[str, str], num_iteration: int | None = None):
     """``features`` (double, [N, n_features]) -> ``raw``, ``prediction``, quantiles."""
+    g = _Graph()
+    raw, n_trees = _lightgbm_score(g, model_text, n_features, "features", num_iteration)
+    return g.finish([("features", n_features)], raw, post, metadata, f"LightGBM booster ({n_trees} trees) of one mm group")
+
+
+def _lightgbm_score(g: _Graph, model_text: str, n_features: int, input_name: str, num_iteration: int | None) -> tuple[str, int]:
+    """The booster's raw output (its objective's scale) from ``input_name``, as nodes of ``g``."""
     import lightgbm as lgb
 
     dump = lgb.Booster(model_str=model_text).dump_model(num_iteration=num_iteration or -1)
@@ -59,10 +66,11 @@ def lightgbm_graph(model_text: str, n_features: int, post: dict, metadata: dict[
     if objective not in EXP_OBJECTIVES + IDENTITY_OBJECTIVES:
         raise Unsupported(f"LightGBM objective {objective!r} is not a regression objective mm can export")
     nodes, leaves = _tree_tables(dump["tree_info"])
-    ensemble = helper.make_node(
+    score_f32 = g._name("score_f32")
+    trees = helper.make_node(
         "TreeEnsembleRegressor",
-        ["features"],
-        ["score_f32"],
+        [input_name],
+        [score_f32],
         domain="ai.onnx.ml",
         n_targets=1,
         aggregate_function="AVERAGE" if dump.get("average_output") else "SUM",
@@ -78,17 +86,16 @@ def lightgbm_graph(model_text: str, n_features: int, post: dict, metadata: dict[
         target_nodeids=leaves["id"],
         target_ids=[0] * len(leaves["id"]),
     )
-    ensemble.attribute.extend(
+    trees.attribute.extend(
         [
             helper.make_attribute("nodes_values_as_tensor", numpy_helper.from_array(np.asarray(nodes["value"], dtype=np.float64), "nodes_values_as_tensor")),
             helper.make_attribute("target_weights_as_tensor", numpy_helper.from_array(np.asarray(leaves["weight"], dtype=np.float64), "target_weights_as_tensor")),
         ]
     )
-    g = _Graph()
-    g.nodes.append(ensemble)
-    score = g.op("Cast", ["score_f32"], to=TensorProto.DOUBLE)
+    g.nodes.append(trees)
+    score = g.op("Cast", [score_f32], to=TensorProto.DOUBLE)
     raw = g.op("Exp", [score]) if objective in EXP_OBJECTIVES else score
-    return g.finish("features", n_features, raw, post, metadata, f"LightGBM booster ({len(dump['tree_info'])} trees) of one mm group")
+    return raw, len(dump["tree_info"])
 
 
 def _tree_tables(trees: list[dict]) -> tuple[dict, dict]:
@@ -153,6 +160,30 @@ def linear_graph(state: dict[str, Any], n_exog: int, post: dict, metadata: dict[
     The same arithmetic as ``models.predict_linear``, with the standardisation
     folded into the weights.
     """
+    g = _Graph()
+    raw = _linear_score(g, state, n_exog, "inputs")
+    return g.finish([("inputs", n_exog + 2)], raw, post, metadata, "ridge model of one mm group on its known-future columns, season and series")
+
+
+def ensemble_graph(model_text: str, n_features: int, lightgbm_post: dict, linear_state: dict, n_exog: int, linear_post: dict, post: dict, metadata: dict[str, str], num_iteration: int | None = None):
+    """``features`` (LightGBM's row) and ``inputs`` (the linear model's row) -> outputs.
+
+    The members' predictions are averaged in the group's transform space, as
+    ``models.average`` does. ``raw`` is the LightGBM member's own raw output:
+    that is what the lags of its next forecast step read.
+    """
+    g = _Graph()
+    lgb_raw, n_trees = _lightgbm_score(g, model_text, n_features, "features", num_iteration)
+    linear_raw = _linear_score(g, linear_state, n_exog, "inputs")
+    members = [g.point(lgb_raw, lightgbm_post), g.point(linear_raw, linear_post)]
+    total = g.op("Add", [g.forward(members[0], post["transform"]), g.forward(members[1], post["transform"])])
+    mean = g.op("Mul", [total, g.const(np.array(0.5))])
+    doc = f"ensemble of one mm group: LightGBM ({n_trees} trees) and a ridge model, averaged"
+    return g.finish([("features", n_features), ("inputs", n_exog + 2)], mean, post, metadata, doc, lag_raw=lgb_raw)
+
+
+def _linear_score(g: _Graph, state: dict[str, Any], n_exog: int, input_name: str) -> str:
+    """The ridge model's raw output (transform space) from ``input_name``, as nodes of ``g``."""
     coef = np.asarray(state["coef"], dtype=np.float64)
     mean, scale = np.asarray(state["mean_x"], dtype=np.float64), np.asarray(state["scale_x"], dtype=np.float64)
     weight = coef / scale if len(coef) else coef
@@ -179,11 +210,9 @@ def linear_graph(state: dict[str, Any], n_exog: int, post: dict, metadata: dict[
     if position + len(w_series) != len(weight):
         raise Unsupported("the linear model's coefficients do not match its feature layout")
 
-    g = _Graph()
-    width = n_exog + 2
-    terms = [g.op("Expand", [g.const(np.array([[bias]])), g.op("Concat", [g.op("Shape", ["inputs"], end=1), g.const(np.array([1], dtype=np.int64))], axis=0)])]
+    terms = [g.op("Expand", [g.const(np.array([[bias]])), g.op("Concat", [g.op("Shape", [input_name], end=1), g.const(np.array([1], dtype=np.int64))], axis=0)])]
     if n_exog:
-        exog = g.slice("inputs", 0, n_exog)
+        exog = g.slice(input_name, 0, n_exog)
         filled = g.op("Where", [g.op("IsNaN", [exog]), g.const(np.asarray(state["exog_fill"], dtype=np.float64)[None, :]), exog])
         terms.append(g.op("MatMul", [filled, g.const(w_x[:, None])]))
         if log_cols:
@@ -191,12 +220,12 @@ def linear_graph(state: dict[str, Any], n_exog: int, post: dict, metadata: dict[
             logs = g.op("Log", [g.op("Max", [picked, g.const(np.array(1e-9))])])
             terms.append(g.op("MatMul", [logs, g.const(np.asarray(w_log)[:, None])]))
     if m and k:
-        period = g.slice("inputs", n_exog, n_exog + 1)
+        period = g.slice(input_name, n_exog, n_exog + 1)
         angle = g.op("Mul", [g.op("Mul", [period, g.const(np.array(2 * math.pi))]), g.const(np.arange(1, k + 1, dtype=np.float64)[None, :] / m)])
         terms.append(g.op("MatMul", [g.op("Sin", [angle]), g.const(np.asarray(w_sin)[:, None])]))
         terms.append(g.op("MatMul", [g.op("Cos", [angle]), g.const(np.asarray(w_cos)[:, None])]))
     if n_series > 1:
-        code = g.slice("inputs", n_exog + 1, n_exog + 2)
+        code = g.slice(input_name, n_exog + 1, n_exog + 2)
         onehot = g.op("Cast", [g.op("Equal", [code, g.const(np.arange(n_series, dtype=np.float64)[None, :])])], to=TensorProto.DOUBLE)
         known = g.op("MatMul", [onehot, g.const(w_series[:, None])])
         # a series the model never saw gets the average series intercept
@@ -204,7 +233,7 @@ def linear_graph(state: dict[str, Any], n_exog: int, post: dict, metadata: dict[
     raw = terms[0]
     for term in terms[1:]:
         raw = g.op("Add", [raw, term])
-    return g.finish("inputs", width, raw, post, metadata, "ridge model of one mm group on its known-future columns, season and series")
+    return raw
 
 
 # -- shared graph building -----------------------------------------------------------------
@@ -231,20 +260,33 @@ class _Graph:
     def slice(self, source: str, start: int, end: int) -> str:
         return self.op("Slice", [source, self.const(np.array([start], dtype=np.int64)), self.const(np.array([end], dtype=np.int64)), self.const(np.array([1], dtype=np.int64))])
 
-    def finish(self, input_name: str, width: int, raw: str, post: dict, metadata: dict[str, str], doc: str):
-        """Outputs from the raw score: ``raw``, ``prediction`` and the residual quantiles."""
-        self.op("Identity", [raw], "raw")
+    def point(self, raw: str, post: dict) -> str:
+        """The inverse transform of ``raw``, clipped at 0 for non-negative targets."""
+        point = self.op("Sub", [self.op("Exp", [raw]), self.const(np.array(1.0))]) if post["transform"] == "log1p" else raw
+        return self.op("Max", [point, self.const(np.array(0.0))]) if post["nonnegative"] else point
+
+    def forward(self, point: str, transform: str) -> str:
+        """``models.forward``: log1p(max(point, 0)) for log1p models."""
+        if transform != "log1p":
+            return point
+        return self.op("Log", [self.op("Add", [self.op("Max", [point, self.const(np.array(0.0))]), self.const(np.array(1.0))])])
+
+    def finish(self, inputs: list[tuple[str, int]], raw: str, post: dict, metadata: dict[str, str], doc: str, lag_raw: str | None = None):
+        """Outputs from the raw score: ``raw``, ``prediction`` and the residual quantiles.
+
+        ``prediction`` carries the calibration ``post["scale"]`` (the point
+        forecast fitted to the selection metric); the quantiles do not.
+        """
+        self.op("Identity", [lag_raw or raw], "raw")
         transform, nonnegative = post["transform"], post["nonnegative"]
-        point = self.op("Sub", [self.op("Exp", [raw]), self.const(np.array(1.0))]) if transform == "log1p" else raw
-        if nonnegative:
-            point = self.op("Max", [point, self.const(np.array(0.0))])
-        self.op("Identity", [point], "prediction")
+        point = self.point(raw, post)
+        scale = float(post.get("scale", 1.0))
+        self.op("Identity", [point if scale == 1.0 else self.op("Mul", [point, self.const(np.array(scale))])], "prediction")
         outputs = ["raw", "prediction"]
         for name, shift in post.get("quantiles", {}).items():
-            # automl.apply_residual: shift the point in the transform space
+            # automl.apply_residual: shift the (uncalibrated) point in the transform space
             if transform == "log1p":
-                base = self.op("Log", [self.op("Add", [self.op("Max", [point, self.const(np.array(0.0))]), self.const(np.array(1.0))])])
-                band = self.op("Sub", [self.op("Exp", [self.op("Add", [base, self.const(np.array(float(shift)))])]), self.const(np.array(1.0))])
+                band = self.op("Sub", [self.op("Exp", [self.op("Add", [self.forward(point, transform), self.const(np.array(float(shift)))])]), self.const(np.array(1.0))])
             else:
                 band = self.op("Add", [point, self.const(np.array(float(shift)))])
             if nonnegative:
@@ -254,7 +296,7 @@ class _Graph:
         graph = helper.make_graph(
             self.nodes,
             "mm_group_model",
-            [helper.make_tensor_value_info(input_name, TensorProto.DOUBLE, [None, width])],
+            [helper.make_tensor_value_info(name, TensorProto.DOUBLE, [None, width]) for name, width in inputs],
             [helper.make_tensor_value_info(name, TensorProto.DOUBLE, [None, 1]) for name in outputs],
             initializer=self.initializers,
             doc_string=doc,

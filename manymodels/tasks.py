@@ -17,7 +17,7 @@ import pandas as pd
 
 from .datastore import Datastore
 from .engine import Batch
-from .kernels import GroupSpec, fit_group, forecast_group, horizon_steps
+from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
 
 _STORES: dict[str, Datastore] = {}
 
@@ -181,7 +181,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
         return {**base, "status": "failed", "reason": "partition_missing", "error": str(exc)}
     try:
         meta = store.read_model_meta(key, version)
-        text = store.read_model_text(key, version) if meta["kind"] == "lightgbm" else None
+        text = store.read_model_text(key, version) if has_booster(meta) else None
     except (OSError, ValueError, KeyError) as exc:
         return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read: {exc}"}
     try:

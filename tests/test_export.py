@@ -57,7 +57,8 @@ def test_onnx_export_of_the_sample_run_equals_lightgbm_and_mm_forecasts(sample_r
     result = mm.export(config, output=tmp_path / "onnx")
     assert result.exit_code == 0 and result.failed == 0
     assert result.onnx == 30 and result.verified == 30 and result.models == run.train.winners
-    assert set(result.models) == {"lightgbm", "linear"}  # both exportable kinds are exercised
+    assert {"ensemble", "linear"} <= set(result.models)  # the exportable kinds the sample run picks
+    assert set(result.models) <= {"ensemble", "linear", "lightgbm"}
     index = pd.read_csv(tmp_path / "onnx" / "index.csv")
     assert len(index) == 30 and (index["status"] == "onnx").all()
 
@@ -94,6 +95,35 @@ def test_onnx_export_of_the_sample_run_equals_lightgbm_and_mm_forecasts(sample_r
             recursive = predict_lightgbm(fitted, data, known, future)
             order = np.argsort(frame[spec.time_column].to_numpy()[future], kind="stable")
             np.testing.assert_allclose(recursive[order], expected["Prediction"].to_numpy(), rtol=1e-5)
+        elif row.model == "ensemble":
+            members = {m["kind"]: m["state"] for m in meta["state"]["members"]}
+            lgb_transform = members["lightgbm"]["transform"]
+            hist = np.flatnonzero(~np.isnan(data.panel.y))
+            grid = data.grid(~np.isnan(data.panel.y), forward(data.panel.y, lgb_transform))
+            X = design_matrix(data.panel, hist, grid, data.first, data.spec, data.with_series)
+            booster = lgb.Booster(model_str=store.read_model_text(row.key, row.model_version))
+            got = sess.run(["raw"], {"features": X, "inputs": linear_inputs(data, hist)})[0].ravel()
+            # within 1e-5: absolute for log-space outputs, relative for outputs in units (float32 tree sums)
+            np.testing.assert_allclose(got, booster.predict(X, num_iteration=members["lightgbm"]["num_boost_round"]), rtol=1e-5, atol=1e-5)
+            # a database's procedure: one call per period, lags read the earlier periods' 'raw'
+            known = np.zeros(len(frame), dtype=bool)
+            known[:n_hist] = True
+            grid = data.grid(known, forward(data.panel.y, lgb_transform))
+            outputs = {name: np.empty(len(future)) for name in ["Prediction", "Prediction_q10", "Prediction_q50", "Prediction_q90"]}
+            periods = data.panel.period[future]
+            for p in np.unique(periods):
+                at = np.flatnonzero(periods == p)
+                idx = future[at]
+                step = sess.run(["raw", "prediction", "prediction_q10", "prediction_q50", "prediction_q90"], {
+                    "features": design_matrix(data.panel, idx, grid, data.first, data.spec, data.with_series),
+                    "inputs": linear_inputs(data, idx),
+                })
+                grid[data.panel.series[idx], p - data.first] = step[0].ravel()
+                for name, values in zip(outputs, step[1:]):
+                    outputs[name][at] = values.ravel()
+            order = np.argsort(frame[spec.time_column].to_numpy()[future], kind="stable")
+            for name, values in outputs.items():
+                np.testing.assert_allclose(values[order], expected[name].to_numpy(), rtol=1e-5, err_msg=name)
         else:
             # linear: each future row scored alone; point and interval equal forecasting_output.csv
             got = sess.run(None, {"inputs": linear_inputs(data, future)})

@@ -1,0 +1,92 @@
+"""Calibration to the metric, the evidence rule, the ensemble, and 'tune rarely, train often'."""
+
+import numpy as np
+import pytest
+
+from manymodels import calibration
+from manymodels.automl import Evaluation, pick_winner
+from manymodels.kernels import fit_group, forecast_group
+
+from .test_kernels import spec_for, weekly_group
+
+
+@pytest.mark.parametrize("metric", ["mape", "wape", "rmse", "smape"])
+def test_calibration_factor_minimises_the_metric(metric, monkeypatch):
+    monkeypatch.setattr(calibration, "SHRINK_POINTS", 0.0)  # the raw optimum
+    rng = np.random.default_rng(0)
+    actual = np.exp(rng.normal(5, 0.6, 400))
+    predicted = np.exp(5 + rng.normal(0, 0.1, 400))  # the median, roughly
+    f = calibration.factor(actual, predicted, metric)
+    from manymodels.metrics import scores
+
+    grid = np.linspace(0.5, 1.5, 1001)
+    best = grid[np.argmin([scores(actual, g * predicted)[metric] for g in grid])]
+    assert abs(f - best) < 0.01
+    if metric == "mape":
+        assert f < 0.9  # MAPE wants a forecast below the median
+    if metric == "rmse":
+        assert f > 1.05  # RMSE wants the mean, above the median of a skewed distribution
+
+
+def test_calibration_shrinks_with_few_points_and_stays_bounded():
+    actual = np.array([10.0, 12.0, 11.0])
+    predicted = np.array([30.0, 33.0, 31.0])
+    assert calibration.BOUNDS[0] <= calibration.factor(actual, predicted, "wape") < 1.0
+    few = calibration.factor(actual, predicted, "wape")
+    many = calibration.factor(np.tile(actual, 30), np.tile(predicted, 30), "wape")
+    assert many < few  # more evidence, less shrinkage
+    assert calibration.factor(actual[:1], predicted[:1], "wape") == 1.0
+
+
+def _evaluation(kind, errors, folds=4):
+    e = Evaluation(kind, {})
+    for chunk in np.array_split(np.asarray(errors, dtype=float), folds):
+        e.add(np.full(len(chunk), 100.0), 100.0 + chunk)
+    return e
+
+
+def test_reference_is_kept_unless_another_candidate_is_clearly_better():
+    rng = np.random.default_rng(1)
+    noise = rng.normal(0, 10, 40)
+    reference = _evaluation("ensemble", 20 + noise)
+    slightly = _evaluation("naive", 19 + noise + rng.normal(0, 8, 40))  # 1 point better: noise
+    clearly = _evaluation("linear", 5 + noise * 0.2)  # much better, consistently
+    order = ["ensemble", "naive", "linear"]
+    assert pick_winner({"ensemble": reference, "naive": slightly}, "wape", order, "ensemble", 2.0) == "ensemble"
+    assert pick_winner({"ensemble": reference, "naive": slightly}, "wape", order, "ensemble", 0.0) == "naive"
+    assert pick_winner({"ensemble": reference, "naive": slightly, "linear": clearly}, "mape", order, "ensemble", 2.0) == "linear"
+
+
+def test_ensemble_forecast_is_the_members_average_and_calibration_moves_only_the_point():
+    history, future = weekly_group(n_weeks=90, future=6)
+    automl = {"enabled": True, "candidates": ["ensemble", "lightgbm", "linear"], "n_trials": 2, "folds": 3, "metric": "mape",
+              "timeout_per_group": None, "reference": "ensemble", "evidence": 1e9, "calibrate": True}
+    spec = spec_for(automl=automl)
+    result = fit_group(history, spec)
+    assert result["model"] == "ensemble"  # evidence 1e9: the reference, whatever the scores
+    meta = result["meta"]
+    assert [m["kind"] for m in meta["state"]["members"]] == ["lightgbm", "linear"]
+    factor = meta["calibration"]["factor"]
+    assert meta["calibration"]["metric"] == "mape" and 0.5 <= factor <= 1.5 and factor != 1.0
+    calibrated = forecast_group(history, future, meta, result["model_text"], spec)
+    uncalibrated = forecast_group(history, future, {**meta, "calibration": {"factor": 1.0}}, result["model_text"], spec)
+    np.testing.assert_allclose(calibrated[:, 0], uncalibrated[:, 0] * factor)
+    np.testing.assert_array_equal(calibrated[:, 1:], uncalibrated[:, 1:])  # quantiles are not scaled
+
+
+def test_a_stored_decision_is_refit_without_searching_again():
+    history, future = weekly_group(n_weeks=90)
+    automl = {"enabled": True, "candidates": ["ensemble", "lightgbm", "linear", "naive"], "n_trials": 4, "folds": 2,
+              "metric": "wape", "timeout_per_group": None, "reference": "ensemble", "evidence": 2.0, "calibrate": True}
+    spec = spec_for(automl=automl)
+    first = fit_group(history, spec)
+    assert first["n_trials"] == 4 and first["meta"]["tuning"]["source"].startswith("searched")
+    more = weekly_group(n_weeks=94, seed=0)[0]  # four more weeks of data
+    again = fit_group(more, spec, stored=first["meta"]["tuning"], tune=False)
+    assert again["status"] == "trained" and again["n_trials"] == 0
+    assert again["model"] == first["model"]
+    assert again["meta"]["tuning"]["source"].startswith("stored decision")
+    assert again["meta"]["calibration"] == first["meta"]["calibration"]
+    assert again["model_text"] != first["model_text"]  # refit on the new data
+    retuned = fit_group(more, spec, stored=first["meta"]["tuning"], tune=True)
+    assert retuned["n_trials"] == 4
