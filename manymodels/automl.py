@@ -163,8 +163,6 @@ def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evalua
 
 def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec) -> Evaluation:
     """Backtest fixed LightGBM parameters (``_num_boost_round``/``_transform`` included)."""
-    if "_evaluation" in params:  # tuning already backtested these exact parameters
-        return params.pop("_evaluation")
     lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
     rounds = int(params.get("_num_boost_round", spec.num_boost_round))
     transform = params.get("_transform", transform)
@@ -177,7 +175,7 @@ def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec
 
 
 def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None) -> tuple[dict, int]:
-    """Optuna search; returns the best parameters (with their backtest attached) and the trials run."""
+    """Optuna search; returns the best parameters and the number of trials run."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,10 +218,9 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
         fallback = {**base}
         return fallback, len(study.trials)
     best = min(completed, key=lambda t: (t.value, t.number))
-    evaluation = evaluations[best.number]
-    params = dict(evaluation.params)
-    params["_evaluation"] = evaluation
-    return params, len(study.trials)
+    # The trials stopped early on the folds that scored them: optimistic. The caller
+    # backtests the winner again at its fixed number of rounds, as it will be refit.
+    return dict(evaluations[best.number].params), len(study.trials)
 
 
 def _scaled(evaluation: Evaluation, factor: float) -> Evaluation:

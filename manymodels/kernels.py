@@ -301,7 +301,7 @@ def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, t
     members = []
     for kind in _members(winner):
         if kind == "lightgbm":
-            params = {k: v for k, v in decision["params"]["lightgbm"].items() if k != "_evaluation"}
+            params = dict(decision["params"]["lightgbm"])
             rounds = int(params.pop("_num_boost_round"))
             lgb_transform = params.pop("_transform")
             fitted = fit_lightgbm(data, rows, params, rounds, lgb_transform)

@@ -300,22 +300,29 @@ def predict_linear(fitted: Fitted, data: GroupData, rows: np.ndarray) -> np.ndar
 
 
 def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float]:
-    """Ridge coefficients with the penalty chosen by generalised cross-validation."""
+    """Ridge coefficients with the penalty chosen by generalised cross-validation.
+
+    Works on the p x p Gram matrix (eigendecomposition) rather than an SVD of
+    the n x p design: same path, no n x p factor, cheap for long groups.
+    """
     n, p = Z.shape
     if p == 0 or n == 0:
         return np.zeros(p), 0.0
-    U, s, Vt = np.linalg.svd(Z, full_matrices=False)
-    Uty = U.T @ y
-    best = (math.inf, None, None)
+    eigval, V = np.linalg.eigh(Z.T @ Z)
+    eigval = np.maximum(eigval, 0.0)
+    Vty = V.T @ (Z.T @ y)
+    yy = float(y @ y)
+    best = (math.inf, np.zeros(p), 0.0)
     for alpha in alphas:
-        d = s / (s**2 + alpha)
-        coef = Vt.T @ (d * Uty)
-        resid = y - Z @ coef
-        dof = float(np.sum(s**2 / (s**2 + alpha)))
+        shrink = 1.0 / (eigval + alpha)
+        coef_v = shrink * Vty  # coefficients in the eigenbasis
+        # ||y - Z b||^2 = y'y - 2 b'Z'y + b'Z'Z b, all in p-space
+        rss = yy - 2.0 * float(coef_v @ Vty) + float(coef_v @ (eigval * coef_v))
+        dof = float(np.sum(eigval * shrink))
         denom = (1 - dof / n) ** 2 if n > dof else 1e-12
-        gcv = float(resid @ resid) / n / max(denom, 1e-12)
+        gcv = max(rss, 0.0) / n / max(denom, 1e-12)
         if gcv < best[0]:
-            best = (gcv, coef, float(alpha))
+            best = (gcv, V @ coef_v, float(alpha))
     return best[1], best[2]
 
 
