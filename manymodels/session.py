@@ -1,7 +1,8 @@
 """A session: what one command holds while it writes to a datastore.
 
 The datastore lock, the output terminal, the reuse switch and the engine (a
-process pool is started once and shared by the steps of ``mm run``).
+process pool, or a connection to a Dask cluster, is started once and shared by
+the steps of ``mm run``).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from .config import Config
 from .console import Terminal
 from .datastore import Datastore
 from .engine import cpu_count, make_engine
-from .lock import DatastoreLock
 
 
 @dataclass
@@ -32,6 +32,11 @@ class Session:
         if self._engine is None:
             self._engine = make_engine(self.engine_kind, self.jobs, self.scheduler)
         return self._engine
+
+    @property
+    def workers(self) -> int:
+        """How many groups run at once: sizes the batches."""
+        return self.engine().jobs
 
     def close(self) -> None:
         if self._engine is not None:
@@ -57,7 +62,7 @@ def open_session(
     terminal = terminal or Terminal(quiet=True)
     store = Datastore(config.datastore)
     store.ensure()
-    lock = DatastoreLock(store.lock_path, wait_s=wait).acquire(on_wait=terminal.info)
+    lock = store.lock(wait).acquire(on_wait=terminal.info)
     kind = engine or config.engine.kind
     s = Session(
         config=config,
@@ -69,8 +74,11 @@ def open_session(
         scheduler=scheduler or config.engine.scheduler,
     )
     try:
-        store.sweep_temporary_files()
+        if lock.recovered:  # the last writer was killed: remove what it left half-done
+            store.sweep_temporary_files()
         yield s
     finally:
         s.close()
         lock.release()
+        if lock.lost:
+            terminal.warn(f"this mm stalled longer than the datastore lock's lease and another mm took the lock over; check {store.root}")
