@@ -177,6 +177,9 @@ class LocalEngine:
             self._pool = None
 
 
+ENGINES = ("serial", "local", "dask")
+
+
 def make_engine(kind: str, jobs: int | None, scheduler: str | None = None):
     if kind == "serial":
         return SerialEngine()

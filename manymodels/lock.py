@@ -175,14 +175,20 @@ class LeaseLock:
 
     def _renew(self) -> None:
         while not self._stop.wait(self.lease_s / 3):
-            try:
-                etag = self.files.replace_if(self.rel, self._document(), self._etag)
-            except OSError:
-                continue  # a network hiccup: try again next period, the lease has slack
-            if etag is None:
-                self.lost = True  # stalled past the lease and taken over
+            if not self._renew_once():
                 return
-            self._etag = etag
+
+    def _renew_once(self) -> bool:
+        """Extend the lease; False if another mm took the lock over (this one stalled past it)."""
+        try:
+            etag = self.files.replace_if(self.rel, self._document(), self._etag)
+        except OSError:
+            return True  # a network hiccup: try again next period, the lease has slack
+        if etag is None:
+            self.lost = True
+            return False
+        self._etag = etag
+        return True
 
     def holder(self) -> dict:
         current = self.files.read_versioned(self.rel)

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import cpu_count, make_engine
+from .engine import ENGINES, cpu_count, make_engine
+from .errors import MMError
 
 
 @dataclass
@@ -60,10 +61,15 @@ def open_session(
         yield session
         return
     terminal = terminal or Terminal(quiet=True)
+    kind = engine or config.engine.kind
+    scheduler = scheduler or config.engine.scheduler
+    if kind == "dask" and not scheduler:  # a usage error: say so now, not when the first group needs a worker
+        raise MMError("--engine dask needs the address of a running Dask scheduler", "pass --scheduler tcp://HOST:PORT, or set engine.scheduler in the config")
+    if kind not in ENGINES:
+        raise MMError(f"--engine {kind!r} is not an engine", f"use one of {', '.join(ENGINES)}")
     store = Datastore(config.datastore)
     store.ensure()
     lock = store.lock(wait).acquire(on_wait=terminal.info)
-    kind = engine or config.engine.kind
     s = Session(
         config=config,
         store=store,
@@ -71,7 +77,7 @@ def open_session(
         allow_reuse=config.allow_reuse if allow_reuse is None else allow_reuse,
         engine_kind=kind,
         jobs=jobs or config.engine.jobs or cpu_count(),
-        scheduler=scheduler or config.engine.scheduler,
+        scheduler=scheduler,
     )
     try:
         if lock.recovered:  # the last writer was killed: remove what it left half-done
