@@ -66,6 +66,8 @@ def test_engine_options_on_the_command_line(tmp_path: Path, cluster: Cluster):
     done = run_cli("run", "-c", str(path), "--engine", "dask", "--scheduler", cluster.address, "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["train"]["trained"] == 6
+    resplit = run_cli("split", "-c", str(path), "--engine", "dask", "--scheduler", cluster.address, "--no-allow-reuse", "--json")
+    assert resplit.returncode == 0 and json.loads(resplit.stdout)["n_groups"] == 6, resplit.stderr
     missing = run_cli("train", "-c", str(path), "--engine", "dask")
     assert missing.returncode == 1 and "--scheduler" in missing.stderr
     nobody = run_cli("train", "-c", str(path), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--no-allow-reuse")
