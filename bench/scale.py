@@ -50,6 +50,7 @@ import argparse
 import json
 import multiprocessing
 import os
+import resource
 import shutil
 import statistics
 import subprocess
@@ -139,14 +140,28 @@ def _memory_kb(pid: int) -> tuple[int, int]:
     return pss, rss
 
 
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _cpu_s(pid: int) -> float | None:
+    """User + system CPU seconds of one process so far."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICKS
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class TreeMemory:
-    """Peak summed PSS and RSS of a process and all its descendants, sampled in a thread."""
+    """Peak summed PSS and RSS of a process and all its descendants, and their CPU time, sampled in a thread."""
 
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid = pid
         self.interval = interval
         self.peak_pss = self.peak_rss = 0
         self.max_processes = 0
+        self.cpu: dict[int, float] = {}  # last CPU seconds seen per process (a process's last 50 ms may be missed)
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -155,6 +170,10 @@ class TreeMemory:
         while not self._stop.is_set():
             pids = _tree(self.pid)
             sizes = [_memory_kb(p) for p in pids]
+            for p in pids:
+                seconds = _cpu_s(p)
+                if seconds is not None:
+                    self.cpu[p] = seconds
             self.peak_pss = max(self.peak_pss, sum(s[0] for s in sizes))
             self.peak_rss = max(self.peak_rss, sum(s[1] for s in sizes))
             self.max_processes = max(self.max_processes, sum(1 for s in sizes if s[1]))
@@ -163,7 +182,7 @@ class TreeMemory:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return {"peak_pss_mb": self.peak_pss / 1024, "peak_rss_mb": self.peak_rss / 1024, "processes": self.max_processes}
+        return {"peak_pss_mb": self.peak_pss / 1024, "peak_rss_mb": self.peak_rss / 1024, "processes": self.max_processes, "cpu_s": sum(self.cpu.values())}
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
@@ -245,16 +264,21 @@ def _reference_chunk(indices: list[int]) -> list[tuple[int, np.ndarray]]:
     return [(i, reference_group(*_GROUPS[i], _SPEC)) for i in indices]
 
 
-def run_reference(jobs: int) -> tuple[float, dict[int, np.ndarray]]:
-    """Wall time of the bare fits over every group in a fork pool, and their predictions."""
+def run_reference(jobs: int) -> tuple[float, float, dict[int, np.ndarray]]:
+    """Wall time and CPU time of the bare fits over every group in a fork pool, and their predictions."""
     chunks = [list(range(i, min(i + 16, len(_GROUPS)))) for i in range(0, len(_GROUPS), 16)]
     context = multiprocessing.get_context("fork")
     predictions: dict[int, np.ndarray] = {}
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
-    with context.Pool(jobs) as pool:
-        for part in pool.imap_unordered(_reference_chunk, chunks):
-            predictions.update(part)
-    return time.perf_counter() - started, predictions
+    pool = context.Pool(jobs)
+    for part in pool.imap_unordered(_reference_chunk, chunks):
+        predictions.update(part)
+    pool.close()
+    pool.join()
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return wall, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime), predictions
 
 
 def reference_main(args) -> int:
@@ -262,14 +286,14 @@ def reference_main(args) -> int:
     global _GROUPS, _SPEC
     os.environ["OMP_NUM_THREADS"] = "1"
     _SPEC, _GROUPS = prepare_reference(Path(args.data), args.rounds)
-    wall, predictions = run_reference(args.jobs)
+    wall, cpu, predictions = run_reference(args.jobs)
     if args.predictions:
         rows = []
         for i, pred in predictions.items():
             future = _GROUPS[i][1]
             rows.append(pd.DataFrame({"Store": future["Store"], "Brand": future["Brand"], "WeekStarting": future["WeekStarting"], "reference": pred}))
         pd.concat(rows, ignore_index=True).to_parquet(args.predictions)
-    print(json.dumps({"wall_s": wall, "groups": len(_GROUPS)}))
+    print(json.dumps({"wall_s": wall, "cpu_s": cpu, "groups": len(_GROUPS)}))
     return 0
 
 
@@ -306,20 +330,21 @@ def bench_size(stores: int, args) -> dict:
         if not args.no_reference:
             preds = folder / "reference.parquet"
             ref = timed([sys.executable, __file__, "reference", "--data", str(data), "--jobs", str(args.jobs), "--rounds", str(args.rounds), "--predictions", str(preds)], env)
-            ref["wall_s_total"] = ref["wall_s"]
-            ref["wall_s"] = ref["json"]["wall_s"]
+            ref["wall_s_total"], ref["cpu_s_total"] = ref["wall_s"], ref["cpu_s"]
+            ref["wall_s"], ref["cpu_s"] = ref["json"]["wall_s"], ref["json"]["cpu_s"]
             refs.append(ref)
-            print(f"  [{r + 1}] reference    {ref['wall_s']:8.1f} s   peak {ref['peak_pss_mb']:7.0f} MB PSS (fits only; {ref['wall_s_total']:.1f} s with data preparation)", flush=True)
+            print(f"  [{r + 1}] reference    {ref['wall_s']:8.1f} s   peak {ref['peak_pss_mb']:7.0f} MB PSS (fits only), {ref['cpu_s']:.1f} CPU s; {ref['wall_s_total']:.1f} s with data preparation", flush=True)
         train = timed(mm_cmd("train", "-c", str(config)), env)
         forecast = timed(mm_cmd("forecast", "-c", str(config)), env)
         trains.append(train)
         forecasts.append(forecast)
         total = train["wall_s"] + forecast["wall_s"]
         totals.append(total)
-        line = f"  [{r + 1}] mm train     {train['wall_s']:8.1f} s   peak {train['peak_pss_mb']:7.0f} MB PSS ({train['peak_rss_mb']:.0f} MB RSS)\n"
-        line += f"  [{r + 1}] mm forecast  {forecast['wall_s']:8.1f} s   peak {forecast['peak_pss_mb']:7.0f} MB PSS ({forecast['peak_rss_mb']:.0f} MB RSS)"
+        line = f"  [{r + 1}] mm train     {train['wall_s']:8.1f} s   peak {train['peak_pss_mb']:7.0f} MB PSS ({train['peak_rss_mb']:.0f} MB RSS), {train['cpu_s']:.1f} CPU s\n"
+        line += f"  [{r + 1}] mm forecast  {forecast['wall_s']:8.1f} s   peak {forecast['peak_pss_mb']:7.0f} MB PSS ({forecast['peak_rss_mb']:.0f} MB RSS), {forecast['cpu_s']:.1f} CPU s"
         if refs:
-            line += f"\n  [{r + 1}] train+forecast {total:6.1f} s = {total / refs[-1]['wall_s']:.3f} x reference"
+            cpu = train["cpu_s"] + forecast["cpu_s"]
+            line += f"\n  [{r + 1}] train+forecast {total:6.1f} s = {total / refs[-1]['wall_s']:.3f} x reference; CPU {cpu:.1f} s = {cpu / refs[-1]['cpu_s']:.3f} x reference"
         print(line, flush=True)
         if refs and args.verify and r == 0:
             verify = compare_predictions(folder / "reference.parquet", folder / "store" / "outputs" / "forecasting_output.csv")
