@@ -557,7 +557,11 @@ class Datastore:
                         removed += 1
         return removed
 
-    # scratch space (split's buckets) ---------------------------------------
+    # scratch space (split's buckets, the steps' spools) ------------------------
+    def local_scratch(self) -> str | None:
+        """A folder on this machine's disk for temporary files of a step (None: the system's)."""
+        return str(self.root / self.SCRATCH) if self.is_folder else None
+
     def scratch(self, run_id: str, name: str) -> str:
         return f"{self.SCRATCH}/{run_id}/{name}"
 

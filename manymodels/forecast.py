@@ -111,7 +111,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     manifest = load_split(store, config, terminal)
     train_record = registry.run_models(store, run_id)
     config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
-    with Spool() as spool:
+    with Spool(store.local_scratch()) as spool:
         registry.load_run_groups(store, train_record["id"], spool, "models")
         previous = latest_run(store, "forecast", usable_only=False)  # only explains what changed
         registry.load_run_groups(store, previous["id"] if previous else None, spool, "previous")

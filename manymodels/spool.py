@@ -6,7 +6,9 @@ end (training_output.csv, the run's groups table). Holding those rows as
 Python objects costs 1-2 KB a group, which is what made memory grow with the
 number of groups. A ``Spool`` keeps them in a temporary SQLite file instead:
 a few MB of page cache whatever the count, point lookups by group key, and
-rows streamed back sorted (SQLite sorts on disk when it must).
+rows streamed back sorted (SQLite sorts on disk when it must). The file goes
+where the datastore says (inside a folder datastore, so on its disk: a /tmp on
+tmpfs would hold it in memory again).
 
 Rows are JSON documents; each table is either keyed (one row per group key,
 looked up with ``get``) or a sequence (``add`` then ``rows``, ordered by a sort
@@ -40,8 +42,11 @@ def dumps(row: dict) -> str:
 
 
 class Spool:
-    def __init__(self) -> None:
-        self._folder = tempfile.TemporaryDirectory(prefix="mm-spool-")
+    def __init__(self, folder: str | None = None) -> None:
+        """``folder``: where to keep the file (default: the system's temporary folder)."""
+        if folder:
+            os.makedirs(folder, exist_ok=True)
+        self._folder = tempfile.TemporaryDirectory(prefix="spool-", dir=folder)
         self._db = sqlite3.connect(os.path.join(self._folder.name, "rows.sqlite"), isolation_level=None)
         for pragma in ("journal_mode=OFF", "synchronous=OFF", "temp_store=FILE", "cache_size=-4000"):
             self._db.execute(f"PRAGMA {pragma}")

@@ -149,7 +149,7 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
     started = time.perf_counter()
     manifest = load_split(store, config, s.terminal)
     config_fp = config.section_fingerprint(*cache.TRAIN_SECTIONS)
-    with Spool() as spool:
+    with Spool(store.local_scratch()) as spool:
         registry.train_state(store, spool)
         run = Run(store, "train", config_fp).begin()
         selected, n_fit = _plan(s, spool, run, GroupSelector(group_specs, config.data.group_columns), retry_failed, manifest, config_fp)
