@@ -162,6 +162,7 @@ class TreeMemory:
         self.peak_pss = self.peak_rss = 0
         self.max_processes = 0
         self.cpu: dict[int, float] = {}  # last CPU seconds seen per process (a process's last 50 ms may be missed)
+        self.peaks: dict[int, int] = {}  # peak PSS (kB) per process: who holds the memory
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
@@ -170,6 +171,8 @@ class TreeMemory:
         while not self._stop.is_set():
             pids = _tree(self.pid)
             sizes = [_memory_kb(p) for p in pids]
+            for p, (pss, _) in zip(pids, sizes):
+                self.peaks[p] = max(self.peaks.get(p, 0), pss)
             for p in pids:
                 seconds = _cpu_s(p)
                 if seconds is not None:
@@ -182,7 +185,15 @@ class TreeMemory:
     def stop(self) -> dict:
         self._stop.set()
         self._thread.join()
-        return {"peak_pss_mb": self.peak_pss / 1024, "peak_rss_mb": self.peak_rss / 1024, "processes": self.max_processes, "cpu_s": sum(self.cpu.values())}
+        per_process = sorted((kb / 1024 for p, kb in self.peaks.items() if p != self.pid), reverse=True)
+        return {
+            "peak_pss_mb": self.peak_pss / 1024,
+            "peak_rss_mb": self.peak_rss / 1024,
+            "processes": self.max_processes,
+            "cpu_s": sum(self.cpu.values()),
+            "parent_peak_pss_mb": self.peaks.get(self.pid, 0) / 1024,
+            "child_peak_pss_mb": [round(x) for x in per_process[:4]],
+        }
 
 
 def timed(cmd: list[str], env: dict | None = None) -> dict:
@@ -200,6 +211,10 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
     except ValueError:
         document = {}
     return {"wall_s": wall, **stats, "json": document}
+
+
+def _who(stats: dict) -> str:
+    return f"; per process: mm {stats['parent_peak_pss_mb']:.0f} MB, others {stats['child_peak_pss_mb']} MB"
 
 
 def mm_cmd(*args: str) -> list[str]:
@@ -326,7 +341,7 @@ def bench_size(stores: int, args) -> dict:
         shutil.rmtree(folder / "store", ignore_errors=True)
         split = timed(mm_cmd("split", "-c", str(config)), env)
         splits.append(split)
-        print(f"  [{r + 1}] mm split     {split['wall_s']:8.1f} s   peak {split['peak_pss_mb']:7.0f} MB PSS ({split['peak_rss_mb']:.0f} MB RSS)", flush=True)
+        print(f"  [{r + 1}] mm split     {split['wall_s']:8.1f} s   peak {split['peak_pss_mb']:7.0f} MB PSS ({split['peak_rss_mb']:.0f} MB RSS){_who(split)}", flush=True)
         if not args.no_reference:
             preds = folder / "reference.parquet"
             ref = timed([sys.executable, __file__, "reference", "--data", str(data), "--jobs", str(args.jobs), "--rounds", str(args.rounds), "--predictions", str(preds)], env)
@@ -340,8 +355,8 @@ def bench_size(stores: int, args) -> dict:
         forecasts.append(forecast)
         total = train["wall_s"] + forecast["wall_s"]
         totals.append(total)
-        line = f"  [{r + 1}] mm train     {train['wall_s']:8.1f} s   peak {train['peak_pss_mb']:7.0f} MB PSS ({train['peak_rss_mb']:.0f} MB RSS), {train['cpu_s']:.1f} CPU s\n"
-        line += f"  [{r + 1}] mm forecast  {forecast['wall_s']:8.1f} s   peak {forecast['peak_pss_mb']:7.0f} MB PSS ({forecast['peak_rss_mb']:.0f} MB RSS), {forecast['cpu_s']:.1f} CPU s"
+        line = f"  [{r + 1}] mm train     {train['wall_s']:8.1f} s   peak {train['peak_pss_mb']:7.0f} MB PSS ({train['peak_rss_mb']:.0f} MB RSS), {train['cpu_s']:.1f} CPU s{_who(train)}\n"
+        line += f"  [{r + 1}] mm forecast  {forecast['wall_s']:8.1f} s   peak {forecast['peak_pss_mb']:7.0f} MB PSS ({forecast['peak_rss_mb']:.0f} MB RSS), {forecast['cpu_s']:.1f} CPU s{_who(forecast)}"
         if refs:
             cpu = train["cpu_s"] + forecast["cpu_s"]
             line += f"\n  [{r + 1}] train+forecast {total:6.1f} s = {total / refs[-1]['wall_s']:.3f} x reference; CPU {cpu:.1f} s = {cpu / refs[-1]['cpu_s']:.3f} x reference"

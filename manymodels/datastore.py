@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
 import itertools
 import json
 import os
@@ -121,14 +120,6 @@ def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
         raise
 
 
-def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable)
-
-
-def atomic_write_json(path: Path, document: Any, durable: bool = False) -> None:
-    atomic_write_text(path, _json_text(document), durable)
-
-
 def _json_text(document: Any) -> str:
     return json.dumps(document, indent=1, sort_keys=True, default=str)
 
@@ -137,10 +128,6 @@ def parquet_bytes(table: pa.Table) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
     return sink.getvalue().to_pybytes()
-
-
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    atomic_write_bytes(path, parquet_bytes(table))
 
 
 class AtomicFile:

@@ -31,7 +31,7 @@ from .errors import InputDataError, did_you_mean
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
-CSV_BLOCK_BYTES = 16 << 20
+CSV_BLOCK_BYTES = 8 << 20
 PARQUET_BATCH_ROWS = 256 * 1024
 
 

@@ -19,7 +19,6 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
 import pyarrow as pa
 
 from ._version import __version__
@@ -52,10 +51,9 @@ class Run:
         self.store.write_run(self._record("running"))
         return self
 
-    def finish(self, status: str, counts: dict[str, int], groups: pd.DataFrame | None = None, **extra: Any) -> dict:
+    def finish(self, status: str, counts: dict[str, int], **extra: Any) -> dict:
+        """Rewrite the record with its outcome (the groups table is written before, by ``GroupsTable``)."""
         self.extra.update(extra)
-        if groups is not None:
-            self.store.write_run_groups(self.id, groups)
         record = self._record(status, counts=counts, ended=_now())
         self.store.write_run(record)
         return record

@@ -46,9 +46,9 @@ from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_ba
 from .runs import Run
 from .session import Session, open_session
 from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
-from .timeindex import TimeAxis, TimeSummary, format_time, parse_times, time_kind, time_values
+from .timeindex import TimeAxis, TimeSummary, format_time, parse_times, time_values
 
-ROWS_PER_BUCKET = 150_000  # a pass-2 task's memory: ~100 MB of pandas at the accelerator's width
+ROWS_PER_BUCKET = 100_000  # a pass-2 task holds one bucket: ~60 MB of pandas at the accelerator's width
 MIN_ROWS_PER_BUCKET = 10_000  # below this, more buckets only add files
 
 __all__ = ["PERIOD", "SplitResult", "split"]

@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 
 import cloudpickle
-import pandas as pd
 import pytest
 
 pytest.importorskip("distributed")
