@@ -24,7 +24,7 @@ from .console import Terminal
 from .datastore import Datastore
 from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL
-from .runs import GroupsTable, Run, latest_run
+from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
 from .split import PERIOD
 from .spool import Spool
@@ -39,16 +39,9 @@ SPLIT_FIELDS = ["key", "label", "values", "n_inference", "train_hash", "inferenc
 # The run's groups table (mm runs show, and the next forecast run's explanations).
 GROUPS_SCHEMA = pa.schema(
     [
-        ("key", pa.string()),
-        ("label", pa.string()),
-        ("values", pa.string()),
+        *GROUP_IDENTITY,
         ("n_rows", pa.int64()),
-        ("status", pa.string()),
-        ("decision", pa.string()),
-        ("reason", pa.string()),
-        ("error", pa.string()),
-        ("fingerprint", pa.string()),
-        ("parts", pa.string()),
+        *GROUP_OUTCOME,
         ("model_version", pa.int64()),
         ("n_missing_prediction", pa.int64()),
     ]

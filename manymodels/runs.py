@@ -75,6 +75,18 @@ class Run:
         }
 
 
+# The columns every step's groups table starts with: who the group is, then what happened to it.
+GROUP_IDENTITY = [("key", pa.string()), ("label", pa.string()), ("values", pa.string())]
+GROUP_OUTCOME = [
+    ("status", pa.string()),
+    ("decision", pa.string()),
+    ("reason", pa.string()),
+    ("error", pa.string()),
+    ("fingerprint", pa.string()),
+    ("parts", pa.string()),
+]
+
+
 class GroupsTable:
     """A run's per-group table (``<id>.groups.parquet``), written chunk by chunk.
 

@@ -28,7 +28,7 @@ from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
-from .runs import GroupsTable, Run
+from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
 from .session import Session, open_session
 from .split import PERIOD
@@ -41,18 +41,11 @@ CSV_CHUNK = 5000
 # The run's groups table: what forecast and the next train run read back.
 GROUPS_SCHEMA = pa.schema(
     [
-        ("key", pa.string()),
-        ("label", pa.string()),
-        ("values", pa.string()),
+        *GROUP_IDENTITY,
         ("n_train_rows", pa.int64()),
         ("train_start", pa.string()),
         ("train_end", pa.string()),
-        ("status", pa.string()),
-        ("decision", pa.string()),
-        ("reason", pa.string()),
-        ("error", pa.string()),
-        ("fingerprint", pa.string()),
-        ("parts", pa.string()),
+        *GROUP_OUTCOME,
         ("run_id", pa.string()),
         ("trained_in_run", pa.string()),
         ("duration_s", pa.float64()),
