@@ -141,14 +141,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
     context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
     buckets = sorted(reading.buckets)
     scans = _on_buckets(s, split_scan_batch, context, buckets, None)
-    times = reading.times
-    for scan in scans:
-        times = times.with_diffs(scan["diffs"], scan["diff_counts"])
-    axis = times.axis(d.frequency, d.season_length, d.time_column, files.label)
-    _check_duplicates(config, scans, times, axis, files.label)
-    if not reading.any_target:
-        raise InputDataError(f"{files.label}: no row has a value in target column {d.target_column!r}", "there is nothing to train on")
-    cutoff_period, cutoff_text = _cutoff(config, axis, times, reading, scans, files.label)
+    times, axis, cutoff_period, cutoff_text = _decide(config, reading, scans, files.label)
     columns = _column_order(config, reading.schema.names)
     spec = replace(spec, columns=tuple(columns), axis=axis.to_dict(), cutoff_period=cutoff_period)
     previous_keys = _split_keys(store)
@@ -417,6 +410,21 @@ def _mixed_times(source: str, a: TimeSummary, b: TimeSummary) -> InputDataError:
 
 
 # -- between the passes: checks and decisions that need the whole input ------------
+
+def _decide(config: Config, reading: _Reading, scans: list[dict], source: str) -> tuple[TimeSummary, TimeAxis, int | None, str]:
+    """The time axis and the cutoff, from the summaries; the checks that need them, in the order
+    a whole table would be checked (grid, duplicates, targets, something to train on)."""
+    d = config.data
+    times = reading.times
+    for scan in scans:
+        times = times.with_diffs(scan["diffs"], scan["diff_counts"])
+    axis = times.axis(d.frequency, d.season_length, d.time_column, source)
+    _check_duplicates(config, scans, times, axis, source)
+    if not reading.any_target:
+        raise InputDataError(f"{source}: no row has a value in target column {d.target_column!r}", "there is nothing to train on")
+    cutoff_period, cutoff_text = _cutoff(config, axis, times, reading, scans, source)
+    return times, axis, cutoff_period, cutoff_text
+
 
 def _check_duplicates(config: Config, scans: list[dict], times: TimeSummary, axis: TimeAxis, source: str) -> None:
     d = config.data
