@@ -21,7 +21,7 @@ import pyarrow as pa
 from . import cache, registry
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore
+from .datastore import Datastore, release_memory
 from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
@@ -241,6 +241,7 @@ def _write_output(store: Datastore, rows, context: ForecastContext) -> Tally:
             frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
             tally.rows += len(frame)
             chunk, size = [], 0
+            release_memory()
 
         for r in rows:
             table = store.read_forecast(r["key"], r["fingerprint"])

@@ -22,7 +22,7 @@ from typing import Any
 import pyarrow as pa
 
 from ._version import __version__
-from .datastore import Datastore
+from .datastore import Datastore, release_memory
 
 
 def new_run_id(step: str) -> str:
@@ -112,6 +112,7 @@ class GroupsTable:
         if self._chunk:
             self._writer.write_table(pa.Table.from_pylist(self._chunk, schema=self.schema))
             self._chunk = []
+            release_memory()
 
     def close(self) -> None:
         self._write()

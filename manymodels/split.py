@@ -39,7 +39,7 @@ import pyarrow as pa
 from . import cache
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, group_label
+from .datastore import Datastore, group_label, release_memory
 from .errors import InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
 from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches
@@ -318,6 +318,7 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
             continue  # the split will fail: only keep counting
         _summarise(part, frame, config, source)
         _to_buckets(store, frame, d.group_columns, f"{index:06d}-{number:05d}", scratch, n_buckets, part, written)
+        release_memory()
     return part
 
 
