@@ -3,7 +3,8 @@
     <root>/.mm/datastore.json            marker: this folder is an mm datastore
     <root>/.mm/lock                      who is writing (see lock.py)
     <root>/.mm/input_state.json          size/mtime -> content hash of input files
-    <root>/.mm/scratch/<run_id>/         split's temporary buckets, removed when the split ends
+    <root>/.mm/scratch/                  a running step's temporary files (split's buckets, the
+                                         spools of train and forecast), removed when it ends
     <root>/split/manifest.json           how the split was made (axis, cutoff, fingerprint)
     <root>/split/groups.parquet          one row per group: key, values, counts, content hashes
     <root>/split/{train,inference}/<k2>/<key>.parquet
