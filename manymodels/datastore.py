@@ -843,14 +843,31 @@ class Journal:
 
 
 def release_memory() -> None:
-    """Give Arrow's freed memory back to the system.
+    """Give freed memory back to the system, so a streaming step's memory stays flat.
 
-    Its allocator keeps freed pages for reuse, and how much it keeps grows with
-    the data streamed through (measured: +60 MB over a 100,000-row table read in
-    batches, +20 MB with this after each batch). Streaming steps call it after
-    each batch so their memory stays flat.
+    Allocators keep freed pages for reuse, and how much they keep grows with the
+    data that streamed through: Arrow's (measured: +60 MB over a 100,000-row
+    table read in batches, +20 MB with this after each batch) and glibc's, which
+    keeps numpy's and pandas' freed arrays in its heap. Streaming steps call
+    this after each batch; it costs about a millisecond.
     """
     pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None  # not glibc (macOS, musl): nothing to trim
+
+
+_LIBC = _glibc()
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:

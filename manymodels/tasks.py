@@ -22,7 +22,7 @@ import numpy as np
 import pyarrow as pa
 
 from . import partitioning
-from .datastore import Datastore
+from .datastore import Datastore, release_memory
 from .engine import Batch
 from .errors import UpstreamMissing
 from .kernels import GroupSpec, fit_group, forecast_group, horizon_steps
@@ -51,7 +51,13 @@ class TrainContext:
 
 def train_batch(batch: Batch) -> list[dict]:
     ctx: TrainContext = batch.context
-    return [train_one(ctx, item) for item in batch.items]
+    return _released([train_one(ctx, item) for item in batch.items])
+
+
+def _released(results: list) -> list:
+    """The batch's results, once the memory it used is back with the system (flat workers)."""
+    release_memory()
+    return results
 
 
 def train_one(ctx: TrainContext, item: dict) -> dict:
@@ -186,7 +192,7 @@ class ForecastContext:
 
 def forecast_batch(batch: Batch) -> list[dict]:
     ctx: ForecastContext = batch.context
-    return [forecast_one(ctx, item) for item in batch.items]
+    return _released([forecast_one(ctx, item) for item in batch.items])
 
 
 STEP_COLUMN = "_mm_step"  # periods after the series' last known value; internal, not in the CSV
@@ -265,12 +271,12 @@ def groups_piece(scratch: str, bucket: int) -> str:
 
 def split_scan_batch(batch: Batch) -> list[dict]:
     ctx: SplitContext = batch.context
-    return [{"bucket": b, "status": "ok", **partitioning.scan(_bucket_frame(ctx, b), ctx.spec)} for b in batch.items]
+    return _released([{"bucket": b, "status": "ok", **partitioning.scan(_bucket_frame(ctx, b), ctx.spec)} for b in batch.items])
 
 
 def split_write_batch(batch: Batch) -> list[dict]:
     ctx: SplitContext = batch.context
-    return [split_write_one(ctx, b) for b in batch.items]
+    return _released([split_write_one(ctx, b) for b in batch.items])
 
 
 def split_write_one(ctx: SplitContext, bucket: int) -> dict:
