@@ -22,7 +22,6 @@ from . import cache, registry
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore, release_memory
-from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
@@ -155,24 +154,11 @@ def _keep(spool: Spool, row: dict) -> None:
 
 
 def _run(s: Session, spool: Spool, run: Run, context: ForecastContext, n_run: int) -> None:
-    terminal = s.terminal
-    done = 0
-    interrupted = True
-    try:
-        with terminal.progress(f"forecast: {n_run} groups", total=n_run) as bar:
-            if n_run:
-                batches = make_batches(context, spool.rows("todo"), s.workers, n_run)
-                for batch, results in s.engine().map(forecast_batch, batches, forecast_crash):
-                    for item, r in zip(batch.items, results):
-                        _keep(spool, {**{k: item[k] for k in ("key", "label", "values", "n_rows")}, **r})
-                        if r["status"] == "failed":
-                            terminal.detail(f"{item['label']}: forecast failed, {r['error']}")
-                    done += len(results)
-                    bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
-        interrupted = False
-    finally:
-        if interrupted:
-            run.finish("interrupted", {"done": done})
+    for done in s.execute(run, forecast_batch, forecast_crash, context, spool.rows("todo"), n_run, f"forecast: {n_run} groups"):
+        for item, r in done:
+            _keep(spool, {**{k: item[k] for k in ("key", "label", "values", "n_rows")}, **r})
+            if r["status"] == "failed":
+                s.terminal.detail(f"{item['label']}: forecast failed, {r['error']}")
 
 
 def _missing(value) -> bool:

@@ -7,14 +7,14 @@ the steps of ``mm run``).
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import ENGINES, cpu_count, make_engine
+from .engine import ENGINES, cpu_count, make_batches, make_engine
 from .errors import MMError
 
 
@@ -38,6 +38,27 @@ class Session:
     def workers(self) -> int:
         """How many groups run at once: sizes the batches."""
         return self.engine().jobs
+
+    def execute(self, run, fn, crash_result, context, items: Iterable[dict], n: int, label: str) -> Iterator[list[tuple[dict, dict]]]:
+        """Run ``n`` items (streamed) on the engine in batches; yield each batch's (item, result) pairs.
+
+        The one scheduling loop of train and forecast: batches are formed as
+        workers free up, a progress bar counts groups, and if the loop stops
+        early (killed, Ctrl-C, an error) the run is recorded as interrupted.
+        """
+        done = 0
+        finished = False
+        try:
+            with self.terminal.progress(label, total=n) as bar:
+                if n:
+                    for batch, results in self.engine().map(fn, make_batches(context, items, self.workers, n), crash_result):
+                        yield list(zip(batch.items, results))
+                        done += len(results)
+                        bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
+            finished = True
+        finally:
+            if not finished:
+                run.finish("interrupted", {"done": done})
 
     def close(self) -> None:
         if self._engine is not None:

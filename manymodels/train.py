@@ -24,7 +24,6 @@ from .automl import search_space_fingerprint
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
@@ -216,27 +215,15 @@ def _keep(spool: Spool, row: dict) -> None:
 
 def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int) -> None:
     """Fit the spooled groups on the engine; journal and spool each result as it arrives."""
-    store, terminal = s.store, s.terminal
-    done = 0
-    interrupted = True
-    try:
-        with store.open_journal(run.id) as journal, terminal.progress(f"train: fitting {n_fit} groups", total=n_fit) as bar:
-            if n_fit:
-                batches = make_batches(context, spool.rows("fit"), s.workers, n_fit)
-                for batch, results in s.engine().map(train_batch, batches, train_crash):
-                    for item, r in zip(batch.items, results):
-                        row = _result_row(item, r, run.id)
-                        journal.write(row)
-                        _keep(spool, row)
-                        if r["status"] == "failed":
-                            terminal.detail(f"{row['label']}: failed, {row['error']}")
-                    journal.flush()
-                    done += len(results)
-                    bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
-        interrupted = False
-    finally:
-        if interrupted:
-            run.finish("interrupted", {"done": done})
+    with s.store.open_journal(run.id) as journal:
+        for done in s.execute(run, train_batch, train_crash, context, spool.rows("fit"), n_fit, f"train: fitting {n_fit} groups"):
+            for item, r in done:
+                row = _result_row(item, r, run.id)
+                journal.write(row)
+                _keep(spool, row)
+                if r["status"] == "failed":
+                    s.terminal.detail(f"{row['label']}: failed, {row['error']}")
+            journal.flush()
 
 
 def _ident(g: dict) -> dict:
