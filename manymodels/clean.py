@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, tree_size
+from .datastore import Datastore
 from .errors import MMError
 from .session import Session, open_session
 
@@ -43,7 +43,7 @@ def clean(
     if step not in STEPS:
         raise MMError(f"--step {step!r} is not a step", f"use one of {', '.join(STEPS)}")
     store = Datastore(config.datastore)
-    if not store.root.exists():
+    if not store.exists():
         return CleanResult(step, not yes)
     if not store.is_datastore():
         raise MMError(
@@ -51,11 +51,10 @@ def clean(
             "check 'datastore' in the config",
         )
     with open_session(config, terminal, wait=wait, session=session) as s:
-        entries = []
-        for path in s.store.step_paths(step):
-            entries.append({"path": str(path), "bytes": tree_size(path)})
+        found = s.store.step_entries(step)
+        entries = [{"path": str(s.store.files.location(rel)), "bytes": s.store.entry_size(rel)} for rel in found]
         result = CleanResult(step, not yes, entries, sum(e["bytes"] for e in entries))
         if yes:
-            for path in s.store.step_paths(step):
-                s.store.remove_tree(path)
+            for rel in found:
+                s.store.remove_entry(rel)
         return result

@@ -94,6 +94,9 @@ def _config(path: Path, overrides: list[str] | None):
 def split(
     config: ConfigOpt,
     set_: SetOpt = None,
+    jobs: JobsOpt = None,
+    engine: EngineOpt = None,
+    scheduler: SchedulerOpt = None,
     allow_reuse: ReuseOpt = None,
     wait: WaitOpt = 0.0,
     explain: ExplainOpt = False,
@@ -103,14 +106,14 @@ def split(
     log_file: LogOpt = None,
 ):
     """Split the raw table into per-group train and inference partitions."""
-    _split_cmd(config, set_, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
+    _split_cmd(config, set_, jobs, engine, scheduler, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
 
 
 @_guarded
-def _split_cmd(config_path, overrides, allow_reuse, wait, terminal):
+def _split_cmd(config_path, overrides, jobs, engine, scheduler, allow_reuse, wait, terminal):
     from . import api
 
-    result = api.split(_config(config_path, overrides), terminal, allow_reuse=allow_reuse, wait=wait)
+    result = api.split(_config(config_path, overrides), terminal, jobs=jobs, engine=engine, scheduler=scheduler, allow_reuse=allow_reuse, wait=wait)
     report_split(terminal, result)
     terminal.emit_json(result.to_dict())
     return 0

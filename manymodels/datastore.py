@@ -1,12 +1,15 @@
-"""The datastore: the only module that knows the directory layout.
+"""The datastore: the only module that knows the layout.
 
     <root>/.mm/datastore.json            marker: this folder is an mm datastore
     <root>/.mm/lock                      who is writing (see lock.py)
     <root>/.mm/input_state.json          size/mtime -> content hash of input files
+    <root>/.mm/scratch/                  a running step's temporary files (split's buckets, the
+                                         spools of train and forecast), removed when it ends
     <root>/split/manifest.json           how the split was made (axis, cutoff, fingerprint)
     <root>/split/groups.parquet          one row per group: key, values, counts, content hashes
     <root>/split/{train,inference}/<k2>/<key>.parquet
-    <root>/models/<k2>/<key>/v<N>.json   model metadata (+ v<N>.lgb.txt, LightGBM's text format)
+    <root>/models/<k2>/<key>/v<N>.json   model metadata (what the version is, what it was fitted from)
+    <root>/models/<k2>/<key>/v<N>.lgb.txt.zst  the booster: LightGBM's own text format, zstd-compressed
     <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
     <root>/outputs/training_output.csv, forecasting_output.csv
@@ -15,20 +18,33 @@
 
 Group values are data, never paths: a group's files are named by a hash of its
 values (``key``), so ``../x``, ``CON`` or a 300-character value stay inside the
-datastore. Every write is atomic (temporary file + rename), so a crash never
-leaves a half-written file where a reader would take it for a finished one.
+datastore.
+
+The root is a folder (on this machine or a shared file system every Dask worker
+mounts) or the URL of an object store that fsspec knows (``s3://bucket/prefix``).
+Every write is atomic, so a crash never leaves a half-written file where a
+reader would take it for a finished one: in a folder, a temporary file is
+renamed over the target; in an object store, every object is written by one
+PUT, which the store makes visible whole or not at all.
+
+Model boosters are LightGBM's text format compressed with zstd (level 1: about
+3.5x smaller, 1-2 ms per 300-tree model); ``zstd -d v1.lgb.txt.zst`` gives the
+plain text back. Uncompressed ``v<N>.lgb.txt`` files of older datastores are
+still read.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import io
+import itertools
 import json
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -47,6 +63,8 @@ STEP_DIRS = {
     "train": ("models", "outputs/training_output.csv"),
     "forecast": ("forecasts", "outputs/forecasting_output.csv"),
 }
+MODEL_CODEC = "zstd"
+MODEL_LEVEL = 1
 
 
 # -- group identity ----------------------------------------------------------
@@ -73,18 +91,33 @@ def group_label(columns: Sequence[str], values: Sequence[Any]) -> str:
     return ",".join(f"{c}={jsonable(v)}" for c, v in zip(columns, values))
 
 
-# -- atomic files ------------------------------------------------------------
+def is_url(location: str | Path) -> bool:
+    return "://" in str(location) and not str(location).startswith("file://")
+
+
+# -- atomic files in a folder ------------------------------------------------
+
+_TMP_COUNTER = itertools.count()
+
+
+def _tmp_name(path: Path) -> Path:
+    # unique per process and write; the O_EXCL open below refuses any collision
+    return path.parent / f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNTER)}-{path.name}"
+
 
 def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    tmp = _tmp_name(path)
+    try:
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 & ~umask, like any file
+    except FileNotFoundError:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             if durable:
                 f.flush()
                 os.fsync(f.fileno())
-        _apply_umask(tmp)
         os.replace(tmp, path)
     except BaseException:
         _unlink_quietly(tmp)
@@ -96,13 +129,17 @@ def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
 
 
 def atomic_write_json(path: Path, document: Any, durable: bool = False) -> None:
-    atomic_write_text(path, json.dumps(document, indent=1, sort_keys=True, default=str), durable)
+    atomic_write_text(path, _json_text(document), durable)
 
 
-def atomic_write_parquet(path: Path, table: pa.Table) -> None:
-    sink = io.BytesIO()
+def _json_text(document: Any) -> str:
+    return json.dumps(document, indent=1, sort_keys=True, default=str)
+
+
+def parquet_bytes(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
     pq.write_table(table, sink, compression="snappy")
-    atomic_write_bytes(path, sink.getvalue())
+    return sink.getvalue().to_pybytes()
 
 
 class AtomicFile:
@@ -111,7 +148,8 @@ class AtomicFile:
     def __init__(self, path: Path, mode: str = "w"):
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, self.tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+        self.tmp = _tmp_name(path)
+        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
         self.file = os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {}))
 
     def __enter__(self):
@@ -120,22 +158,9 @@ class AtomicFile:
     def __exit__(self, kind, value, tb) -> None:
         self.file.close()
         if kind is None:
-            _apply_umask(self.tmp)
             os.replace(self.tmp, self.path)
         else:
             _unlink_quietly(self.tmp)
-
-
-_UMASK: int | None = None
-
-
-def _apply_umask(tmp: str) -> None:
-    # mkstemp creates 0600 files; published files get the user's usual 0666 & ~umask
-    global _UMASK
-    if _UMASK is None:
-        _UMASK = os.umask(0)
-        os.umask(_UMASK)
-    os.chmod(tmp, 0o666 & ~_UMASK)
 
 
 def _unlink_quietly(path: str | Path) -> None:
@@ -145,100 +170,404 @@ def _unlink_quietly(path: str | Path) -> None:
         pass
 
 
+# -- where the bytes live ------------------------------------------------------
+
+class FolderFiles:
+    """A datastore folder on this machine or a shared file system: temporary file + rename."""
+
+    def __init__(self, root: Path):
+        self.root = root
+
+    def location(self, rel: str) -> Path:
+        return self.root / rel
+
+    def read(self, rel: str) -> bytes:
+        with open(self.root / rel, "rb") as f:
+            return f.read()
+
+    def source(self, rel: str) -> str:
+        """Something pyarrow opens directly."""
+        return str(self.root / rel)
+
+    def scan_path(self, rel: str) -> str:
+        """The name of ``rel`` in ``arrow_filesystem()``, for multi-file dataset scans."""
+        return str(self.root / rel)
+
+    def arrow_filesystem(self):
+        return None  # pyarrow's local file system
+
+    def write(self, rel: str, data: bytes, durable: bool = False) -> None:
+        atomic_write_bytes(self.root / rel, data, durable)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.root / rel)
+
+    def names(self, rel: str) -> list[str]:
+        try:
+            return sorted(n for n in os.listdir(self.root / rel) if not n.startswith(TMP_PREFIX))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, rel: str) -> None:
+        _unlink_quietly(self.root / rel)
+
+    def delete_tree(self, rel: str) -> None:
+        shutil.rmtree(self.root / rel, ignore_errors=True)
+
+    def size(self, rel: str) -> int:
+        return tree_size(self.root / rel)
+
+    @contextmanager
+    def writer(self, rel: str, binary: bool):
+        with AtomicFile(self.root / rel, "wb" if binary else "w") as f:
+            yield f
+
+    def appender(self, rel: str):
+        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
+        return open(self.root / rel, "a", encoding="utf-8")
+
+
+class ObjectFiles:
+    """A datastore in an object store (``s3://bucket/prefix``) through fsspec.
+
+    Every object is written by one PUT (or one multipart upload, completed in
+    one call), which the store publishes atomically, so no temporary names or
+    renames are needed. Listings are never cached: several processes write.
+    """
+
+    def __init__(self, url: str):
+        try:
+            import fsspec
+        except ImportError:
+            raise MMError(f"datastore {url} is a URL, which needs fsspec", "pip install 'manymodels[dask]' (or fsspec and s3fs)") from None
+        self.url = url.rstrip("/")
+        protocol = self.url.split("://", 1)[0]
+        options = {"use_listings_cache": False} if protocol in ("s3", "s3a", "gs", "gcs", "abfs", "az") else {}
+        try:
+            self.fs, self.base = fsspec.core.url_to_fs(self.url, **options)
+        except (ImportError, ValueError) as exc:
+            raise MMError(f"cannot open datastore {url}: {exc}", "install the fsspec driver for this URL (s3fs for s3://)") from None
+        self.base = self.base.rstrip("/")
+        self.protocol = protocol
+
+    def location(self, rel: str) -> str:
+        return f"{self.url}/{rel}"
+
+    def _path(self, rel: str) -> str:
+        return f"{self.base}/{rel}"
+
+    def read(self, rel: str) -> bytes:
+        return self.fs.cat_file(self._path(rel))
+
+    def source(self, rel: str):
+        return pa.BufferReader(self.read(rel))
+
+    def scan_path(self, rel: str) -> str:
+        return self._path(rel)
+
+    def arrow_filesystem(self):
+        from pyarrow.fs import FSSpecHandler, PyFileSystem
+
+        return PyFileSystem(FSSpecHandler(self.fs))
+
+    def write(self, rel: str, data: bytes, durable: bool = False) -> None:
+        self.fs.pipe_file(self._path(rel), data)
+
+    def exists(self, rel: str) -> bool:
+        return self.fs.exists(self._path(rel))
+
+    def names(self, rel: str) -> list[str]:
+        path = self._path(rel)
+        self.fs.invalidate_cache(path)
+        try:
+            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
+        except (FileNotFoundError, NotADirectoryError):
+            return []
+
+    def delete(self, rel: str) -> None:
+        try:
+            self.fs.rm_file(self._path(rel))
+        except FileNotFoundError:
+            pass
+
+    def delete_tree(self, rel: str) -> None:
+        try:
+            self.fs.rm(self._path(rel), recursive=True)
+        except FileNotFoundError:
+            pass
+
+    def size(self, rel: str) -> int:
+        try:
+            return int(self.fs.du(self._path(rel), total=True))
+        except FileNotFoundError:
+            return 0
+
+    @contextmanager
+    def writer(self, rel: str, binary: bool):
+        # spooled locally, published by one upload when complete
+        with tempfile.TemporaryDirectory(prefix="mm-upload-") as folder:
+            local = Path(folder) / "part"
+            with open(local, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
+                yield f
+            self.fs.put_file(str(local), self._path(rel))
+
+    # conditional writes, for the lease lock (see lock.LeaseLock) -----------------
+    def _bucket_key(self, rel: str) -> tuple[str, str]:
+        if self.protocol not in ("s3", "s3a"):
+            raise MMError(f"datastore {self.url}: locking needs conditional writes, which mm supports on S3 only", "use an s3:// URL or a shared folder")
+        bucket, _, key = self._path(rel).partition("/")
+        return bucket, key
+
+    def create_if_absent(self, rel: str, data: bytes) -> str | None:
+        """Write the object only if none exists; its ETag, or None if one existed."""
+        return self._conditional_put(rel, data, IfNoneMatch="*")
+
+    def replace_if(self, rel: str, data: bytes, etag: str) -> str | None:
+        """Overwrite the object only if it is still the version ``etag``; the new ETag or None."""
+        return self._conditional_put(rel, data, IfMatch=etag)
+
+    def read_versioned(self, rel: str) -> tuple[bytes, str, float] | None:
+        """The object's bytes, ETag and age in seconds by the store's own clock, or None.
+
+        One GET, so the three belong together. The age is the response's Date
+        minus the object's Last-Modified, both from the server: no clock skew
+        between machines enters it.
+        """
+        from fsspec.asyn import sync
+
+        bucket, key = self._bucket_key(rel)
+
+        async def get():
+            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
+            async with response["Body"] as body:
+                data = await body.read()
+            return data, response["ETag"], _age_seconds(response)
+
+        try:
+            return sync(self.fs.loop, get)
+        except FileNotFoundError:
+            return None
+
+    def delete_if(self, rel: str, etag: str) -> None:
+        current = self.read_versioned(rel)
+        if current is not None and current[1] == etag:
+            self.delete(rel)
+
+    def _conditional_put(self, rel: str, data: bytes, **condition) -> str | None:
+        bucket, key = self._bucket_key(rel)
+        try:
+            response = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
+        except FileNotFoundError:
+            if "IfMatch" in condition:
+                return None  # the object is gone: not the version we meant to replace
+            raise
+        except OSError as exc:
+            if _condition_failed(exc):
+                return None
+            raise
+        return response["ETag"]
+
+
+def _age_seconds(response: dict) -> float:
+    from email.utils import parsedate_to_datetime
+
+    date = (response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}).get("date")
+    now = parsedate_to_datetime(date) if date else dt.datetime.now(dt.timezone.utc)
+    return (now - response["LastModified"]).total_seconds()
+
+
+def _condition_failed(exc: OSError) -> bool:
+    if isinstance(exc, FileExistsError):
+        return True
+    response = getattr(exc.__cause__, "response", None) or {}
+    return response.get("Error", {}).get("Code", "") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
+
+
 # -- the datastore -----------------------------------------------------------
 
 class Datastore:
     def __init__(self, root: str | Path):
-        self.root = Path(root)
-
-    # layout ---------------------------------------------------------------
-    @property
-    def marker(self) -> Path:
-        return self.root / ".mm" / "datastore.json"
-
-    @property
-    def lock_path(self) -> Path:
-        return self.root / ".mm" / "lock"
-
-    @property
-    def input_state_path(self) -> Path:
-        return self.root / ".mm" / "input_state.json"
+        text = str(root)
+        if text.startswith("file://"):
+            text = text[len("file://") :]
+        if is_url(text):
+            self.files: FolderFiles | ObjectFiles = ObjectFiles(text)
+            self.root: Path | str = self.files.url
+            self.is_folder = False
+        else:
+            self.root = Path(text)
+            self.files = FolderFiles(self.root)
+            self.is_folder = True
 
     @property
-    def split_manifest_path(self) -> Path:
-        return self.root / "split" / "manifest.json"
+    def location(self) -> str:
+        """What workers are given to open the same datastore."""
+        return str(self.root)
 
-    @property
-    def split_groups_path(self) -> Path:
-        return self.root / "split" / "groups.parquet"
+    # layout: relative names ------------------------------------------------
+    MARKER = ".mm/datastore.json"
+    LOCK = ".mm/lock"
+    INPUT_STATE = ".mm/input_state.json"
+    SCRATCH = ".mm/scratch"
+    SPLIT_MANIFEST = "split/manifest.json"
+    SPLIT_GROUPS = "split/groups.parquet"
 
-    def partition_path(self, kind: str, key: str) -> Path:
+    @staticmethod
+    def _partition(kind: str, key: str) -> str:
         assert kind in ("train", "inference")
-        return self.root / "split" / kind / key[:2] / f"{key}.parquet"
+        return f"split/{kind}/{key[:2]}/{key}.parquet"
 
-    def model_meta_path(self, key: str, version: int) -> Path:
-        return self.root / "models" / key[:2] / key / f"v{version}.json"
+    @staticmethod
+    def _model_dir(key: str) -> str:
+        return f"models/{key[:2]}/{key}"
 
-    def model_text_path(self, key: str, version: int) -> Path:
-        return self.root / "models" / key[:2] / key / f"v{version}.lgb.txt"
+    @staticmethod
+    def _model_meta(key: str, version: int) -> str:
+        return f"models/{key[:2]}/{key}/v{version}.json"
 
-    def model_dir(self, key: str) -> Path:
-        return self.root / "models" / key[:2] / key
+    @staticmethod
+    def _model_text(key: str, version: int) -> str:
+        return f"models/{key[:2]}/{key}/v{version}.lgb.txt.zst"
 
-    def forecast_path(self, key: str, fingerprint: str) -> Path:
+    @staticmethod
+    def _model_text_plain(key: str, version: int) -> str:
+        return f"models/{key[:2]}/{key}/v{version}.lgb.txt"
+
+    @staticmethod
+    def _forecast(key: str, fingerprint: str) -> str:
+        return f"forecasts/{key[:2]}/{key}/{fingerprint}.parquet"
+
+    @staticmethod
+    def _run(run_id: str, suffix: str = ".json") -> str:
+        return f"runs/{run_id}{suffix}"
+
+    # layout: locations (a Path in a folder datastore, a URL otherwise) -----
+    @property
+    def marker(self):
+        return self.files.location(self.MARKER)
+
+    @property
+    def lock_path(self):
+        return self.files.location(self.LOCK)
+
+    REPORT = "outputs/report.html"
+
+    @property
+    def report_path(self):
+        return self.files.location(self.REPORT)
+
+    def export_dir(self, fmt: str):
+        return self.files.location(f"exports/{fmt}")
+
+    @property
+    def input_state_path(self):
+        return self.files.location(self.INPUT_STATE)
+
+    @property
+    def split_manifest_path(self):
+        return self.files.location(self.SPLIT_MANIFEST)
+
+    @property
+    def split_groups_path(self):
+        return self.files.location(self.SPLIT_GROUPS)
+
+    def partition_path(self, kind: str, key: str):
+        return self.files.location(self._partition(kind, key))
+
+    def model_meta_path(self, key: str, version: int):
+        return self.files.location(self._model_meta(key, version))
+
+    def model_text_path(self, key: str, version: int):
+        return self.files.location(self._model_text(key, version))
+
+    def model_dir(self, key: str):
+        return self.files.location(self._model_dir(key))
+
+    def forecast_path(self, key: str, fingerprint: str):
         """A group's forecast, named by the fingerprint of everything it was made from."""
-        return self.root / "forecasts" / key[:2] / key / f"{fingerprint}.parquet"
+        return self.files.location(self._forecast(key, fingerprint))
 
-    def output_path(self, name: str) -> Path:
-        return self.root / "outputs" / name
-
-    @property
-    def report_path(self) -> Path:
-        return self.output_path("report.html")
-
-    def export_dir(self, fmt: str) -> Path:
-        return self.root / "exports" / fmt
+    def output_path(self, name: str):
+        return self.files.location(f"outputs/{name}")
 
     @property
-    def runs_dir(self) -> Path:
-        return self.root / "runs"
+    def runs_dir(self):
+        return self.files.location("runs")
 
-    def run_path(self, run_id: str, suffix: str = ".json") -> Path:
-        return self.runs_dir / f"{run_id}{suffix}"
+    def run_path(self, run_id: str, suffix: str = ".json"):
+        return self.files.location(self._run(run_id, suffix))
 
-    def step_paths(self, step: str) -> list[Path]:
-        """What ``mm clean --step`` removes, that exists (never anything else)."""
+    def step_entries(self, step: str) -> list[str]:
+        """What ``mm clean --step`` removes, that exists (never anything else), relative to the root."""
         steps = ("split", "train", "forecast") if step == "all" else (step,)
-        paths = [self.root / rel for s in steps for rel in STEP_DIRS[s]]
-        if self.runs_dir.is_dir():
-            for name in sorted(os.listdir(self.runs_dir)):
-                if any(f"-{s}-" in name for s in steps):
-                    paths.append(self.runs_dir / name)
+        entries = [rel for s in steps for rel in STEP_DIRS[s]]
+        entries += [f"runs/{name}" for name in self.files.names("runs") if any(f"-{s}-" in name for s in steps)]
         if step == "all":
-            paths += [self.input_state_path, self.report_path, self.root / "exports"]
-        return [p for p in paths if p.exists() or p.is_symlink()]
+            entries += [self.INPUT_STATE, self.REPORT, "exports"]
+        return [rel for rel in entries if self._present(rel)]
+
+    def _present(self, rel: str) -> bool:
+        if self.is_folder:
+            path = self.root / rel
+            return path.exists() or path.is_symlink()
+        return self.files.exists(rel)
+
+    def entry_size(self, rel: str) -> int:
+        return self.files.size(rel)
+
+    def remove_entry(self, rel: str) -> None:
+        """Delete ``rel`` (inside the datastore) without following symlinks out of it."""
+        if not self.is_folder:
+            self.files.delete_tree(rel)  # a prefix or a single object
+            return
+        path = self.root / rel
+        self.assert_inside(path)
+        if path.is_symlink() or path.is_file():
+            path.unlink()
+        elif path.is_dir():
+            shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
 
     # lifecycle ------------------------------------------------------------
+    def exists(self) -> bool:
+        return self.root.exists() if self.is_folder else True
+
     def ensure(self) -> None:
         """Create the datastore (or check that an existing folder is one)."""
-        if self.root.exists() and not self.root.is_dir():
+        if self.is_folder and self.root.exists() and not self.root.is_dir():
             raise MMError(f"datastore {self.root} is a file, not a folder", "point 'datastore' in the config at a folder")
-        if not self.marker.exists():
+        try:
+            info = json.loads(self.files.read(self.MARKER))
+        except FileNotFoundError:
             try:
-                self.root.mkdir(parents=True, exist_ok=True)
-                atomic_write_json(self.marker, {"format": FORMAT_VERSION, "created": _now()})
+                if self.is_folder:
+                    self.root.mkdir(parents=True, exist_ok=True)
+                self.files.write(self.MARKER, _json_text({"format": FORMAT_VERSION, "created": _now()}).encode())
             except PermissionError:
                 raise MMError(f"cannot create datastore {self.root}: permission denied", "choose a writable folder for 'datastore'") from None
             return
-        info = json.loads(self.marker.read_text())
         if info.get("format", 0) > FORMAT_VERSION:
             raise MMError(f"datastore {self.root} was written by a newer mm (format {info.get('format')})", "upgrade manymodels")
 
     def is_datastore(self) -> bool:
-        return self.marker.exists()
+        return self.files.exists(self.MARKER)
+
+    def lock(self, wait_s: float = 0.0):
+        """The datastore's writer lock: an OS file lock in a folder, a lease object in S3."""
+        from .lock import DatastoreLock, LeaseLock
+
+        if self.is_folder:
+            return DatastoreLock(self.lock_path, wait_s=wait_s)
+        return LeaseLock(self.files, self.LOCK, wait_s=wait_s, where=str(self.root))
 
     def sweep_temporary_files(self) -> int:
-        """Remove temporary files a killed process left behind (call with the lock held)."""
+        """Remove what a killed process left behind (call with the lock held).
+
+        Temporary files (never visible under their final name) and split's scratch
+        space. Object stores have no temporary files: every PUT is atomic.
+        """
+        self.files.delete_tree(self.SCRATCH)
+        if not self.is_folder:
+            return 0
         removed = 0
         for top in ("split", "models", "forecasts", "outputs", "runs", ".mm"):
             base = self.root / top
@@ -251,37 +580,97 @@ class Datastore:
                         removed += 1
         return removed
 
+    # scratch space (split's buckets, the steps' spools) ------------------------
+    def local_scratch(self) -> str | None:
+        """A folder on this machine's disk for temporary files of a step (None: the system's)."""
+        return str(self.root / self.SCRATCH) if self.is_folder else None
+
+    def scratch(self, run_id: str, name: str) -> str:
+        return f"{self.SCRATCH}/{run_id}/{name}"
+
+    def write_scratch(self, rel: str, table: pa.Table) -> None:
+        sink = pa.BufferOutputStream()
+        with pa.ipc.new_stream(sink, table.schema) as writer:
+            writer.write_table(table)
+        self.files.write(rel, sink.getvalue().to_pybytes())
+
+    def read_scratch(self, rel: str) -> pa.Table:
+        return pa.ipc.open_stream(self.files.read(rel)).read_all()
+
+    def scratch_names(self, rel: str) -> list[str]:
+        return self.files.names(rel)
+
+    def write_scratch_parquet(self, rel: str, table: pa.Table) -> None:
+        self.files.write(rel, parquet_bytes(table))
+
+    def read_scratch_parquet(self, rel: str) -> pa.Table:
+        return pq.ParquetFile(self.files.source(rel)).read()
+
+    def remove_scratch(self, run_id: str) -> None:
+        self.files.delete_tree(f"{self.SCRATCH}/{run_id}")
+
     # split ----------------------------------------------------------------
     def write_partition(self, kind: str, key: str, table: pa.Table) -> None:
-        atomic_write_parquet(self.partition_path(kind, key), table)
+        self.files.write(self._partition(kind, key), parquet_bytes(table))
+
+    def read_partition_table(self, kind: str, key: str) -> pa.Table:
+        rel = self._partition(kind, key)
+        try:
+            # ParquetFile, not read_table: no dataset discovery, 2-3x faster on small files
+            return pq.ParquetFile(self.files.source(rel)).read()
+        except FileNotFoundError:
+            raise UpstreamMissing(f"{kind} partition of group {key} is missing ({self.files.location(rel)})", "run 'mm split' again") from None
 
     def read_partition(self, kind: str, key: str) -> pd.DataFrame:
-        path = self.partition_path(kind, key)
-        try:
-            return pq.read_table(path).to_pandas()
-        except FileNotFoundError:
-            raise UpstreamMissing(f"{kind} partition of group {key} is missing ({path})", "run 'mm split' again") from None
+        return self.read_partition_table(kind, key).to_pandas()
 
     def has_partition(self, kind: str, key: str) -> bool:
-        return self.partition_path(kind, key).exists()
+        return self.files.exists(self._partition(kind, key))
 
     def remove_partition(self, kind: str, key: str) -> None:
-        _unlink_quietly(self.partition_path(kind, key))
+        self.files.delete(self._partition(kind, key))
 
-    def write_split_manifest(self, manifest: dict, groups: pd.DataFrame) -> None:
-        # groups first: the manifest is what marks the split complete
-        atomic_write_parquet(self.split_groups_path, pa.Table.from_pandas(groups, preserve_index=False))
-        atomic_write_json(self.split_manifest_path, manifest, durable=True)
+    def split_group_hashes(self, keys: list[str]) -> dict[str, dict]:
+        """The content hashes the current split recorded for ``keys`` (those it has)."""
+        import pyarrow.compute as pc
+
+        try:
+            table = pq.ParquetFile(self.files.source(self.SPLIT_GROUPS)).read(columns=["key", "train_hash", "inference_hash"])
+        except FileNotFoundError:
+            return {}
+        found = table.filter(pc.is_in(table["key"], value_set=pa.array(keys, table.schema.field("key").type)))
+        return {row["key"]: row for row in found.to_pylist()}
+
+    def split_groups_writer(self, schema: pa.Schema):
+        """Write split/groups.parquet piece by piece (``.write_table``); published when closed."""
+        return self._parquet_writer(self.SPLIT_GROUPS, schema)
+
+    def has_split_groups(self) -> bool:
+        return self.files.exists(self.SPLIT_GROUPS)
+
+    def iter_split_groups(self, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._iter_parquet(self.SPLIT_GROUPS, columns, batch_size)
+        except FileNotFoundError:
+            raise UpstreamMissing(f"no split in datastore {self.root}", "run 'mm split -c CONFIG' first") from None
+
+    def write_split_manifest(self, manifest: dict) -> None:
+        # written after groups.parquet: the manifest is what marks the split complete
+        self.files.write(self.SPLIT_MANIFEST, _json_text(manifest).encode(), durable=True)
+
+    def remove_split_manifest(self) -> None:
+        """Mark the split incomplete (before its partitions change)."""
+        self.files.delete(self.SPLIT_MANIFEST)
 
     def read_split_manifest(self) -> dict | None:
         try:
-            return json.loads(self.split_manifest_path.read_text())
+            return json.loads(self.files.read(self.SPLIT_MANIFEST))
         except FileNotFoundError:
             return None
 
     def read_split_groups(self) -> pd.DataFrame:
         try:
-            return pq.read_table(self.split_groups_path).to_pandas()
+            return pq.ParquetFile(self.files.source(self.SPLIT_GROUPS)).read().to_pandas()
         except FileNotFoundError:
             raise UpstreamMissing(f"no split in datastore {self.root}", "run 'mm split -c CONFIG' first") from None
 
@@ -289,36 +678,63 @@ class Datastore:
     def write_model(self, key: str, version: int, meta: dict, model_text: str | None) -> None:
         # the booster first: metadata is what makes a version visible
         if model_text is not None:
-            atomic_write_text(self.model_text_path(key, version), model_text)
-        atomic_write_json(self.model_meta_path(key, version), meta)
+            packed = pa.Codec(MODEL_CODEC, MODEL_LEVEL).compress(model_text.encode("utf-8"), asbytes=True)
+            self.files.write(self._model_text(key, version), packed)
+        self.files.write(self._model_meta(key, version), _json_text(meta).encode())
 
     def read_model_meta(self, key: str, version: int) -> dict:
-        return json.loads(self.model_meta_path(key, version).read_text())
+        return json.loads(self.files.read(self._model_meta(key, version)))
 
     def read_model_text(self, key: str, version: int) -> str:
-        return self.model_text_path(key, version).read_text()
+        try:
+            packed = self.files.read(self._model_text(key, version))
+        except FileNotFoundError:
+            return self.files.read(self._model_text_plain(key, version)).decode("utf-8")  # an older datastore
+        return pa.input_stream(pa.py_buffer(packed), compression=MODEL_CODEC).read().decode("utf-8")
+
+    def has_model(self, key: str, version: int) -> bool:
+        return self.files.exists(self._model_meta(key, version))
 
     def model_versions(self, key: str) -> list[int]:
-        d = self.model_dir(key)
-        if not d.is_dir():
-            return []
-        return sorted(int(n[1:-5]) for n in os.listdir(d) if n.startswith("v") and n.endswith(".json") and n[1:-5].isdigit())
+        names = self.files.names(self._model_dir(key))
+        return sorted(int(n[1:-5]) for n in names if n.startswith("v") and n.endswith(".json") and n[1:-5].isdigit())
+
+    def model_keys(self) -> Iterator[str]:
+        """Every group key with a model folder, in key order."""
+        for prefix in self.files.names("models"):
+            for key in self.files.names(f"models/{prefix}"):
+                if not key.startswith("."):
+                    yield key
 
     def remove_model(self, key: str, version: int) -> None:
-        _unlink_quietly(self.model_text_path(key, version))
-        _unlink_quietly(self.model_meta_path(key, version))
+        self.files.delete(self._model_text(key, version))
+        self.files.delete(self._model_text_plain(key, version))
+        self.files.delete(self._model_meta(key, version))
 
     # forecasts ------------------------------------------------------------
-    def write_forecast(self, key: str, fingerprint: str, frame: pd.DataFrame) -> None:
+    def write_forecast(self, key: str, fingerprint: str, table: pa.Table | pd.DataFrame) -> None:
         """Write the group's new forecast, then drop its older ones."""
-        path = self.forecast_path(key, fingerprint)
-        atomic_write_parquet(path, pa.Table.from_pandas(frame, preserve_index=False))
-        for name in os.listdir(path.parent):
-            if name != path.name and not name.startswith(TMP_PREFIX):
-                _unlink_quietly(path.parent / name)
+        if isinstance(table, pd.DataFrame):
+            table = pa.Table.from_pandas(table, preserve_index=False)
+        rel = self._forecast(key, fingerprint)
+        self.files.write(rel, parquet_bytes(table))
+        folder, name = rel.rsplit("/", 1)
+        for other in self.files.names(folder):
+            if other != name:
+                self.files.delete(f"{folder}/{other}")
+
+    def has_forecast(self, key: str, fingerprint: str) -> bool:
+        return self.files.exists(self._forecast(key, fingerprint))
+
+    def forecast_schema(self, key: str, fingerprint: str) -> pa.Schema | None:
+        """The columns of a group's forecast, or None when it has none."""
+        rel = self._forecast(key, fingerprint)
+        if not self.files.exists(rel):
+            return None
+        return pq.ParquetFile(self.files.source(rel)).schema_arrow
 
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
-        return pq.read_table(self.forecast_path(key, fingerprint))
+        return pq.ParquetFile(self.files.source(self._forecast(key, fingerprint))).read()
 
     def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str], fingerprints: dict[str, str] | None = None) -> pa.Table:
         """``columns`` of many groups' files in one multi-threaded scan, plus a ``_mm_key`` column.
@@ -330,17 +746,17 @@ class Datastore:
         if kind == "forecast":
             fingerprints = fingerprints or {}
             keys = [k for k in keys if k in fingerprints]
-            path_of = lambda key: self.forecast_path(key, fingerprints[key])  # noqa: E731
+            rel_of = lambda key: self._forecast(key, fingerprints[key])  # noqa: E731
         else:
-            path_of = lambda key: self.partition_path(kind, key)  # noqa: E731
-        files = {str(path_of(k)): k for k in keys}
-        files = {p: k for p, k in files.items() if os.path.exists(p)}
+            rel_of = lambda key: self._partition(kind, key)  # noqa: E731
+        files = {self.files.scan_path(rel_of(k)): k for k in keys if self.files.exists(rel_of(k))}
         if not files:
             return pa.table({"_mm_key": pa.array([], pa.string())})
         wanted = list(dict.fromkeys(columns))
+        filesystem = self.files.arrow_filesystem()
         try:
-            schema = _scan_schema(pq.read_schema(next(iter(files))), wanted)
-            dataset = pads.dataset(list(files), schema=schema, format="parquet")
+            schema = _scan_schema(pq.read_schema(next(iter(files)), filesystem=filesystem), wanted)
+            dataset = pads.dataset(list(files), schema=schema, format="parquet", filesystem=filesystem)
             parts, names = [], []
             for tagged in dataset.scanner(columns=list(schema.names)).scan_batches():
                 parts.append(tagged.record_batch)
@@ -349,7 +765,10 @@ class Datastore:
             lengths = [b.num_rows for b in parts]
         except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
             # files whose column types differ: read them one by one, letting pyarrow unify
-            tables = [pq.read_table(p, columns=[c for c in wanted if c in pq.read_schema(p).names]) for p in files]
+            tables = []
+            for p in files:
+                names_in_file = pq.read_schema(p, filesystem=filesystem).names
+                tables.append(pq.read_table(p, columns=[c for c in wanted if c in names_in_file], filesystem=filesystem))
             table = pa.concat_tables(tables, promote_options="permissive")
             names, lengths = list(files.values()), [t.num_rows for t in tables]
         key_column = pa.array(np.repeat(np.array(names, dtype=object), lengths) if names else [], pa.string())
@@ -357,75 +776,90 @@ class Datastore:
 
     # runs -----------------------------------------------------------------
     def write_run(self, record: dict) -> None:
-        atomic_write_json(self.run_path(record["id"]), record, durable=True)
+        self.files.write(self._run(record["id"]), _json_text(record).encode(), durable=True)
 
     def read_run(self, run_id: str) -> dict:
         try:
-            return json.loads(self.run_path(run_id).read_text())
+            return json.loads(self.files.read(self._run(run_id)))
         except FileNotFoundError:
             raise MMError(f"no run {run_id!r} in datastore {self.root}", "list runs with 'mm runs'") from None
 
-    def write_run_groups(self, run_id: str, groups: pd.DataFrame) -> None:
-        atomic_write_parquet(self.run_path(run_id, ".groups.parquet"), pa.Table.from_pandas(groups, preserve_index=False))
+    def run_groups_writer(self, run_id: str, schema: pa.Schema):
+        """Write a run's per-group table piece by piece; published when closed."""
+        return self._parquet_writer(self._run(run_id, ".groups.parquet"), schema)
+
+    def iter_run_groups(self, run_id: str, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+        try:
+            yield from self._iter_parquet(self._run(run_id, ".groups.parquet"), columns, batch_size)
+        except FileNotFoundError:
+            return
 
     def read_run_groups(self, run_id: str) -> pd.DataFrame:
         try:
-            return pq.read_table(self.run_path(run_id, ".groups.parquet")).to_pandas()
+            return pq.ParquetFile(self.files.source(self._run(run_id, ".groups.parquet"))).read().to_pandas()
         except FileNotFoundError:
             return pd.DataFrame()
 
     def list_runs(self) -> list[dict]:
-        if not self.runs_dir.is_dir():
-            return []
         records = []
-        for name in sorted(os.listdir(self.runs_dir)):
-            if name.endswith(".json") and not name.startswith(TMP_PREFIX):
+        for name in self.files.names("runs"):
+            if name.endswith(".json"):
                 try:
-                    records.append(json.loads((self.runs_dir / name).read_text()))
+                    records.append(json.loads(self.files.read(f"runs/{name}")))
                 except (OSError, ValueError):
                     continue
         records.sort(key=lambda r: (str(r.get("started", "")), str(r.get("id", ""))))
         return records
 
-    def open_journal(self, run_id: str):
-        self.runs_dir.mkdir(parents=True, exist_ok=True)
-        return open(self.run_path(run_id, ".journal.jsonl"), "a", encoding="utf-8")
+    def open_journal(self, run_id: str) -> Journal:
+        return Journal(self.files, run_id)
 
     def read_journal(self, run_id: str) -> list[dict]:
-        path = self.run_path(run_id, ".journal.jsonl")
-        if not path.exists():
-            return []
         out = []
-        for line in path.read_text(encoding="utf-8").splitlines():
+        for rel in Journal.parts(self.files, run_id):
             try:
-                out.append(json.loads(line))
-            except ValueError:
-                break  # a line cut by a crash: everything before it is good
+                text = self.files.read(rel).decode("utf-8")
+            except FileNotFoundError:
+                continue
+            for line in text.splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    break  # a line cut by a crash: everything before it is good
         return out
 
     # outputs --------------------------------------------------------------
-    def output_file(self, name: str, binary: bool = False) -> AtomicFile:
-        return AtomicFile(self.output_path(name), "wb" if binary else "w")
+    def output_file(self, name: str, binary: bool = False):
+        """A context manager giving a file; the output appears, whole, when it closes without error."""
+        return self.files.writer(f"outputs/{name}", binary)
 
     # input hashing state --------------------------------------------------
     def read_input_state(self) -> dict:
         try:
-            return json.loads(self.input_state_path.read_text())
+            return json.loads(self.files.read(self.INPUT_STATE))
         except (FileNotFoundError, ValueError):
             return {}
 
     def write_input_state(self, state: dict) -> None:
-        atomic_write_json(self.input_state_path, state)
+        self.files.write(self.INPUT_STATE, _json_text(state).encode())
+
+    # parquet tables, streamed ------------------------------------------------
+    @contextmanager
+    def _parquet_writer(self, rel: str, schema: pa.Schema):
+        with self.files.writer(rel, binary=True) as f:
+            with pq.ParquetWriter(f, schema, compression="snappy") as writer:
+                yield writer
+
+    def _iter_parquet(self, rel: str, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
+        handle = pq.ParquetFile(self.files.source(rel))
+        if handle.metadata.num_rows == 0:
+            return
+        for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
+            yield batch
+            release_memory()
+
 
     # cleaning -------------------------------------------------------------
-    def remove_tree(self, path: Path) -> None:
-        """Delete ``path`` (inside the datastore) without following symlinks out of it."""
-        self.assert_inside(path)
-        if path.is_symlink() or path.is_file():
-            path.unlink()
-        elif path.is_dir():
-            shutil.rmtree(path)  # rmtree never follows symlinks inside the tree
-
     def assert_inside(self, path: Path) -> None:
         root = self.root.resolve()
         parent = path.parent.resolve()  # the entry itself may be a symlink; its folder must be ours
@@ -437,6 +871,89 @@ def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:
     fields = [schema.field(c) for c in wanted if c in schema.names]
     # a first file whose column is all-null must not force null on the others
     return pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f for f in fields])
+
+
+class Journal:
+    """A run's per-group results, appended as they arrive (JSON lines).
+
+    In a folder: one file, appended and flushed after each batch. In an object
+    store, which cannot append: numbered part objects, one per flush, written
+    at most every ``PART_SECONDS``. A line cut by a crash ends the journal.
+    """
+
+    PART_SECONDS = 5.0
+
+    def __init__(self, files: FolderFiles | ObjectFiles, run_id: str):
+        self.files = files
+        self.run_id = run_id
+        self._lines: list[str] = []
+        self._part = 0
+        self._last = time.monotonic()
+        self._file = files.appender(Datastore._run(run_id, ".journal.jsonl")) if isinstance(files, FolderFiles) else None
+
+    @staticmethod
+    def parts(files, run_id: str) -> list[str]:
+        if isinstance(files, FolderFiles):
+            return [Datastore._run(run_id, ".journal.jsonl")]
+        prefix = f"{run_id}.journal."
+        return [f"runs/{n}" for n in files.names("runs") if n.startswith(prefix) and n.endswith(".jsonl")]
+
+    def write(self, row: dict) -> None:
+        line = json.dumps(row, default=str) + "\n"
+        if self._file is not None:
+            self._file.write(line)
+        else:
+            self._lines.append(line)
+
+    def flush(self, force: bool = False) -> None:
+        if self._file is not None:
+            self._file.flush()
+            return
+        if self._lines and (force or time.monotonic() - self._last >= self.PART_SECONDS):
+            self._part += 1
+            self.files.write(Datastore._run(self.run_id, f".journal.{self._part:06d}.jsonl"), "".join(self._lines).encode())
+            self._lines = []
+            self._last = time.monotonic()
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+        else:
+            self.flush(force=True)
+
+    def __enter__(self) -> Journal:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def release_memory() -> None:
+    """Give freed memory back to the system, so a streaming step's memory stays flat.
+
+    Allocators keep freed pages for reuse, and how much they keep grows with the
+    data that streamed through: Arrow's (measured: +60 MB over a 100,000-row
+    table read in batches, +20 MB with this after each batch) and glibc's, which
+    keeps numpy's and pandas' freed arrays in its heap. Streaming steps call
+    this after each batch; it costs about a millisecond.
+    """
+    pa.default_memory_pool().release_unused()
+    if _LIBC is not None:
+        _LIBC.malloc_trim(0)
+
+
+def _glibc():
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        return libc if hasattr(libc, "malloc_trim") else None
+    except OSError:
+        return None  # not glibc (macOS, musl): nothing to trim
+
+
+_LIBC = _glibc()
 
 
 def file_sha256(path: str, chunk: int = 1 << 20) -> str:
@@ -462,4 +979,3 @@ def tree_size(path: Path) -> int:
 
 def _now() -> str:
     return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
-

@@ -105,7 +105,8 @@ def export(
         _require("onnxruntime", "checking the exported models needs onnxruntime")
     with open_session(config, terminal, wait=wait) as s:
         store, terminal = s.store, s.terminal
-        record, table = registry.run_models(store, run_id)
+        record = registry.run_models(store, run_id)
+        table = store.read_run_groups(record["id"])
         manifest = store.read_split_manifest()
         if manifest is None:
             raise UpstreamMissing(f"no split in datastore {store.root}: the export needs its time axis", "run 'mm split -c CONFIG' (or 'mm run') first")
@@ -113,6 +114,8 @@ def export(
         selector = GroupSelector(groups or [], config.data.group_columns)
         rows = [registry.decode_row(r) for r in table.to_dict("records")]
         rows = sorted((r for r in rows if not selector or selector.matches(r["values"])), key=lambda r: r["label"])
+        if output is None and not store.is_folder:
+            raise MMError(f"the datastore {store.root} is not a folder: the export needs a local one", "pass --output FOLDER")
         target = Path(output) if output else store.export_dir(fmt)
         work = _fresh_folder(target)
         result = ExportResult(fmt, str(target), record["id"], "completed", n_groups=len(rows))

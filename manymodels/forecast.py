@@ -1,32 +1,50 @@
-"""mm forecast: predict every inference row with its group's model from one train run."""
+"""mm forecast: predict every inference row with its group's model from one train run.
+
+Streams like mm train: the split's groups are read in record batches, the train
+run's models and the previous forecast run's rows are looked up in a Spool,
+groups to forecast are handed to the engine batch by batch, and
+forecasting_output.csv is written from each group's forecast file, in group
+order, a chunk at a time.
+"""
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import time
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from . import cache, registry
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore
-from .engine import make_batches
+from .datastore import Datastore, release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
-from .runs import Run, latest_run
+from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
 from .split import PERIOD
+from .spool import Spool
 from .timeindex import NS_PER_DAY
 from .metrics import scores
 from .tasks import STEP_COLUMN, ForecastContext, forecast_batch, forecast_crash
 from .train import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
+SPLIT_FIELDS = ["key", "label", "values", "n_inference", "train_hash", "inference_hash"]
+
+# The run's groups table (mm runs show, and the next forecast run's explanations).
+GROUPS_SCHEMA = pa.schema(
+    [
+        *GROUP_IDENTITY,
+        ("n_rows", pa.int64()),
+        *GROUP_OUTCOME,
+        ("model_version", pa.int64()),
+        ("n_missing_prediction", pa.int64()),
+    ]
+)
 
 
 @dataclass
@@ -80,89 +98,95 @@ def forecast(
 def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     config, store, terminal = s.config, s.store, s.terminal
     started = time.perf_counter()
-    manifest, table = load_split(store, config, terminal)
-    spec = group_spec(config, manifest)
-    train_record, models_table = registry.run_models(store, run_id)
-    models = {r["key"]: r for r in models_table.to_dict("records")} if len(models_table) else {}
-    previous = _previous_forecasts(store)
+    manifest = load_split(store, config, terminal)
+    train_record = registry.run_models(store, run_id)
     config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
-    run = Run(store, "forecast", config_fp, extra={"train_run_id": train_record["id"]}).begin()
-    terminal.detail(f"forecast: using the models of train run {train_record['id']}")
+    with Spool(store.local_scratch()) as spool:
+        registry.load_run_groups(store, train_record["id"], spool, "models")
+        previous = latest_run(store, "forecast", usable_only=False)  # only explains what changed
+        registry.load_run_groups(store, previous["id"] if previous else None, spool, "previous")
+        run = Run(store, "forecast", config_fp, extra={"train_run_id": train_record["id"]}).begin()
+        terminal.detail(f"forecast: using the models of train run {train_record['id']}")
+        n_run = _plan(s, spool, train_record["id"], config_fp)
+        context = ForecastContext(
+            root=store.location,
+            spec=group_spec(config, manifest),
+            train_run_id=train_record["id"],
+            prediction_column=config.forecast.prediction_column,
+            quantile_columns=quantile_columns(config),
+            output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
+        )
+        _run(s, spool, run, context, n_run)
+        return _finish(s, run, spool, train_record, context, time.perf_counter() - started)
 
-    rows: list[dict] = []
-    to_run: list[dict] = []
-    for g in table.to_dict("records"):
-        if g["n_inference"] == 0:
-            continue
-        ident = {"key": g["key"], "label": g["label"], "values": json.loads(g["values"]), "n_rows": int(g["n_inference"])}
-        m = models.get(g["key"])
-        version = None if m is None or _missing(m.get("model_version")) else int(m["model_version"])
-        if m is None or m.get("status") == "failed" or version is None:
-            why = "not in the train run" if m is None else (m.get("error") or "training failed")
-            rows.append({**ident, "status": "no_model", "reason": "no_model", "error": f"no model in train run {train_record['id']}: {why}"})
-            continue
-        parts = cache.with_version({"model": f"{m['fingerprint']}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
-        fingerprint = cache.fingerprint(parts)
-        exists = store.forecast_path(g["key"], fingerprint).exists()
-        decision = cache.decide(previous.get(g["key"]), parts, s.allow_reuse, exists, "forecast")
-        if decision.reuse:
-            terminal.detail(f"{g['label']}: forecast reused, {decision.reason}")
-            rows.append({**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
-            continue
-        terminal.detail(f"{g['label']}: forecast, {decision.reason}")
-        to_run.append({**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}"})
 
-    context = ForecastContext(
-        root=str(store.root),
-        spec=spec,
-        train_run_id=train_record["id"],
-        prediction_column=config.forecast.prediction_column,
-        quantile_columns=quantile_columns(config),
-        output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
-    )
-    info = {g["key"]: g for g in to_run}
-    interrupted = True
-    try:
-        with terminal.progress(f"forecast: {len(to_run)} groups", total=len(to_run)) as bar:
-            batches = make_batches(context, to_run, s.jobs)
-            for _, results in s.engine().map(forecast_batch, batches, forecast_crash) if batches else ():
-                for r in results:
-                    item = info[r["key"]]
-                    rows.append({**{k: item[k] for k in ("key", "label", "values", "n_rows")}, **r})
-                    if r["status"] == "failed":
-                        terminal.detail(f"{item['label']}: forecast failed, {r['error']}")
-                bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
-        interrupted = False
-    finally:
-        if interrupted:
-            run.finish("interrupted", {"done": len(rows)})
-    return _finish(s, run, rows, train_record, context, time.perf_counter() - started)
+def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
+    """Decide every group with inference rows: reused and model-less groups go to
+    ``spool['rows']``, groups to forecast to ``spool['todo']``; how many to forecast."""
+    to_run = 0
+    for batch in s.store.iter_split_groups(columns=SPLIT_FIELDS):
+        for g in batch.to_pylist():
+            if g["n_inference"] == 0:
+                continue
+            ident = {"key": g["key"], "label": g["label"], "values": json.loads(g["values"]), "n_rows": int(g["n_inference"])}
+            m = spool.get("models", g["key"])
+            version = None if m is None or _missing(m.get("model_version")) else int(m["model_version"])
+            if m is None or m.get("status") == "failed" or version is None:
+                why = "not in the train run" if m is None else (m.get("error") or "training failed")
+                _keep(spool, {**ident, "status": "no_model", "reason": "no_model", "error": f"no model in train run {train_run_id}: {why}"})
+                continue
+            parts = cache.with_version({"model": f"{m['fingerprint']}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
+            fingerprint = cache.fingerprint(parts)
+            exists = s.store.has_forecast(g["key"], fingerprint)
+            decision = cache.decide(spool.get("previous", g["key"]), parts, s.allow_reuse, exists, "forecast")
+            if decision.reuse:
+                s.terminal.detail(f"{g['label']}: forecast reused, {decision.reason}")
+                _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
+                continue
+            s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
+            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}"})
+            to_run += 1
+    return to_run
+
+
+def _keep(spool: Spool, row: dict) -> None:
+    spool.add("rows", row, sort=row["label"])
+
+
+def _run(s: Session, spool: Spool, run: Run, context: ForecastContext, n_run: int) -> None:
+    for done in s.execute(run, forecast_batch, forecast_crash, context, spool.rows("todo"), n_run, f"forecast: {n_run} groups"):
+        for item, r in done:
+            _keep(spool, {**{k: item[k] for k in ("key", "label", "values", "n_rows")}, **r})
+            if r["status"] == "failed":
+                s.terminal.detail(f"{item['label']}: forecast failed, {r['error']}")
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
-def _previous_forecasts(store: Datastore) -> dict[str, dict]:
-    """What the last forecast run recorded per group: only used to explain what changed."""
-    record = latest_run(store, "forecast", usable_only=False)
-    if record is None:
-        return {}
-    return {row["key"]: registry.decode_row(row) for row in store.read_run_groups(record["id"]).to_dict("records")}
-
-
-def _finish(s: Session, run: Run, rows: list[dict], train_record: dict, context: ForecastContext, elapsed: float) -> ForecastResult:
+def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: ForecastContext, elapsed: float) -> ForecastResult:
     store = s.store
-    rows.sort(key=lambda r: r["label"])
-    ok = [r for r in rows if r["status"] in ("forecast", "reused")]
-    tally = _write_output(store, ok, context)
-    counts = {k: sum(r["status"] == k for r in rows) for k in ("forecast", "reused", "failed", "no_model")}
+    counts = {k: 0 for k in ("forecast", "reused", "failed", "no_model")}
+    failures: list[dict] = []
+    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
+        def forecasts():
+            """The rows in group order, tallied and stored on the way, that have a forecast."""
+            for r in spool.rows("rows"):
+                counts[r["status"]] = counts.get(r["status"], 0) + 1
+                groups.add(r)
+                if r["status"] in ("failed", "no_model"):
+                    failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
+                else:
+                    yield r
+
+        tally = _write_output(store, forecasts(), context)
     status = "partial" if counts["failed"] or counts["no_model"] else "completed"
     result = ForecastResult(
         run_id=run.id,
         status=status,
         train_run_id=train_record["id"],
-        n_groups=len(rows),
+        n_groups=sum(counts.values()),
         forecast=counts["forecast"],
         reused=counts["reused"],
         failed=counts["failed"],
@@ -174,17 +198,16 @@ def _finish(s: Session, run: Run, rows: list[dict], train_record: dict, context:
         accuracy=tally.accuracy(),
         coverage=tally.coverage(),
         worst_groups=tally.worst(),
-        failures=[{"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")} for r in rows if r["status"] in ("failed", "no_model")],
+        failures=failures,
     )
-    table = pd.DataFrame([{k: (json.dumps(v, default=str) if isinstance(v, (dict, list)) else v) for k, v in r.items()} for r in rows])
-    run.finish(status, counts, table, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy)
+    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy)
     return result
 
 
-CHUNK_ROWS = 50_000
+CHUNK_ROWS = 10_000  # rows of forecasting_output.csv written at a time (~6 MB of tables)
 
 
-def _write_output(store: Datastore, rows: list[dict], context: ForecastContext) -> Tally:
+def _write_output(store: Datastore, rows, context: ForecastContext) -> Tally:
     """Concatenate the groups' forecasts into one CSV (in chunks, published atomically),
     measuring accuracy against any actuals on the way."""
     axis = context.spec.time_axis
@@ -204,6 +227,7 @@ def _write_output(store: Datastore, rows: list[dict], context: ForecastContext) 
             frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
             tally.rows += len(frame)
             chunk, size = [], 0
+            release_memory()
 
         for r in rows:
             table = store.read_forecast(r["key"], r["fingerprint"])
@@ -229,7 +253,8 @@ class Tally:
         self.n_ape = 0
         self.sum_ape = self.sum_sape = self.sum_abs_err = self.sum_abs_actual = self.sum_sq_err = 0.0
         self.below = {name: 0 for name in context.quantile_columns}
-        self.per_group: list[tuple[str, dict]] = []
+        self._worst: list[tuple[float, int, str, dict]] = []  # a min-heap of the N worst groups by WAPE
+        self._seen = 0
 
     def add(self, label: str, table: pa.Table) -> None:
         c = self.context
@@ -254,7 +279,19 @@ class Tally:
         for name in c.quantile_columns:
             q = table[name].to_numpy(zero_copy_only=False).astype(float)[ok]
             self.below[name] += int(np.sum(a <= q))
-        self.per_group.append((label, scores(a, p)))
+        self._keep_if_worst(label, scores(a, p))
+
+    WORST = 5
+
+    def _keep_if_worst(self, label: str, metrics: dict) -> None:
+        if math.isnan(metrics["wape"]):
+            return
+        self._seen += 1
+        entry = (metrics["wape"], -self._seen, label, metrics)  # ties: the earlier group ranks worse
+        if len(self._worst) < self.WORST:
+            heapq.heappush(self._worst, entry)
+        elif entry > self._worst[0]:
+            heapq.heapreplace(self._worst, entry)
 
     def accuracy(self) -> dict[str, float]:
         if not self.n:
@@ -270,7 +307,6 @@ class Tally:
     def coverage(self) -> dict[str, float]:
         return {name: below / self.n for name, below in self.below.items()} if self.n else {}
 
-    def worst(self, n: int = 5) -> list[dict]:
-        scored = [(label, m) for label, m in self.per_group if not math.isnan(m["wape"])]
-        scored.sort(key=lambda x: -x[1]["wape"])
-        return [{"group": label, **{k: m.get(k) for k in ("mape", "smape", "wape")}} for label, m in scored[:n]]
+    def worst(self) -> list[dict]:
+        ranked = sorted(self._worst, reverse=True)
+        return [{"group": label, **{k: m.get(k) for k in ("mape", "smape", "wape")}} for _, _, label, m in ranked]

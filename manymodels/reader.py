@@ -1,9 +1,17 @@
 """Reading the user's raw input: a file, a folder of files, or a glob; CSV or Parquet.
 
 One big table and one file per group (the accelerator's layout) are read the
-same way. Reading is columnar (pyarrow), never row by row. Group and series
-columns of CSV files are read as text, so identifiers such as ``007`` keep their
-exact spelling.
+same way. Reading is columnar (pyarrow), never row by row, and streamed:
+``iter_file_batches`` yields a file in record batches (CSV blocks of
+``CSV_BLOCK_BYTES``, Parquet batches of ``PARQUET_BATCH_ROWS``), so a table
+larger than memory can be split. Group and series columns of CSV files are read
+as text, so identifiers such as ``007`` keep their exact spelling.
+
+CSV column types are inferred from the first block. If a later block does not
+fit them (a column of integers that turns to decimals after 300,000 rows),
+``TypesChanged`` tells the caller to start that file again with
+``streamed=False``: the whole file is then read at once, with types inferred
+from all of it.
 """
 
 from __future__ import annotations
@@ -23,6 +31,12 @@ from .errors import InputDataError, did_you_mean
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+CSV_BLOCK_BYTES = 8 << 20
+PARQUET_BATCH_ROWS = 256 * 1024
+
+
+class TypesChanged(Exception):
+    """A later CSV block does not fit the column types inferred from the first."""
 
 
 @dataclass(frozen=True)
@@ -90,10 +104,76 @@ def read_input(files: InputFiles, text_columns: Sequence[str], required: Sequenc
         ) from None
 
 
-def iter_input_batches(files: InputFiles, text_columns: Sequence[str], required: Sequence[str]) -> Iterator[tuple[str, pa.Table]]:
-    """(file, table) for each input file, one at a time (bounded memory)."""
-    for path in files.paths:
-        yield path, read_file(path, text_columns, required)
+def iter_file_batches(path: str, text_columns: Sequence[str], required: Sequence[str], streamed: bool = True) -> Iterator[pa.Table]:
+    """One input file as a sequence of tables (checked, text columns as strings).
+
+    Raises ``TypesChanged`` (streamed CSV only) when a later block does not fit
+    the types of the first; read the file again with ``streamed=False``.
+    """
+    if not streamed:
+        yield read_file(path, text_columns, required)
+        return
+    tables = _open_tables(path, text_columns)
+    first = True
+    while True:
+        try:
+            table = next(tables, None)
+        except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
+            if first:
+                raise _read_error(path, exc) from None
+            raise TypesChanged(str(exc).splitlines()[0]) from None
+        except (FileNotFoundError, PermissionError, OSError) as exc:
+            raise _read_error(path, exc) from None
+        if table is None:
+            return
+        if first:
+            _check_columns(path, table, required)
+            first = False
+        yield _as_text(table, text_columns)
+
+
+def _open_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
+    try:
+        if _is_csv(path):
+            return _csv_tables(path, text_columns)
+        return (pa.Table.from_batches([b]) for b in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+        raise _read_error(path, exc) from None
+
+
+def _csv_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
+    """A CSV file parsed a block of lines at a time, with the first block's column types.
+
+    Not pyarrow's streaming reader: it reads far ahead of its consumer (measured:
+    a 140 MB file held whole), so its memory grows with the file. Here one
+    block is in memory at a time. Like pyarrow's default parser, values may not
+    contain newlines, so blocks end at one.
+    """
+    header = _csv_header(path)
+    parse = pacsv.ParseOptions(delimiter=_delimiter(path))
+    types = dict(_convert_options(text_columns, header).column_types)
+    for n, block in enumerate(_csv_blocks(path)):
+        table = pacsv.read_csv(pa.py_buffer(block), parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        if n == 0:
+            # later blocks keep these types; a column still all empty keeps being inferred
+            types.update({f.name: f.type for f in table.schema if not pa.types.is_null(f.type)})
+        yield table
+
+
+def _csv_blocks(path: str) -> Iterator[bytes]:
+    """The header line followed by whole lines, about ``CSV_BLOCK_BYTES`` at a time."""
+    opener = gzip.open if path.lower().endswith(".gz") else open
+    with opener(path, "rb") as f:
+        header = f.readline()
+        rest = b""
+        while block := f.read(CSV_BLOCK_BYTES):
+            data = rest + block
+            cut = data.rfind(b"\n") + 1
+            if cut:
+                yield header + data[:cut]
+            rest = data[cut:]
+        if rest.strip():
+            yield header + rest
 
 
 def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -> pa.Table:
@@ -102,15 +182,26 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
             table = _read_csv(path, text_columns)
         else:
             table = pq.read_table(path)
-    except FileNotFoundError:
-        raise InputDataError(f"input file disappeared while reading: {path}") from None
-    except PermissionError:
-        raise InputDataError(f"cannot read input file {path}: permission denied", "check the file's permissions") from None
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        text = str(exc).splitlines()[0]
-        if "Empty CSV file" in text or "empty" in text.lower() and os.path.getsize(path) == 0:
-            raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data") from None
-        raise InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated") from None
+        raise _read_error(path, exc) from None
+    _check_columns(path, table, required)
+    return _as_text(table, text_columns)
+
+
+def _read_error(path: str, exc: BaseException) -> InputDataError:
+    if isinstance(exc, FileNotFoundError):
+        return InputDataError(f"input file disappeared while reading: {path}")
+    if isinstance(exc, PermissionError):
+        return InputDataError(f"cannot read input file {path}: permission denied", "check the file's permissions")
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, InputDataError):
+        return exc
+    if "Empty CSV file" in text or "empty" in text.lower() and os.path.exists(path) and os.path.getsize(path) == 0:
+        return InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
+    return InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated")
+
+
+def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:
     missing = [c for c in required if c not in table.column_names]
     if missing:
         hints = "; ".join(f"{c!r}:{did_you_mean(c, table.column_names) or ' no similar column'}" for c in missing)
@@ -118,21 +209,45 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
             f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(table.column_names)}).",
             f"fix the column names in the config or the file. {hints}",
         )
+
+
+def _as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.Table:
     for column in text_columns:
         if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
             table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(pa.string()))
     return table
 
 
+def estimated_rows(files: InputFiles) -> int:
+    """About how many rows the input has, without reading it (sizes the split's buckets)."""
+    total = 0
+    for path in files.paths:
+        if _is_csv(path):
+            total += os.path.getsize(path) // 40  # a typical short numeric CSV row
+        else:
+            try:
+                total += pq.ParquetFile(path).metadata.num_rows
+            except (OSError, pa.ArrowInvalid):
+                total += os.path.getsize(path) // 10
+    return total
+
+
 def _read_csv(path: str, text_columns: Sequence[str]) -> pa.Table:
     header = _csv_header(path)
-    delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    types = {c: pa.string() for c in text_columns if c in header}
     return pacsv.read_csv(
         path,
-        parse_options=pacsv.ParseOptions(delimiter=delimiter),
-        convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True),
+        parse_options=pacsv.ParseOptions(delimiter=_delimiter(path)),
+        convert_options=_convert_options(text_columns, header),
     )
+
+
+def _delimiter(path: str) -> str:
+    return "\t" if path.lower().endswith(".tsv") else ","
+
+
+def _convert_options(text_columns: Sequence[str], header: list[str]) -> pacsv.ConvertOptions:
+    types = {c: pa.string() for c in text_columns if c in header}
+    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
 
 
 def _csv_header(path: str) -> list[str]:
@@ -141,8 +256,7 @@ def _csv_header(path: str) -> list[str]:
         first = f.readline()
     if not first.strip():
         raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
-    delimiter = "\t" if path.lower().endswith(".tsv") else ","
-    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(delimiter)]
+    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(_delimiter(path))]
 
 
 def input_state(files: InputFiles) -> list[tuple[str, int, int]]:

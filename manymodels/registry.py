@@ -7,6 +7,10 @@ it ended with, whether trained in that run or reused. That table is what
 says which version each group used. A run that was interrupted leaves the model
 files it finished, each stamped with the fingerprint of its inputs; the next run
 adopts them instead of refitting.
+
+A run's groups table is streamed into a ``Spool`` (keyed by group) rather than
+loaded into a dict, so looking groups up costs the same memory for 100 groups
+as for 100,000.
 """
 
 from __future__ import annotations
@@ -15,29 +19,35 @@ import json
 import math
 from typing import Any
 
-import pandas as pd
-
 from .datastore import Datastore
 from .runs import effective_status, latest_run
+from .spool import Spool
 
 
-def train_state(store: Datastore) -> tuple[dict | None, dict[str, dict]]:
-    """The latest usable train run and what it recorded for each group.
+def load_run_groups(store: Datastore, run_id: str | None, spool: Spool, table: str) -> int:
+    """Stream a run's per-group rows into ``spool[table]``, keyed by group; how many."""
+    if run_id is None:
+        return 0
+    n = 0
+    for batch in store.iter_run_groups(run_id):
+        n += spool.put_many(table, (decode_row(row) for row in batch.to_pylist()))
+    return n
+
+
+def train_state(store: Datastore, spool: Spool, table: str = "previous") -> dict | None:
+    """The latest usable train run; what it recorded for each group goes to ``spool[table]``.
 
     Groups finished by a later, interrupted run are not listed here: their model
     files carry the fingerprint they were fitted from, and a worker adopts such
     a file instead of fitting again (see ``tasks.train_one``).
     """
     latest = latest_run(store, "train")
-    state: dict[str, dict] = {}
-    if latest is not None:
-        for row in store.read_run_groups(latest["id"]).to_dict("records"):
-            state[row["key"]] = decode_row(row)
-    return latest, state
+    load_run_groups(store, latest["id"] if latest else None, spool, table)
+    return latest
 
 
-def run_models(store: Datastore, run_id: str | None) -> tuple[dict, pd.DataFrame]:
-    """The train run to forecast with (``run_id`` or the latest usable) and its groups."""
+def run_models(store: Datastore, run_id: str | None) -> dict:
+    """The train run to forecast with: ``run_id``, or the latest usable one."""
     from .errors import UpstreamMissing
 
     if run_id:
@@ -50,7 +60,7 @@ def run_models(store: Datastore, run_id: str | None) -> tuple[dict, pd.DataFrame
         record = latest_run(store, "train")
         if record is None:
             raise UpstreamMissing(f"no finished train run in datastore {store.root}", "run 'mm train -c CONFIG' first")
-    return record, store.read_run_groups(record["id"])
+    return record
 
 
 JSON_COLUMNS = frozenset({"values", "parts", "scores", "metrics", "below_quantile"})
@@ -72,30 +82,25 @@ def decode_row(row: dict) -> dict:
 
 def list_models(store: Datastore, group_filter=None) -> list[dict[str, Any]]:
     """Every stored model version (newest first per group), with its tags."""
-    root = store.root / "models"
     out = []
-    if not root.is_dir():
-        return out
-    for prefix in sorted(p for p in root.iterdir() if p.is_dir()):
-        for group_dir in sorted(p for p in prefix.iterdir() if p.is_dir()):
-            key = group_dir.name
-            for version in reversed(store.model_versions(key)):
-                try:
-                    meta = store.read_model_meta(key, version)
-                except (OSError, ValueError):
-                    continue
-                if group_filter and not group_filter(meta.get("group", {})):
-                    continue
-                out.append(
-                    {
-                        "group": meta.get("group", {}),
-                        "key": key,
-                        "version": version,
-                        "model": meta.get("kind"),
-                        "run_id": meta.get("run_id"),
-                        "created": meta.get("created"),
-                        "train_end": meta.get("train_end"),
-                        **{m: meta.get("metrics", {}).get(m) for m in ("mape", "smape", "wape", "rmse")},
-                    }
-                )
+    for key in store.model_keys():
+        for version in reversed(store.model_versions(key)):
+            try:
+                meta = store.read_model_meta(key, version)
+            except (OSError, ValueError):
+                continue
+            if group_filter and not group_filter(meta.get("group", {})):
+                continue
+            out.append(
+                {
+                    "group": meta.get("group", {}),
+                    "key": key,
+                    "version": version,
+                    "model": meta.get("kind"),
+                    "run_id": meta.get("run_id"),
+                    "created": meta.get("created"),
+                    "train_end": meta.get("train_end"),
+                    **{m: meta.get("metrics", {}).get(m) for m in ("mape", "smape", "wape", "rmse")},
+                }
+            )
     return out

@@ -81,13 +81,17 @@ def report(config: Config, terminal: Terminal | None = None, *, output: str | Pa
         )
     document, lines = build_document(store, config, train_record, forecast_record, history)
     page = render_page(document, lines)
-    path = Path(output) if output else store.report_path
-    if path.is_dir():
-        path = path / "report.html"
-    try:
-        atomic_write_text(path, page)
-    except OSError as exc:
-        raise MMError(f"cannot write the report to {path}: {exc.strerror}", "pass a writable file with --output") from None
+    if output is None and not store.is_folder:
+        path = store.report_path  # a URL: one atomic PUT
+        store.files.write(store.REPORT, page.encode("utf-8"))
+    else:
+        path = Path(output) if output else store.report_path
+        if path.is_dir():
+            path = path / "report.html"
+        try:
+            atomic_write_text(path, page)
+        except OSError as exc:
+            raise MMError(f"cannot write the report to {path}: {exc.strerror}", "pass a writable file with --output") from None
     groups = document["groups"]
     return ReportResult(
         path=str(path),
@@ -158,7 +162,7 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
     summary = _summary(store, manifest, train_record, forecast_record, train, forecast, durations)
     document = {
         "meta": {
-            "title": f"manymodels report: {store.root.name}",
+            "title": f"manymodels report: {str(store.root).rstrip('/').rsplit('/', 1)[-1]}",
             "datastore": str(store.root),
             "config": config.source,
             "generated": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -250,12 +254,11 @@ class ChartData:
     def _forecasts(self, keys: list[str], axis: TimeAxis) -> dict[str, list[tuple[str, np.ndarray, dict]]]:
         store, prediction = self.store, self.config.forecast.prediction_column
         fingerprints = self._forecast_fingerprints()
-        first = next((store.forecast_path(k, fingerprints[k]) for k in keys if k in fingerprints), None)
-        if first is None or not first.exists():
+        first = next((k for k in keys if k in fingerprints), None)
+        schema = store.forecast_schema(first, fingerprints[first]) if first else None
+        if schema is None:
             return {}
-        import pyarrow.parquet as pq
-
-        names = pq.read_schema(first).names
+        names = schema.names
         quantiles = sorted((c for c in names if c.startswith(f"{prediction}_q")), key=_quantile_of)
         self.band_names = [quantiles[0], quantiles[-1]] if len(quantiles) >= 2 else []
         wanted = [*self.series_columns, self.time, prediction, *self.band_names, self.target]

@@ -4,12 +4,14 @@ A record is written when the step starts (status ``running``) and rewritten
 when it ends (``completed``, ``partial`` when some groups failed, ``failed``
 when the step could not run). A record still ``running`` whose process is gone
 was interrupted (killed, machine rebooted); ``mm runs`` shows it as such.
-Per-group statuses and reasons live beside it in ``<id>.groups.parquet``.
+Per-group statuses and reasons live beside it in ``<id>.groups.parquet``,
+written in chunks as the step streams its rows (``GroupsTable``).
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import secrets
 import socket
@@ -17,10 +19,10 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-import pandas as pd
+import pyarrow as pa
 
 from ._version import __version__
-from .datastore import Datastore
+from .datastore import Datastore, release_memory
 
 
 def new_run_id(step: str) -> str:
@@ -49,10 +51,9 @@ class Run:
         self.store.write_run(self._record("running"))
         return self
 
-    def finish(self, status: str, counts: dict[str, int], groups: pd.DataFrame | None = None, **extra: Any) -> dict:
+    def finish(self, status: str, counts: dict[str, int], **extra: Any) -> dict:
+        """Rewrite the record with its outcome (the groups table is written before, by ``GroupsTable``)."""
         self.extra.update(extra)
-        if groups is not None:
-            self.store.write_run_groups(self.id, groups)
         record = self._record(status, counts=counts, ended=_now())
         self.store.write_run(record)
         return record
@@ -72,6 +73,59 @@ class Run:
             "argv": sys.argv[1:],
             **self.extra,
         }
+
+
+# The columns every step's groups table starts with: who the group is, then what happened to it.
+GROUP_IDENTITY = [("key", pa.string()), ("label", pa.string()), ("values", pa.string())]
+GROUP_OUTCOME = [
+    ("status", pa.string()),
+    ("decision", pa.string()),
+    ("reason", pa.string()),
+    ("error", pa.string()),
+    ("fingerprint", pa.string()),
+    ("parts", pa.string()),
+]
+
+
+class GroupsTable:
+    """A run's per-group table (``<id>.groups.parquet``), written chunk by chunk.
+
+    Rows are dicts; fields missing from a row are null, fields outside the
+    schema are dropped, dicts and lists are stored as JSON text.
+    """
+
+    CHUNK = 4096
+
+    def __init__(self, store: Datastore, run_id: str, schema: pa.Schema):
+        self.schema = schema
+        self._json = {f.name for f in schema if pa.types.is_string(f.type)}
+        self._context = store.run_groups_writer(run_id, schema)
+        self._writer = self._context.__enter__()
+        self._chunk: list[dict] = []
+
+    def add(self, row: dict) -> None:
+        self._chunk.append({k: json.dumps(v, default=str) if isinstance(v, (dict, list)) and k in self._json else v for k, v in row.items()})
+        if len(self._chunk) >= self.CHUNK:
+            self._write()
+
+    def _write(self) -> None:
+        if self._chunk:
+            self._writer.write_table(pa.Table.from_pylist(self._chunk, schema=self.schema))
+            self._chunk = []
+            release_memory()
+
+    def close(self) -> None:
+        self._write()
+        self._context.__exit__(None, None, None)
+
+    def __enter__(self) -> GroupsTable:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is None:
+            self.close()
+        else:
+            self._context.__exit__(kind, value, tb)
 
 
 def effective_status(record: dict) -> str:

@@ -1,20 +1,21 @@
 """A session: what one command holds while it writes to a datastore.
 
 The datastore lock, the output terminal, the reuse switch and the engine (a
-process pool is started once and shared by the steps of ``mm run``).
+process pool, or a connection to a Dask cluster, is started once and shared by
+the steps of ``mm run``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import cpu_count, make_engine
-from .lock import DatastoreLock
+from .engine import ENGINES, cpu_count, make_batches, make_engine
+from .errors import MMError
 
 
 @dataclass
@@ -32,6 +33,32 @@ class Session:
         if self._engine is None:
             self._engine = make_engine(self.engine_kind, self.jobs, self.scheduler)
         return self._engine
+
+    @property
+    def workers(self) -> int:
+        """How many groups run at once: sizes the batches."""
+        return self.engine().jobs
+
+    def execute(self, run, fn, crash_result, context, items: Iterable[dict], n: int, label: str) -> Iterator[list[tuple[dict, dict]]]:
+        """Run ``n`` items (streamed) on the engine in batches; yield each batch's (item, result) pairs.
+
+        The one scheduling loop of train and forecast: batches are formed as
+        workers free up, a progress bar counts groups, and if the loop stops
+        early (killed, Ctrl-C, an error) the run is recorded as interrupted.
+        """
+        done = 0
+        finished = False
+        try:
+            with self.terminal.progress(label, total=n) as bar:
+                if n:
+                    for batch, results in self.engine().map(fn, make_batches(context, items, self.workers, n), crash_result):
+                        yield list(zip(batch.items, results))
+                        done += len(results)
+                        bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
+            finished = True
+        finally:
+            if not finished:
+                run.finish("interrupted", {"done": done})
 
     def close(self) -> None:
         if self._engine is not None:
@@ -55,10 +82,15 @@ def open_session(
         yield session
         return
     terminal = terminal or Terminal(quiet=True)
+    kind = engine or config.engine.kind
+    scheduler = scheduler or config.engine.scheduler
+    if kind == "dask" and not scheduler:  # a usage error: say so now, not when the first group needs a worker
+        raise MMError("--engine dask needs the address of a running Dask scheduler", "pass --scheduler tcp://HOST:PORT, or set engine.scheduler in the config")
+    if kind not in ENGINES:
+        raise MMError(f"--engine {kind!r} is not an engine", f"use one of {', '.join(ENGINES)}")
     store = Datastore(config.datastore)
     store.ensure()
-    lock = DatastoreLock(store.lock_path, wait_s=wait).acquire(on_wait=terminal.info)
-    kind = engine or config.engine.kind
+    lock = store.lock(wait).acquire(on_wait=terminal.info)
     s = Session(
         config=config,
         store=store,
@@ -66,11 +98,14 @@ def open_session(
         allow_reuse=config.allow_reuse if allow_reuse is None else allow_reuse,
         engine_kind=kind,
         jobs=jobs or config.engine.jobs or cpu_count(),
-        scheduler=scheduler or config.engine.scheduler,
+        scheduler=scheduler,
     )
     try:
-        store.sweep_temporary_files()
+        if lock.recovered:  # the last writer was killed: remove what it left half-done
+            store.sweep_temporary_files()
         yield s
     finally:
         s.close()
         lock.release()
+        if lock.lost:
+            terminal.warn(f"this mm stalled longer than the datastore lock's lease and another mm took the lock over; check {store.root}")

@@ -9,12 +9,28 @@ The cutoff decides which rows train a model and which are forecast:
   forecast with their actuals kept for evaluation; later rows are not used.
 
 Times become integer periods (see timeindex), so gaps stay gaps.
+
+The input is streamed, never held whole, in three passes:
+
+1. read (here, batch by batch): check values, parse times, count the distinct
+   times, and append each row to the bucket its group's key hashes to
+   (``<datastore>/.mm/scratch/<run>/b<N>/``). A bucket holds whole groups.
+2. scan (on the engine, a bucket per task): per-series time steps, duplicate
+   rows, target spans. The time axis, the cutoff and every check that needs
+   the whole input are then decided from these small summaries; nothing has
+   been written yet, so bad input leaves the previous split intact.
+3. partition (on the engine): each group's train and inference partitions
+   (only those whose content changed) and the bucket's rows of the groups
+   table, published as one ``groups.parquet`` when every bucket is done.
+
+Memory is bounded by a read batch and a bucket, not by the table.
 """
 
 from __future__ import annotations
 
-import json
-from dataclasses import asdict, dataclass, field
+import math
+from contextlib import ExitStack
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -23,14 +39,19 @@ import pyarrow as pa
 from . import cache
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, group_key, group_label, jsonable
-from .errors import InputDataError, examples
-from .reader import find_input_files, read_input
+from .datastore import Datastore, group_label, release_memory
+from .errors import InputDataError, MMError, examples
+from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
+from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches
 from .runs import Run
 from .session import Session, open_session
-from .timeindex import TimeAxis, format_time, infer_axis, parse_times
+from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
+from .timeindex import TimeAxis, TimeSummary, format_time, parse_times, time_values
 
-PERIOD = "_mm_period"  # integer period of each row, stored in the partitions
+ROWS_PER_BUCKET = 100_000  # a pass-2 task holds one bucket: ~60 MB of pandas at the accelerator's width
+MIN_ROWS_PER_BUCKET = 10_000  # below this, more buckets only add files
+
+__all__ = ["PERIOD", "SplitResult", "split"]
 
 
 @dataclass
@@ -62,11 +83,14 @@ def split(
     terminal: Terminal | None = None,
     *,
     allow_reuse: bool | None = None,
+    jobs: int | None = None,
+    engine: str | None = None,
+    scheduler: str | None = None,
     wait: float = 0.0,
     session: Session | None = None,
 ) -> SplitResult:
     """Turn the raw input into per-group train/inference partitions (or reuse them)."""
-    with open_session(config, terminal, allow_reuse, wait=wait, session=session) as s:
+    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait, session) as s:
         return _split(s)
 
 
@@ -76,7 +100,7 @@ def _split(s: Session) -> SplitResult:
     config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
-    intact = previous is not None and previous.get("fingerprint") == cache.fingerprint(parts) and store.split_groups_path.exists()
+    intact = previous is not None and previous.get("fingerprint") == cache.fingerprint(parts) and store.has_split_groups()
     decision = cache.decide(
         previous and {"fingerprint": previous.get("fingerprint"), "parts": previous.get("parts")},
         parts,
@@ -93,194 +117,358 @@ def _split(s: Session) -> SplitResult:
     terminal.detail(f"split: recomputed, {decision.reason}")
     terminal.info(f"split: reading {files.label}")
     try:
-        frame = _read(config, files)
-        axis, frame = _add_periods(config, frame, files.label)
-        plan = _plan(config, frame, axis, files.label)
-        written = _write(store, config, plan, terminal)
+        manifest = _compute(s, files, run.id)
     except Exception as exc:
         run.finish("failed", {}, error=str(exc))
         raise
-    summary = plan.summary
-    summary.groups_written = written
-    manifest = {
-        "fingerprint": cache.fingerprint(parts),
-        "parts": parts,
-        "mm_version": parts["version"],
-        "run_id": run.id,
-        "axis": axis.to_dict(),
-        "cutoff_period": plan.cutoff_period,
-        "group_columns": list(config.data.group_columns),
-        "series_columns": config.data.series_key,
-        "time_column": config.data.time_column,
-        "target_column": config.data.target_column,
-        "known_future_columns": list(config.data.known_future_columns),
-        "columns": [str(c) for c in plan.columns],
-        "input_files": list(files.paths),
-        "summary": {k: v for k, v in summary.to_dict().items() if k not in ("run_id", "reused", "reason")},
-    }
-    store.write_split_manifest(manifest, plan.groups)
+    finally:
+        store.remove_scratch(run.id)
+    manifest["fingerprint"] = cache.fingerprint(parts)
+    manifest["parts"] = parts
+    manifest["mm_version"] = parts["version"]
+    store.write_split_manifest(manifest)  # last: the manifest marks the split complete
     result = SplitResult(run.id, False, decision.reason, **manifest["summary"])
-    run.finish("completed", {"groups": result.n_groups, "written": written}, reason=decision.reason)
+    run.finish("completed", {"groups": result.n_groups, "written": result.groups_written}, reason=decision.reason)
     return result
 
 
-# -- reading -----------------------------------------------------------------
-
-def _read(config: Config, files) -> pd.DataFrame:
+def _compute(s: Session, files, run_id: str) -> dict:
+    config, store = s.config, s.store
     d = config.data
-    required = list(dict.fromkeys([d.time_column, d.target_column, *d.series_key, *d.known_future_columns]))
-    table = read_input(files, text_columns=d.series_key, required=[c for c in required if c != d.target_column])
-    drop = [c for c in d.drop_columns if c in table.column_names]
-    table = table.drop_columns(drop)
-    frame = table.to_pandas()
-    if d.target_column not in frame.columns:
-        # a table of future rows only (no target yet) is allowed; one with no rows at all is not
-        frame[d.target_column] = np.nan
-    if frame.empty:
+    scratch = store.scratch(run_id, "buckets")
+    reading = _read_into_buckets(s, files, scratch, _bucket_count(files, s.workers))
+    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout)
+    context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
+    buckets = sorted(reading.buckets)
+    scans = _on_buckets(s, split_scan_batch, context, buckets, None)
+    times, axis, cutoff_period, cutoff_text = _decide(config, reading, scans, files.label)
+    columns = _column_order(config, reading.schema.names)
+    spec = replace(spec, columns=tuple(columns), axis=axis.to_dict(), cutoff_period=cutoff_period)
+    previous_keys = _split_keys(store)
+    store.remove_split_manifest()  # partitions are about to change: the old split is no longer whole
+    written = _on_buckets(s, split_write_batch, replace(context, spec=spec), buckets, "split: writing partitions")
+    current_keys = _publish_groups(store, scratch, buckets)
+    for key in _vanished(previous_keys, current_keys):
+        store.remove_partition("train", key)
+        store.remove_partition("inference", key)
+    summary = _summary(written, times, axis, cutoff_text)
+    return {
+        "run_id": run_id,
+        "axis": axis.to_dict(),
+        "cutoff_period": cutoff_period,
+        "group_columns": list(d.group_columns),
+        "series_columns": d.series_key,
+        "time_column": d.time_column,
+        "target_column": d.target_column,
+        "known_future_columns": list(d.known_future_columns),
+        "columns": [str(c) for c in columns],
+        "input_files": list(files.paths),
+        "summary": summary,
+    }
+
+
+def _bucket_count(files, workers: int) -> int:
+    rows = estimated_rows(files)
+    return max(1, math.ceil(rows / ROWS_PER_BUCKET), min(2 * workers, math.ceil(rows / MIN_ROWS_PER_BUCKET)))
+
+
+def _on_buckets(s: Session, fn, context: SplitContext, buckets: list[int], label: str | None) -> list[dict]:
+    """Run a pass over the buckets on the engine; a bucket that fails fails the split."""
+    from .engine import Batch
+
+    results = []
+    with s.terminal.progress(label or "split: checking", total=len(buckets)) as bar:
+        for _, out in s.engine().map(fn, (Batch(context, [b]) for b in buckets), split_crash):
+            for r in out:
+                if r["status"] != "ok":
+                    raise MMError(f"split failed on bucket {r['bucket']}: {r['error']}", "run with --verbose, or report this bug")
+                results.append(r)
+            bar.advance(len(out))
+    return sorted(results, key=lambda r: r["bucket"])
+
+
+# -- pass 1: read the input into buckets -------------------------------------------
+
+class _Problems:
+    """Problems found in the input batch by batch, raised once it is all read.
+
+    Counts are over the whole input; the first kind in check order is raised,
+    as if the table had been checked at once.
+    """
+
+    def __init__(self, config: Config, source: str):
+        d = config.data
+        self.source = source
+        self.target = d.target_column
+        self.order = [f"empty:{c}" for c in d.series_key] + ["target_text", "target_inf"]
+        self.order += [f"exog_inf:{c}" for c in d.known_future_columns] + ["time"]
+        self.found: dict[str, dict] = {}
+
+    def add(self, kind: str, count: int = 0, values=(), error: InputDataError | None = None) -> None:
+        entry = self.found.setdefault(kind, {"count": 0, "values": [], "error": error})
+        entry["count"] += count
+        entry["values"].extend(v for v in values if v not in entry["values"] and len(entry["values"]) < 6)
+
+    def __bool__(self) -> bool:
+        return bool(self.found)
+
+    def snapshot(self) -> dict:
+        return {k: {**v, "values": list(v["values"])} for k, v in self.found.items()}
+
+    def restore(self, snapshot: dict) -> None:
+        self.found = snapshot
+
+    def raise_first(self) -> None:
+        for kind in self.order:
+            if kind in self.found:
+                raise self._error(kind, self.found[kind])
+
+    def _error(self, kind: str, entry: dict) -> InputDataError:
+        source, count = self.source, entry["count"]
+        name, _, column = kind.partition(":")
+        if name == "empty":
+            return InputDataError(f"{source}: {count} row(s) have an empty group/series column {column!r}", "fill or remove those rows: every row must belong to a group")
+        if name == "target_text":
+            return InputDataError(
+                f"{source}: target column {self.target!r} has {count} non-numeric value(s): {examples(entry['values'])}",
+                "the target must be a number (empty for rows to forecast)",
+            )
+        if name == "target_inf":
+            return InputDataError(
+                f"{source}: target column {self.target!r} has {count} infinite value(s) (groups {', '.join(entry['values'][:3])})",
+                "replace them with a real value or leave the cell empty (treated as missing)",
+            )
+        if name == "exog_inf":
+            return InputDataError(f"{source}: known-future column {column!r} has infinite values", "replace them with real values")
+        return entry["error"]
+
+
+@dataclass
+class _Reading:
+    """What pass 1 learnt about the whole input."""
+
+    rows: int = 0
+    schema: pa.Schema | None = None
+    times: TimeSummary | None = None
+    any_target: bool = False
+    first_target: int | None = None  # int64 time values (see timeindex.time_values)
+    last_target: int | None = None
+    buckets: set[int] = field(default_factory=set)
+
+    def merge(self, other: _Reading, source: str) -> None:
+        self.rows += other.rows
+        self.schema = _unify(self.schema, other.schema, source)
+        if other.times is not None:
+            if self.times is not None and (self.times.kind, str(self.times.tz)) != (other.times.kind, str(other.times.tz)):
+                raise _mixed_times(source, self.times, other.times)
+            self.times = other.times if self.times is None else self.times.merge(other.times)
+        self.any_target |= other.any_target
+        self.first_target = _pick(min, self.first_target, other.first_target)
+        self.last_target = _pick(max, self.last_target, other.last_target)
+        self.buckets |= other.buckets
+
+
+def _pick(fn, a, b):
+    return b if a is None else a if b is None else fn(a, b)
+
+
+def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Reading:
+    config, store = s.config, s.store
+    problems = _Problems(config, files.label)
+    total = _Reading()
+    for index, path in enumerate(files.paths):
+        written: list[str] = []
+        before = problems.snapshot()
+        try:
+            part = _read_file(store, config, path, index, True, scratch, n_buckets, problems, written, files.label)
+        except TypesChanged as why:
+            s.terminal.detail(f"split: {path}: column types changed after the first block ({why}); reading it whole")
+            for rel in written:
+                store.files.delete(rel)
+            problems.restore(before)
+            part = _read_file(store, config, path, index, False, scratch, n_buckets, problems, written, files.label)
+        total.merge(part, files.label)
+    if total.rows == 0:
         raise InputDataError(f"input {files.label} has a header but no rows", "check that the export wrote data")
-    _check_values(config, frame, files.label)
-    return frame
+    problems.raise_first()
+    return total
 
 
-def _check_values(config: Config, frame: pd.DataFrame, source: str) -> None:
+def _read_file(store: Datastore, config: Config, path: str, index: int, streamed: bool, scratch: str, n_buckets: int, problems: _Problems, written: list[str], source: str) -> _Reading:
     d = config.data
+    required = [c for c in dict.fromkeys([d.time_column, d.target_column, *d.series_key, *d.known_future_columns]) if c != d.target_column]
+    part = _Reading()
+    for number, table in enumerate(iter_file_batches(path, d.series_key, required, streamed)):
+        table = table.drop_columns([c for c in d.drop_columns if c in table.column_names])
+        frame = table.to_pandas()
+        if frame.empty:
+            continue
+        if d.target_column not in frame.columns:
+            # a table of future rows only (no target yet) is allowed
+            frame[d.target_column] = np.nan
+        part.rows += len(frame)
+        if not _check_values(config, frame, problems):
+            continue
+        try:
+            frame[d.time_column] = parse_times(frame[d.time_column], d.time_column, source, d.time_format)
+        except InputDataError as exc:
+            problems.add("time", error=problems.found.get("time", {}).get("error") or exc)
+            continue
+        if problems:
+            continue  # the split will fail: only keep counting
+        _summarise(part, frame, config, source)
+        _to_buckets(store, frame, d.group_columns, f"{index:06d}-{number:05d}", scratch, n_buckets, part, written)
+        release_memory()
+    return part
+
+
+def _check_values(config: Config, frame: pd.DataFrame, problems: _Problems) -> bool:
+    """Check and normalise one batch (target to float, boolean columns to 0/1); False if it has problems."""
+    d = config.data
+    ok = True
     for column in d.series_key:
         empty = frame[column].isna()
         if empty.any():
-            raise InputDataError(
-                f"{source}: {int(empty.sum())} row(s) have an empty group/series column {column!r}",
-                "fill or remove those rows: every row must belong to a group",
-            )
+            problems.add(f"empty:{column}", int(empty.sum()))
+            ok = False
     target = frame[d.target_column]
     if not pd.api.types.is_numeric_dtype(target) or pd.api.types.is_bool_dtype(target):
         numeric = pd.to_numeric(target, errors="coerce")
         bad = numeric.isna() & target.notna()
         if bad.any():
-            raise InputDataError(
-                f"{source}: target column {d.target_column!r} has {int(bad.sum())} non-numeric value(s): {examples(target[bad].unique())}",
-                "the target must be a number (empty for rows to forecast)",
-            )
+            problems.add("target_text", int(bad.sum()), target[bad].unique().tolist())
+            ok = False
         frame[d.target_column] = numeric.astype(np.float64)
     else:
         frame[d.target_column] = target.astype(np.float64)
     infinite = np.isinf(frame[d.target_column].to_numpy())
     if infinite.any():
         where = frame.loc[infinite, list(d.group_columns)].drop_duplicates().head(3)
-        labels = [group_label(d.group_columns, row) for row in where.itertuples(index=False)]
-        raise InputDataError(
-            f"{source}: target column {d.target_column!r} has {int(infinite.sum())} infinite value(s) (groups {', '.join(labels)})",
-            "replace them with a real value or leave the cell empty (treated as missing)",
-        )
+        problems.add("target_inf", int(infinite.sum()), [group_label(d.group_columns, row) for row in where.itertuples(index=False)])
+        ok = False
     for column in d.known_future_columns:
         values = frame[column]
         if pd.api.types.is_bool_dtype(values):
             frame[column] = values.astype(np.float64)
         elif pd.api.types.is_numeric_dtype(values):
             if np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
-                raise InputDataError(f"{source}: known-future column {column!r} has infinite values", "replace them with real values")
+                problems.add(f"exog_inf:{column}")
+                ok = False
+    return ok
 
 
-def _add_periods(config: Config, frame: pd.DataFrame, source: str) -> tuple[TimeAxis, pd.DataFrame]:
+def _summarise(part: _Reading, frame: pd.DataFrame, config: Config, source: str) -> None:
     d = config.data
-    frame[d.time_column] = parse_times(frame[d.time_column], d.time_column, source, d.time_format)
-    series_ids = frame.groupby(d.series_key, sort=True, observed=True).ngroup().to_numpy()
-    axis = infer_axis(frame[d.time_column], series_ids, d.frequency, d.season_length, d.time_column, source)
-    frame[PERIOD] = axis.to_periods(frame[d.time_column])
-    frame["_s"] = series_ids
-    dup = frame.duplicated(subset=["_s", PERIOD], keep=False)
-    if dup.any():
-        rows = frame.loc[dup, [*d.series_key, d.time_column]].drop_duplicates().head(3)
-        shown = [f"{group_label(d.series_key, r[:-1])} at {format_time(r[-1], axis)}" for r in rows.itertuples(index=False)]
+    times = TimeSummary.of(frame[d.time_column])
+    if part.times is not None and (part.times.kind, str(part.times.tz)) != (times.kind, str(times.tz)):
+        raise _mixed_times(source, part.times, times)
+    part.times = times if part.times is None else part.times.merge(times)
+    has_target = frame[d.target_column].notna().to_numpy()
+    if has_target.any():
+        values = time_values(frame[d.time_column])[has_target]
+        part.any_target = True
+        part.first_target = _pick(min, part.first_target, int(values.min()))
+        part.last_target = _pick(max, part.last_target, int(values.max()))
+
+
+def _to_buckets(store: Datastore, frame: pd.DataFrame, group_columns, tag: str, scratch: str, n_buckets: int, part: _Reading, written: list[str]) -> None:
+    """Append the batch's rows to their groups' buckets (one scratch file per bucket and batch)."""
+    codes, keys = group_keys(frame, list(group_columns))
+    bucket = bucket_of(keys, n_buckets)[codes]
+    table = pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(None)
+    part.schema = _unify(part.schema, table.schema, tag)
+    order = np.argsort(bucket, kind="stable")
+    table = table.take(order)
+    counts = np.bincount(bucket, minlength=n_buckets)
+    start = 0
+    for b in np.flatnonzero(counts):
+        rel = f"{bucket_folder(scratch, int(b))}/{tag}.arrow"
+        store.write_scratch(rel, table.slice(start, int(counts[b])))
+        written.append(rel)
+        part.buckets.add(int(b))
+        start += int(counts[b])
+
+
+def _unify(a: pa.Schema | None, b: pa.Schema | None, source: str) -> pa.Schema | None:
+    if a is None or b is None:
+        return a or b
+    try:
+        return pa.unify_schemas([a, b], promote_options="permissive")
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
         raise InputDataError(
-            f"{source}: {int(dup.sum())} rows share a (series, time) with another row: {'; '.join(shown)}",
-            "remove or aggregate the duplicates (e.g. sum the target per week), or add the column that tells them apart to data.series_columns",
-        )
-    return axis, frame
+            f"the input files under {source} do not share one schema: {exc}",
+            "make every file have the same columns with the same types",
+        ) from None
 
 
-# -- planning ----------------------------------------------------------------
-
-@dataclass
-class _Plan:
-    train: pd.DataFrame
-    inference: pd.DataFrame
-    groups: pd.DataFrame
-    columns: list[str]
-    cutoff_period: int | None
-    summary: SplitResult
-
-
-def _plan(config: Config, frame: pd.DataFrame, axis: TimeAxis, source: str) -> _Plan:
-    d, s = config.data, config.split
-    target = frame[d.target_column].to_numpy()
-    has_target = ~np.isnan(target)
-    period = frame[PERIOD].to_numpy()
-    if not has_target.any():
-        raise InputDataError(f"{source}: no row has a value in target column {d.target_column!r}", "there is nothing to train on")
-    warnings: list[str] = []
-    cutoff_period: int | None
-    if s.holdout is not None:
-        # per series: everything up to (its last target - holdout) trains, the holdout window is forecast
-        last = pd.Series(np.where(has_target, period, np.nan)).groupby(frame["_s"].to_numpy()).transform("max").to_numpy()
-        in_train_window = period <= last - s.holdout
-        inference_mask = (period > last - s.holdout) & (period <= last)
-        cutoff_period = None
-        cutoff_text = f"last {s.holdout} period(s) of each series held out"
-    else:
-        if s.train_end == "auto":
-            cutoff_period = int(period[has_target].max())
-        else:
-            cutoff_period = _period_of(s.train_end, axis, frame[d.time_column])
-        in_train_window = period <= cutoff_period
-        inference_mask = ~in_train_window
-        cutoff_text = _time_of_period(frame, d.time_column, period, cutoff_period, axis, s.train_end)
-    train_mask = in_train_window & has_target
-    if not train_mask.any():
-        raise InputDataError(
-            f"{source}: no row is at or before the cutoff ({cutoff_text}), so there is nothing to train on",
-            "move split.train_end later (or lower split.holdout)",
-        )
-    missing_target = int((in_train_window & ~has_target).sum())
-    not_used = int((~in_train_window & ~inference_mask).sum())
-    if missing_target:
-        warnings.append(f"{missing_target} row(s) at or before the cutoff have no target; they are gaps in training")
-    if not_used:
-        warnings.append(f"{not_used} row(s) after the holdout window are not used")
-
-    frame["_g"] = frame.groupby(list(d.group_columns), sort=True, observed=True).ngroup().to_numpy()
-    columns = [c for c in _column_order(config, frame.columns)]
-
-    train = frame.loc[train_mask].sort_values(["_g", "_s", PERIOD], kind="stable")
-    inference = frame.loc[inference_mask].sort_values(["_g", "_s", PERIOD], kind="stable")
-    groups = _group_table(config, frame, train, inference, axis, columns)
-    if inference.empty:
-        warnings.append("no rows after the cutoff: there is nothing to forecast (add future rows, or use split.holdout to evaluate)")
-    summary = SplitResult(
-        run_id="",
-        reused=False,
-        reason="",
-        n_groups=len(groups),
-        n_series=int(frame["_s"].nunique()),
-        n_train_rows=len(train),
-        n_inference_rows=len(inference),
-        first_time=format_time(frame[d.time_column].min(), axis),
-        last_time=format_time(frame[d.time_column].max(), axis),
-        cutoff=cutoff_text,
-        frequency=axis.label,
-        groups_with_gaps=int(groups["has_gaps"].sum()),
-        groups_without_inference=int((groups["n_inference"] == 0).sum()),
-        rows_missing_target=missing_target,
-        rows_not_used=not_used,
-        warnings=warnings,
+def _mixed_times(source: str, a: TimeSummary, b: TimeSummary) -> InputDataError:
+    if a.kind != b.kind:
+        return InputDataError(f"{source}: the time column holds numbers in some rows and dates in others", "use one kind of time value throughout")
+    return InputDataError(
+        f"{source}: the time column mixes time zones ({a.tz} and {b.tz})",
+        "convert the times to one time zone (or to UTC) before running mm",
     )
-    return _Plan(train, inference, groups, columns, cutoff_period, summary)
 
 
-def _column_order(config: Config, present) -> list[str]:
+# -- between the passes: checks and decisions that need the whole input ------------
+
+def _decide(config: Config, reading: _Reading, scans: list[dict], source: str) -> tuple[TimeSummary, TimeAxis, int | None, str]:
+    """The time axis and the cutoff, from the summaries; the checks that need them, in the order
+    a whole table would be checked (grid, duplicates, targets, something to train on)."""
     d = config.data
-    first = [*d.series_key, d.time_column, d.target_column, *d.known_future_columns]
-    rest = [c for c in present if c not in first and not str(c).startswith("_")]
-    return [*first, *rest, PERIOD]
+    times = reading.times
+    for scan in scans:
+        times = times.with_diffs(scan["diffs"], scan["diff_counts"])
+    axis = times.axis(d.frequency, d.season_length, d.time_column, source)
+    _check_duplicates(config, scans, times, axis, source)
+    if not reading.any_target:
+        raise InputDataError(f"{source}: no row has a value in target column {d.target_column!r}", "there is nothing to train on")
+    cutoff_period, cutoff_text = _cutoff(config, axis, times, reading, scans, source)
+    return times, axis, cutoff_period, cutoff_text
+
+
+def _check_duplicates(config: Config, scans: list[dict], times: TimeSummary, axis: TimeAxis, source: str) -> None:
+    d = config.data
+    n = sum(scan["duplicate_rows"] for scan in scans)
+    if not n:
+        return
+    shown = [e for scan in scans for e in scan["duplicate_examples"]][:3]
+    stamps = times.series(np.array([e[-1] for e in shown], dtype=np.int64))
+    labels = [f"{group_label(d.series_key, e[:-1])} at {format_time(t, axis)}" for e, t in zip(shown, stamps)]
+    raise InputDataError(
+        f"{source}: {n} rows share a (series, time) with another row: {'; '.join(labels)}",
+        "remove or aggregate the duplicates (e.g. sum the target per week), or add the column that tells them apart to data.series_columns",
+    )
+
+
+def _cutoff(config: Config, axis: TimeAxis, times: TimeSummary, reading: _Reading, scans: list[dict], source: str) -> tuple[int | None, str]:
+    """The cutoff period (None with a holdout: it is per series) and how to show it."""
+    s = config.split
+    if s.holdout is not None:
+        text = f"last {s.holdout} period(s) of each series held out"
+        key = "span_months" if axis.kind == "month" else "span"
+        spans = [scan[key] for scan in scans if scan[key] is not None]
+        if not spans or max(spans) // axis.step < s.holdout:
+            raise _nothing_to_train(source, text)
+        return None, text
+    if s.train_end == "auto":
+        cutoff = int(axis.to_periods(times.series(np.array([reading.last_target])))[0])
+    else:
+        cutoff = _period_of(s.train_end, axis, times.series())
+    distinct = times.series()
+    at = distinct[axis.to_periods(distinct) == cutoff]
+    text = format_time(at.iloc[0], axis) if len(at) else str(s.train_end)
+    first = int(axis.to_periods(times.series(np.array([reading.first_target])))[0])
+    if first > cutoff:
+        raise _nothing_to_train(source, text)
+    return cutoff, text
+
+
+def _nothing_to_train(source: str, cutoff_text: str) -> InputDataError:
+    return InputDataError(
+        f"{source}: no row is at or before the cutoff ({cutoff_text}), so there is nothing to train on",
+        "move split.train_end later (or lower split.holdout)",
+    )
 
 
 def _period_of(value, axis: TimeAxis, times: pd.Series) -> int:
@@ -296,111 +484,59 @@ def _period_of(value, axis: TimeAxis, times: pd.Series) -> int:
     return int(axis.to_periods(stamp)[0])
 
 
-def _time_of_period(frame, time_column, period, cutoff_period, axis, configured) -> str:
-    at = frame[time_column].to_numpy()[period == cutoff_period]
-    if len(at):
-        return format_time(at[0], axis)
-    return str(configured)
-
-
-def _group_table(config: Config, frame: pd.DataFrame, train: pd.DataFrame, inference: pd.DataFrame, axis: TimeAxis, columns: list[str]) -> pd.DataFrame:
+def _column_order(config: Config, present) -> list[str]:
     d = config.data
-    firsts = frame.groupby("_g", sort=True).first()
-    n = len(firsts)
-    values = [[jsonable(v) for v in row] for row in firsts[list(d.group_columns)].itertuples(index=False)]
-    keys = [group_key(v) for v in values]
-    if len(set(keys)) != n:
-        raise InputDataError("two groups hash to the same key; please report this bug with your group values")
-    table = pd.DataFrame(
-        {
-            "key": keys,
-            "label": [group_label(d.group_columns, v) for v in values],
-            "values": [json.dumps(v, ensure_ascii=False) for v in values],
-        }
-    )
-    index = np.arange(n)
-    table["n_train"] = train.groupby("_g").size().reindex(index, fill_value=0).to_numpy()
-    table["n_inference"] = inference.groupby("_g").size().reindex(index, fill_value=0).to_numpy()
-    table["n_series"] = frame.groupby("_g")["_s"].nunique().reindex(index, fill_value=0).to_numpy()
-    table["n_train_periods"] = train.groupby("_g")[PERIOD].nunique().reindex(index, fill_value=0).to_numpy()
-    tt = train.groupby("_g")[d.time_column]
-    table["train_start"] = _fmt_times(tt.min().reindex(index), axis)
-    table["train_end"] = _fmt_times(tt.max().reindex(index), axis)
-    it = inference.groupby("_g")[d.time_column]
-    table["inference_start"] = _fmt_times(it.min().reindex(index), axis)
-    table["inference_end"] = _fmt_times(it.max().reindex(index), axis)
-    per_series = train.groupby("_s")[PERIOD].agg(["min", "max", "size"])
-    gap_series = per_series.index[(per_series["max"] - per_series["min"] + 1) > per_series["size"]]
-    gap_groups = set(train.loc[train["_s"].isin(gap_series), "_g"].unique())
-    table["has_gaps"] = [i in gap_groups for i in index]
-    table["train_hash"] = _hashes(train, columns, n)
-    table["inference_hash"] = _hashes(inference, columns, n)
-    return table
+    first = [*d.series_key, d.time_column, d.target_column, *d.known_future_columns]
+    rest = [c for c in present if c not in first and not str(c).startswith("_")]
+    return [*first, *rest, PERIOD]
 
 
-def _fmt_times(values: pd.Series, axis: TimeAxis) -> list[str]:
-    return ["" if pd.isna(v) else format_time(v, axis) for v in values]
+# -- after pass 3: the groups table and the summary -----------------------------------
+
+def _split_keys(store: Datastore) -> pa.ChunkedArray | None:
+    if not store.has_split_groups():
+        return None
+    return pa.chunked_array([batch.column(0).cast(pa.string()) for batch in store.iter_split_groups(columns=["key"])], pa.string())
 
 
-def _hashes(part: pd.DataFrame, columns: list[str], n: int) -> list[str]:
-    out = [""] * n
-    if part.empty:
-        return out
-    body = part[columns]
-    rows = cache.row_hashes(body)
-    schema = cache.schema_signature(body)
-    codes = part["_g"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
-    ends = np.r_[starts[1:], len(codes)]
-    for start, end in zip(starts, ends):
-        out[codes[start]] = cache.slice_hash(schema, rows[start:end])
-    return out
+def _publish_groups(store: Datastore, scratch: str, buckets: list[int]) -> pa.ChunkedArray:
+    """Concatenate the buckets' pieces into split/groups.parquet; the keys it lists."""
+    keys: list[pa.Array] = []
+    with ExitStack() as stack:
+        writer, schema = None, None
+        for b in buckets:
+            piece = store.read_scratch_parquet(groups_piece(scratch, b)).replace_schema_metadata(None)
+            if writer is None:
+                schema = piece.schema
+                writer = stack.enter_context(store.split_groups_writer(schema))
+            writer.write_table(piece.cast(schema))
+            keys.extend(piece["key"].cast(pa.string()).chunks)
+    return pa.chunked_array(keys, pa.string())
 
 
-# -- writing -----------------------------------------------------------------
+def _vanished(previous: pa.ChunkedArray | None, current: pa.ChunkedArray) -> list[str]:
+    if previous is None:
+        return []
+    import pyarrow.compute as pc
 
-def _write(store: Datastore, config: Config, plan: _Plan, terminal: Terminal) -> int:
-    """Write partitions whose content changed; remove those of vanished groups."""
-    old = _previous_hashes(store)
-    groups = plan.groups
-    written = 0
-    with terminal.progress("split: writing partitions", total=2 * len(groups)) as bar:
-        for kind, part, hash_column, count_column in (
-            ("train", plan.train, "train_hash", "n_train"),
-            ("inference", plan.inference, "inference_hash", "n_inference"),
-        ):
-            table = pa.Table.from_pandas(part[plan.columns], preserve_index=False) if len(part) else None
-            codes = part["_g"].to_numpy()
-            starts = np.searchsorted(codes, np.arange(len(groups)), side="left")
-            ends = np.searchsorted(codes, np.arange(len(groups)), side="right")
-            for i, (key, digest, count) in enumerate(zip(groups["key"], groups[hash_column], groups[count_column])):
-                bar.advance()
-                if count == 0:
-                    if (kind, key) in old:
-                        store.remove_partition(kind, key)
-                    continue
-                if old.get((kind, key)) == digest and store.has_partition(kind, key):
-                    continue
-                store.write_partition(kind, key, table.slice(int(starts[i]), int(ends[i] - starts[i])))
-                written += 1
-    current = set(groups["key"])
-    for kind, key in old:
-        if key not in current:
-            store.remove_partition(kind, key)
-    return written
+    return previous.filter(pc.invert(pc.is_in(previous, value_set=current))).to_pylist()
 
 
-def _previous_hashes(store: Datastore) -> dict[tuple[str, str], str]:
-    if not store.split_groups_path.exists():
-        return {}
-    try:
-        previous = store.read_split_groups()
-    except Exception:
-        return {}
-    out = {}
-    for key, th, ih in zip(previous["key"], previous["train_hash"], previous["inference_hash"]):
-        if th:
-            out[("train", key)] = th
-        if ih:
-            out[("inference", key)] = ih
-    return out
+def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str) -> dict:
+    total = {k: sum(r[k] for r in written) for k in ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "groups_written")}
+    warnings = []
+    if total["rows_missing_target"]:
+        warnings.append(f"{total['rows_missing_target']} row(s) at or before the cutoff have no target; they are gaps in training")
+    if total["rows_not_used"]:
+        warnings.append(f"{total['rows_not_used']} row(s) after the holdout window are not used")
+    if total["n_inference_rows"] == 0:
+        warnings.append("no rows after the cutoff: there is nothing to forecast (add future rows, or use split.holdout to evaluate)")
+    distinct = times.series()
+    return {
+        **total,
+        "first_time": format_time(distinct.min(), axis),
+        "last_time": format_time(distinct.max(), axis),
+        "cutoff": cutoff_text,
+        "frequency": axis.label,
+        "warnings": warnings,
+    }

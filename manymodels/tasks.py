@@ -4,7 +4,13 @@ A batch carries the datastore location and a spec, never the data itself, so
 nothing large crosses process (or network) boundaries: each worker reads its
 groups' partitions and writes their models or forecasts atomically, and sends
 back a small result per group. This is the per-partition function that the
-local pool and Dask run alike.
+local pool and Dask run alike. Split's two passes over its buckets run here
+too (``split_scan_batch``, ``split_write_batch``).
+
+Every function may run twice for the same item (Dask reruns the tasks of a
+worker that died): each is idempotent. Train adopts the model version this
+same run already wrote; forecasts and partitions are content-addressed or
+rewritten whole.
 """
 
 from __future__ import annotations
@@ -13,11 +19,14 @@ import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
+import pyarrow as pa
 
-from .datastore import Datastore
+from . import partitioning
+from .datastore import Datastore, release_memory
 from .engine import Batch
+from .errors import UpstreamMissing
 from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
+from .partitioning import BucketSpec
 
 _STORES: dict[str, Datastore] = {}
 
@@ -42,7 +51,13 @@ class TrainContext:
 
 def train_batch(batch: Batch) -> list[dict]:
     ctx: TrainContext = batch.context
-    return [train_one(ctx, item) for item in batch.items]
+    return _released([train_one(ctx, item) for item in batch.items])
+
+
+def _released(results: list) -> list:
+    """The batch's results, once the memory it used is back with the system (flat workers)."""
+    release_memory()
+    return results
 
 
 def train_one(ctx: TrainContext, item: dict) -> dict:
@@ -54,10 +69,10 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
     except Exception as exc:
         return {**base, "status": "failed", "reason": "partition_missing", "error": f"cannot read train partition: {exc}", "duration_s": 0.0}
     versions = store.model_versions(key)
-    if item.get("adopt") and versions:
-        adopted = _finished_by_interrupted_run(store, key, versions[-1], item["fingerprint"])
-        if adopted is not None:
-            return {**base, **adopted}
+    if versions:
+        done = _already_fitted(store, key, versions[-1], item, ctx.run_id)
+        if done is not None:
+            return {**base, **done}
     stored = _stored_tuning(store, key, item.get("previous_version"))
     result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
     if result["status"] != "trained":
@@ -74,6 +89,7 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "train_start": item.get("train_start"),
         "train_end": item.get("train_end"),
+        "duration_s": result["duration_s"],
     }
     store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
@@ -94,19 +110,31 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
     }
 
 
-def _finished_by_interrupted_run(store: Datastore, key: str, version: int, fingerprint: str) -> dict | None:
-    """The newest model version if it was fitted from exactly these inputs (a killed run's work)."""
+def _already_fitted(store: Datastore, key: str, version: int, item: dict, run_id: str) -> dict | None:
+    """The newest model version, if it was fitted from exactly these inputs.
+
+    Fitted by this very run: the task is running again (Dask reran it after its
+    worker died), so it reports that model as its own work: retries are
+    idempotent. Fitted by an earlier, interrupted run: adopted, when reuse is allowed.
+    """
     try:
         meta = store.read_model_meta(key, version)
     except (OSError, ValueError):
         return None
-    if meta.get("fingerprint") != fingerprint:
+    if meta.get("fingerprint") != item["fingerprint"]:
         return None
+    if meta.get("run_id") == run_id:
+        return {**_model_result(meta, version), "status": "trained", "tuning_source": (meta.get("tuning") or {}).get("source", ""), "duration_s": meta.get("duration_s", 0.0)}
+    if not item.get("adopt"):
+        return None
+    return {**_model_result(meta, version), "decision": f"reused: finished by run {meta.get('run_id')}, which was interrupted"}
+
+
+def _model_result(meta: dict, version: int) -> dict:
     return {
         "status": "reused",
         "reason": "",
         "error": "",
-        "decision": f"reused: finished by run {meta.get('run_id')}, which was interrupted",
         "model": meta["kind"],
         "model_version": version,
         "trained_in_run": meta.get("run_id"),
@@ -164,7 +192,7 @@ class ForecastContext:
 
 def forecast_batch(batch: Batch) -> list[dict]:
     ctx: ForecastContext = batch.context
-    return [forecast_one(ctx, item) for item in batch.items]
+    return _released([forecast_one(ctx, item) for item in batch.items])
 
 
 STEP_COLUMN = "_mm_step"  # periods after the series' last known value; internal, not in the CSV
@@ -175,8 +203,12 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
     key, version = item["key"], int(item["model_version"])
     base = {"key": key, "fingerprint": item["fingerprint"], "parts": item["parts"], "model_version": version, "decision": item["decision"]}
     try:
-        future = store.read_partition("inference", key)
-        history = store.read_partition("train", key) if store.has_partition("train", key) else future.iloc[0:0]
+        inference = store.read_partition_table("inference", key)
+        future = inference.to_pandas()
+        try:
+            history = store.read_partition("train", key)
+        except UpstreamMissing:
+            history = future.iloc[0:0]
     except Exception as exc:
         return {**base, "status": "failed", "reason": "partition_missing", "error": str(exc)}
     try:
@@ -188,15 +220,20 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
         matrix = forecast_group(history, future, meta, text, ctx.spec)
     except Exception as exc:
         return {**base, "status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
-    out = future[[c for c in ctx.output_columns if c in future.columns]].copy()
-    out[ctx.prediction_column] = matrix[:, 0]
-    for j, name in enumerate(ctx.quantile_columns, start=1):
-        out[name] = matrix[:, j]
-    out["model_version"] = version
-    out["run_id"] = ctx.train_run_id
-    out[STEP_COLUMN] = horizon_steps(history, future, ctx.spec)
-    store.write_forecast(key, item["fingerprint"], out)
+    store.write_forecast(key, item["fingerprint"], _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx))
     return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": int(np.isnan(matrix[:, 0]).sum())}
+
+
+def _forecast_table(inference: pa.Table, matrix: np.ndarray, version: int, steps: np.ndarray, ctx: ForecastContext) -> pa.Table:
+    """The inference rows' columns, then predictions, quantiles, model version, run id and step."""
+    out = inference.select([c for c in ctx.output_columns if c in inference.column_names]).replace_schema_metadata(None)
+    n = out.num_rows
+    out = out.append_column(ctx.prediction_column, pa.array(matrix[:, 0], pa.float64()))
+    for j, name in enumerate(ctx.quantile_columns, start=1):
+        out = out.append_column(name, pa.array(matrix[:, j], pa.float64()))
+    out = out.append_column("model_version", pa.array(np.full(n, version, dtype=np.int64)))
+    out = out.append_column("run_id", pa.array([ctx.train_run_id] * n, pa.string()))
+    return out.append_column(STEP_COLUMN, pa.array(np.asarray(steps, dtype=np.float64)))
 
 
 def forecast_crash(item: dict, reason: str) -> dict:
@@ -211,3 +248,75 @@ def forecast_crash(item: dict, reason: str) -> dict:
         "error": reason,
     }
 
+
+
+# -- split ---------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class SplitContext:
+    root: str
+    scratch: str  # where pass 1 left the buckets (relative to the datastore root)
+    spec: BucketSpec
+    schema: pa.Schema  # every bucket is read with this schema (the input files' unified one)
+    has_previous: bool  # an earlier split exists: unchanged partitions are not rewritten
+
+
+def bucket_folder(scratch: str, bucket: int) -> str:
+    return f"{scratch}/b{bucket:05d}"
+
+
+def groups_piece(scratch: str, bucket: int) -> str:
+    return f"{scratch}/groups/{bucket:05d}.parquet"
+
+
+def split_scan_batch(batch: Batch) -> list[dict]:
+    ctx: SplitContext = batch.context
+    return _released([{"bucket": b, "status": "ok", **partitioning.scan(_bucket_frame(ctx, b), ctx.spec)} for b in batch.items])
+
+
+def split_write_batch(batch: Batch) -> list[dict]:
+    ctx: SplitContext = batch.context
+    return _released([split_write_one(ctx, b) for b in batch.items])
+
+
+def split_write_one(ctx: SplitContext, bucket: int) -> dict:
+    """Write the bucket's changed partitions and its piece of the groups table."""
+    store = _store(ctx.root)
+    plan = partitioning.plan(_bucket_frame(ctx, bucket), ctx.spec)
+    previous = store.split_group_hashes(plan.groups["key"].tolist()) if ctx.has_previous else {}
+    written = 0
+    for kind, part, hash_column, count_column in (
+        ("train", plan.train, "train_hash", "n_train"),
+        ("inference", plan.inference, "inference_hash", "n_inference"),
+    ):
+        table = pa.Table.from_pandas(part[list(ctx.spec.columns)], preserve_index=False) if len(part) else None
+        starts, ends = partitioning.group_slices(part, len(plan.groups))
+        for i, (key, digest, count) in enumerate(zip(plan.groups["key"], plan.groups[hash_column], plan.groups[count_column])):
+            old = previous.get(key, {}).get(hash_column)
+            if count == 0:
+                if old:
+                    store.remove_partition(kind, key)
+                continue
+            if old == digest and store.has_partition(kind, key):
+                continue
+            store.write_partition(kind, key, table.slice(int(starts[i]), int(ends[i] - starts[i])))
+            written += 1
+    store.write_scratch_parquet(groups_piece(ctx.scratch, bucket), pa.Table.from_pandas(plan.groups, preserve_index=False))
+    return {"bucket": bucket, "status": "ok", "groups_written": written, **plan.summary}
+
+
+def split_crash(bucket: int, reason: str) -> dict:
+    return {"bucket": bucket, "status": "failed", "error": reason}
+
+
+def _bucket_frame(ctx: SplitContext, bucket: int):
+    store = _store(ctx.root)
+    folder = bucket_folder(ctx.scratch, bucket)
+    pieces = [_conform(store.read_scratch(f"{folder}/{name}"), ctx.schema) for name in store.scratch_names(folder)]
+    return pa.concat_tables(pieces).to_pandas()
+
+
+def _conform(table: pa.Table, schema: pa.Schema) -> pa.Table:
+    """The piece with exactly ``schema``'s columns and types (a file may lack a column: nulls)."""
+    columns = [table[f.name].cast(f.type) if f.name in table.column_names else pa.nulls(table.num_rows, f.type) for f in schema]
+    return pa.Table.from_arrays(columns, schema=schema)

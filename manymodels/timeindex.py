@@ -116,17 +116,92 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
 
 def infer_axis(times: pd.Series, series_ids: np.ndarray, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
     """The time axis of parsed ``times``; ``frequency`` (a pandas alias) wins over inference."""
+    summary = TimeSummary.of(times, series_ids)
+    return summary.axis(frequency, season_length, column, source)
+
+
+class TimeSummary:
+    """What inferring a time axis needs, mergeable across chunks of the data.
+
+    The distinct time values with their row counts, and the histogram of the
+    differences between consecutive times inside each series. Both are bounded
+    by the length of the time axis, not by the number of rows or series, so a
+    split can gather them batch by batch (times) and bucket by bucket (series
+    differences, computed where each series is whole).
+    """
+
+    def __init__(self, kind: str, tz, times: np.ndarray, counts: np.ndarray, diffs: np.ndarray, diff_counts: np.ndarray):
+        self.kind = kind  # "int" or "datetime"
+        self.tz = tz
+        self.times, self.counts = times, counts  # int64: the value, or nanoseconds since the epoch (UTC)
+        self.diffs, self.diff_counts = diffs, diff_counts
+
+    @classmethod
+    def of(cls, times: pd.Series, series_ids: np.ndarray | None = None) -> TimeSummary:
+        kind, tz = time_kind(times)
+        values = time_values(times)
+        distinct, counts = np.unique(values, return_counts=True)
+        if series_ids is None:
+            diffs = counts_d = np.empty(0, dtype=np.int64)
+        else:
+            diffs, counts_d = np.unique(_series_diffs(values, series_ids), return_counts=True)
+        return cls(kind, tz, distinct, counts, diffs, counts_d)
+
+    def merge(self, other: TimeSummary) -> TimeSummary:
+        times, counts = _merge_counts(self.times, self.counts, other.times, other.counts)
+        diffs, diff_counts = _merge_counts(self.diffs, self.diff_counts, other.diffs, other.diff_counts)
+        return TimeSummary(self.kind, self.tz, times, counts, diffs, diff_counts)
+
+    def with_diffs(self, diffs: np.ndarray, diff_counts: np.ndarray) -> TimeSummary:
+        merged = _merge_counts(self.diffs, self.diff_counts, np.asarray(diffs, dtype=np.int64), np.asarray(diff_counts, dtype=np.int64))
+        return TimeSummary(self.kind, self.tz, self.times, self.counts, *merged)
+
+    def series(self, values: np.ndarray | None = None) -> pd.Series:
+        """Time values (the distinct ones by default) as the parsed column would hold them."""
+        values = self.times if values is None else values
+        if self.kind == "int":
+            return pd.Series(values, dtype=np.int64)
+        if self.tz is not None:
+            return pd.Series(pd.to_datetime(values, unit="ns", utc=True)).dt.tz_convert(self.tz)
+        return pd.Series(np.asarray(values, dtype=np.int64).astype("datetime64[ns]"))
+
+    def axis(self, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
+        times = self.series()
+        if self.kind == "int":
+            step = max(int(np.gcd.reduce(self.diffs)) if len(self.diffs) else 1, 1)
+            offset = int(self.times.min() % step) if len(self.times) else 0
+            return TimeAxis("int", step, offset, "int" if step == 1 else f"int/{step}", season_length)
+        if frequency:
+            axis = _axis_from_alias(frequency, times, season_length)
+        else:
+            axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source)
+        bad = axis.off_grid(times)
+        if bad.any():
+            raise InputDataError(
+                f"{source}: {int(self.counts[bad].sum())} time value(s) in {column!r} are off the {axis.label} grid "
+                f"(irregular frequency): {examples(pd.Series(times[bad]).astype(str).unique())}",
+                "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency",
+            )
+        return axis
+
+
+def time_kind(times: pd.Series) -> tuple[str, object]:
     if pd.api.types.is_integer_dtype(times):
-        return _int_axis(times, series_ids, season_length, column, source)
-    axis = _axis_from_alias(frequency, times, season_length) if frequency else _infer_datetime_axis(times, series_ids, season_length, column, source)
-    bad = axis.off_grid(times)
-    if bad.any():
-        raise InputDataError(
-            f"{source}: {int(bad.sum())} time value(s) in {column!r} are off the {axis.label} grid "
-            f"(irregular frequency): {examples(pd.Series(times[bad]).astype(str).unique())}",
-            "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency",
-        )
-    return axis
+        return "int", None
+    return "datetime", getattr(times.dtype, "tz", None)
+
+
+def time_values(times: pd.Series) -> np.ndarray:
+    """int64 values of parsed times: the number itself, or nanoseconds since the epoch (UTC)."""
+    if pd.api.types.is_integer_dtype(times):
+        return times.to_numpy(dtype=np.int64)
+    return _as_ns(times)
+
+
+def _merge_counts(a: np.ndarray, ac: np.ndarray, b: np.ndarray, bc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    values, inverse = np.unique(np.concatenate([a, b]).astype(np.int64), return_inverse=True)
+    counts = np.bincount(inverse, weights=np.concatenate([ac, bc]), minlength=len(values)).astype(np.int64)
+    return values, counts
 
 
 def calendar_features(times: pd.Series, axis: TimeAxis) -> dict[str, np.ndarray]:
@@ -168,26 +243,15 @@ def format_time(value, axis: TimeAxis) -> str:
 
 # -- helpers -----------------------------------------------------------------
 
-def _int_axis(times: pd.Series, series_ids: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
-    values = times.to_numpy(dtype=np.int64)
-    diffs = _series_diffs(values, series_ids)
-    step = int(np.gcd.reduce(diffs)) if len(diffs) else 1
-    step = max(step, 1)
-    offset = int(values.min() % step) if len(values) else 0
-    return TimeAxis("int", step, offset, "int" if step == 1 else f"int/{step}", season_length)
-
-
-def _infer_datetime_axis(times: pd.Series, series_ids: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+    """The most common step between consecutive times of a series decides the frequency."""
     ns = _as_ns(times)
-    diffs = _series_diffs(ns, series_ids)
     if len(diffs) == 0:
-        # a single timestamp per series: assume daily unless the user says otherwise
         raise InputDataError(
             f"{source}: cannot infer the frequency of {column!r}: no series has two distinct times",
             "set data.frequency (e.g. W-THU, D, MS)",
         )
-    values, counts = np.unique(diffs, return_counts=True)
-    mode = int(values[np.argmax(counts)])
+    mode = int(diffs[np.argmax(diff_counts)])
     days = mode / NS_PER_DAY
     if 28 <= days <= 31:
         return _month_axis(times, 1, season_length)

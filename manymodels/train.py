@@ -1,30 +1,63 @@
-"""mm train: one model per group, reusing every group whose inputs did not change."""
+"""mm train: one model per group, reusing every group whose inputs did not change.
+
+The step streams: the split's groups table is read in record batches; what the
+previous train run recorded for a group is looked up in a Spool (local disk);
+groups to fit are spooled, then handed to the engine batch by batch as workers
+free up; results are journaled and spooled as they arrive; training_output.csv
+and the run's groups table are written from the spool, sorted by group, in
+chunks. No structure in this process grows with the number of groups.
+"""
 
 from __future__ import annotations
 
 import json
-import math
 import time
+from array import array
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from . import cache, registry
 from .automl import search_space_fingerprint
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import make_batches
 from .errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
-from .runs import Run
+from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
 from .session import Session, open_session
 from .split import PERIOD
+from .spool import Spool
 from .tasks import TrainContext, train_batch, train_crash
 
 TRAINING_OUTPUT = "training_output.csv"
+CSV_CHUNK = 5000
+
+# The run's groups table: what forecast and the next train run read back.
+GROUPS_SCHEMA = pa.schema(
+    [
+        *GROUP_IDENTITY,
+        ("n_train_rows", pa.int64()),
+        ("train_start", pa.string()),
+        ("train_end", pa.string()),
+        *GROUP_OUTCOME,
+        ("run_id", pa.string()),
+        ("trained_in_run", pa.string()),
+        ("duration_s", pa.float64()),
+        ("model", pa.string()),
+        ("model_version", pa.int64()),
+        ("metrics", pa.string()),
+        ("scores", pa.string()),
+        ("n_trials", pa.int64()),
+        ("tuning", pa.string()),
+        ("note", pa.string()),
+    ]
+)
+SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
 
 
 @dataclass
@@ -74,14 +107,15 @@ def group_spec(config: Config, manifest: dict) -> GroupSpec:
     )
 
 
-def load_split(store: Datastore, config: Config, terminal: Terminal) -> tuple[dict, pd.DataFrame]:
+def load_split(store: Datastore, config: Config, terminal: Terminal) -> dict:
+    """The split's manifest (its groups are streamed with ``store.iter_split_groups``)."""
     manifest = store.read_split_manifest()
-    if manifest is None:
+    if manifest is None or not store.has_split_groups():
         raise UpstreamMissing(f"no split in datastore {store.root}", "run 'mm split -c CONFIG' first (or 'mm run', which splits, trains and forecasts)")
     current = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     if (manifest.get("parts") or {}).get("config") != current:
         terminal.warn("the split was made with a different data/split config; run 'mm split' (or 'mm run') to redo it")
-    return manifest, store.read_split_groups()
+    return manifest
 
 
 def train(
@@ -103,85 +137,93 @@ def train(
 
 
 def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResult:
-    config, store, terminal = s.config, s.store, s.terminal
+    config, store = s.config, s.store
     started = time.perf_counter()
-    manifest, table = load_split(store, config, terminal)
-    spec = group_spec(config, manifest)
-    _, previous = registry.train_state(store)
-    selector = GroupSelector(group_specs, config.data.group_columns)
-    retry = {k for k, v in previous.items() if v.get("status") == "failed"} if retry_failed else None
+    manifest = load_split(store, config, s.terminal)
     config_fp = config.section_fingerprint(*cache.TRAIN_SECTIONS)
-    axis_fp = cache.digest(manifest["axis"])
+    with Spool(store.local_scratch()) as spool:
+        registry.train_state(store, spool)
+        run = Run(store, "train", config_fp).begin()
+        selected, n_fit = _plan(s, spool, run, GroupSelector(group_specs, config.data.group_columns), retry_failed, manifest, config_fp)
+        if retry_failed and not n_fit:
+            s.terminal.info("train: no failed groups to retry")
+        context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
+        _fit(s, spool, run, context, n_fit)
+        return _finish(s, run, spool, selected, time.perf_counter() - started)
+
+
+def _deadline(config: Config) -> float | None:
     automl = config.train.automl
+    return time.time() + automl.timeout_total if automl.enabled and automl.timeout_total else None
+
+
+def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_failed: bool, manifest: dict, config_fp: str) -> tuple[int, int]:
+    """Decide every group: rows of kept, reused and unfit groups go to ``spool['rows']``,
+    groups to fit to ``spool['fit']``. Returns (groups selected, groups to fit)."""
+    store, terminal = s.store, s.terminal
+    axis_fp = cache.digest(manifest["axis"])
+    automl = s.config.train.automl
     space = search_space_fingerprint(automl.model_dump(mode="json"))
+    selected = to_fit = 0
+    for batch in store.iter_split_groups(columns=SPLIT_FIELDS):
+        for g in batch.to_pylist():
+            values = json.loads(g["values"])
+            prev = spool.get("previous", g["key"])
+            chosen = (selector.matches(values) if selector else True) and (not retry_failed or (prev is not None and prev.get("status") == "failed"))
+            if not chosen:
+                if prev is not None:  # keep the group's current model in this run's registry
+                    _keep(spool, {**prev, "run_id": run.id, "decision": "not selected: kept", "duration_s": 0.0})
+                continue
+            selected += 1
+            if g["n_train"] == 0:
+                _keep(spool, _failed_row(g, run.id, "no_history", "no training rows: every row of this group is after the cutoff or has no target"))
+                continue
+            parts = cache.with_version({"data": g["train_hash"], "config": config_fp, "axis": axis_fp})
+            version = prev.get("model_version") if prev else None
+            intact = (
+                bool(version)
+                and prev.get("status") in ("trained", "reused")
+                and prev.get("fingerprint") == cache.fingerprint(parts)
+                and store.has_model(g["key"], int(version))
+            )
+            decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
+            if decision.reuse:
+                terminal.detail(f"{g['label']}: reused, {decision.reason}")
+                _keep(spool, {**prev, **_ident(g), "status": "reused", "decision": f"reused: {decision.reason}", "run_id": run.id, "duration_s": 0.0})
+                continue
+            terminal.detail(f"{g['label']}: retrain, {decision.reason}")
+            spool.add(
+                "fit",
+                {
+                    **_ident(g),
+                    "fingerprint": cache.fingerprint(parts),
+                    "parts": parts,
+                    "decision": f"trained: {decision.reason}",
+                    "previous_version": version,
+                    "retune": automl.retune,
+                    "space": space,
+                    "adopt": s.allow_reuse,
+                },
+            )
+            to_fit += 1
+    return selected, to_fit
 
-    run = Run(store, "train", config_fp).begin()
-    rows: list[dict] = []
-    to_fit: list[dict] = []
-    selected = 0
-    for g in table.to_dict("records"):
-        values = json.loads(g["values"])
-        chosen = (selector.matches(values) if selector else True) and (retry is None or g["key"] in retry)
-        prev = previous.get(g["key"])
-        if not chosen:
-            if prev is not None:  # keep the group's current model in this run's registry
-                rows.append({**prev, "run_id": run.id, "decision": "not selected: kept", "duration_s": 0.0})
-            continue
-        selected += 1
-        if g["n_train"] == 0:
-            rows.append(_failed_row(g, run.id, "no_history", "no training rows: every row of this group is after the cutoff or has no target"))
-            continue
-        parts = cache.with_version({"data": g["train_hash"], "config": config_fp, "axis": axis_fp})
-        version = prev.get("model_version") if prev else None
-        intact = (
-            bool(version)
-            and prev.get("status") in ("trained", "reused")
-            and prev.get("fingerprint") == cache.fingerprint(parts)
-            and store.model_meta_path(g["key"], int(version)).exists()
-        )
-        decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
-        if decision.reuse:
-            terminal.detail(f"{g['label']}: reused, {decision.reason}")
-            rows.append({**prev, **_ident(g), "status": "reused", "decision": f"reused: {decision.reason}", "run_id": run.id, "duration_s": 0.0})
-            continue
-        terminal.detail(f"{g['label']}: retrain, {decision.reason}")
-        to_fit.append(
-            {
-                **_ident(g),
-                "fingerprint": cache.fingerprint(parts),
-                "parts": parts,
-                "decision": f"trained: {decision.reason}",
-                "previous_version": version,
-                "retune": automl.retune,
-                "space": space,
-                "adopt": s.allow_reuse,
-            }
-        )
-    if retry is not None and not to_fit:
-        terminal.info("train: no failed groups to retry")
 
-    deadline = time.time() + automl.timeout_total if automl.enabled and automl.timeout_total else None
-    context = TrainContext(str(store.root), spec, run.id, config.registry.keep_versions, deadline)
-    info = {g["key"]: g for g in to_fit}
-    interrupted = True
-    try:
-        with store.open_journal(run.id) as journal, terminal.progress(f"train: fitting {len(to_fit)} groups", total=len(to_fit)) as bar:
-            batches = make_batches(context, to_fit, s.jobs)
-            for _, results in s.engine().map(train_batch, batches, train_crash) if batches else ():
-                for r in results:
-                    row = _result_row(info[r["key"]], r, run.id)
-                    journal.write(json.dumps(row, default=str) + "\n")
-                    rows.append(row)
-                    if r["status"] == "failed":
-                        terminal.detail(f"{row['label']}: failed, {row['error']}")
-                journal.flush()
-                bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
-        interrupted = False
-    finally:
-        if interrupted:
-            run.finish("interrupted", {"done": len(rows)})
-    result = _finish(s, run, rows, manifest, selected, time.perf_counter() - started)
-    return result
+def _keep(spool: Spool, row: dict) -> None:
+    spool.add("rows", row, sort=row["label"])
+
+
+def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int) -> None:
+    """Fit the spooled groups on the engine; journal and spool each result as it arrives."""
+    with s.store.open_journal(run.id) as journal:
+        for done in s.execute(run, train_batch, train_crash, context, spool.rows("fit"), n_fit, f"train: fitting {n_fit} groups"):
+            for item, r in done:
+                row = _result_row(item, r, run.id)
+                journal.write(row)
+                _keep(spool, row)
+                if r["status"] == "failed":
+                    s.terminal.detail(f"{row['label']}: failed, {row['error']}")
+            journal.flush()
 
 
 def _ident(g: dict) -> dict:
@@ -227,55 +269,83 @@ def _result_row(item: dict, r: dict, run_id: str) -> dict:
     return row
 
 
-def _finish(s: Session, run: Run, rows: list[dict], manifest: dict, selected: int, elapsed: float) -> TrainResult:
+class _Summary:
+    """What the result reports, accumulated row by row (a few numbers per group at most)."""
+
+    def __init__(self) -> None:
+        self.counts = {"trained": 0, "reused": 0, "failed": 0}
+        self.tuned = 0
+        self.winners: dict[str, int] = {}
+        self.metrics = {m: array("d") for m in ("mape", "smape", "wape")}
+        self.failures: list[dict] = []
+
+    def add(self, r: dict) -> None:
+        ok = r["status"] in ("trained", "reused")
+        if r.get("decision") != "not selected: kept":
+            self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
+        if r["status"] == "trained" and r.get("tuning") == "tuned":
+            self.tuned += 1
+        if ok and r.get("model"):
+            self.winners[r["model"]] = self.winners.get(r["model"], 0) + 1
+        if ok and isinstance(r.get("metrics"), dict):
+            for m, values in self.metrics.items():
+                v = r["metrics"].get(m)
+                if v is not None and v == v:
+                    values.append(v)
+        if r["status"] == "failed":
+            self.failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
+
+    def medians(self) -> dict[str, float]:
+        return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
+
+
+def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -> TrainResult:
+    """training_output.csv and the run's groups table, streamed from the spool in group order."""
     store, config = s.store, s.config
-    rows.sort(key=lambda r: r["label"])
-    counts = {"trained": 0, "reused": 0, "failed": 0}
-    for r in rows:
-        if r.get("decision") == "not selected: kept":
-            continue
-        counts[r["status"]] = counts.get(r["status"], 0) + 1
-    status = "partial" if counts["failed"] else "completed"
-    groups_table = pd.DataFrame([_storable(r) for r in rows])
+    summary = _Summary()
     out_path = store.output_path(TRAINING_OUTPUT)
-    with store.output_file(TRAINING_OUTPUT) as f:
-        training_output(rows, config).to_csv(f, index=False)
-    winners: dict[str, int] = {}
-    for r in rows:
-        if r["status"] in ("trained", "reused") and r.get("model"):
-            winners[r["model"]] = winners.get(r["model"], 0) + 1
-    medians = {}
-    for m in ("mape", "smape", "wape"):
-        values = [r.get("metrics", {}).get(m) for r in rows if r["status"] in ("trained", "reused") and isinstance(r.get("metrics"), dict)]
-        values = [v for v in values if v is not None and not math.isnan(v)]
-        if values:
-            medians[m] = float(pd.Series(values).median())
+    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups, store.output_file(TRAINING_OUTPUT) as f:
+        chunk: list[dict] = []
+        header = True
+        for r in spool.rows("rows"):
+            summary.add(r)
+            groups.add(_storable(r))
+            chunk.append(r)
+            if len(chunk) >= CSV_CHUNK:
+                training_output(chunk, config).to_csv(f, index=False, header=header)
+                chunk, header = [], False
+        if chunk or header:
+            training_output(chunk, config).to_csv(f, index=False, header=header)
+    status = "partial" if summary.counts["failed"] else "completed"
     result = TrainResult(
         run_id=run.id,
         status=status,
         n_groups=selected,
-        trained=counts["trained"],
-        reused=counts["reused"],
-        failed=counts["failed"],
-        tuned=sum(1 for r in rows if r["status"] == "trained" and r.get("tuning") == "tuned"),
+        trained=summary.counts["trained"],
+        reused=summary.counts["reused"],
+        failed=summary.counts["failed"],
+        tuned=summary.tuned,
         duration_s=round(elapsed, 3),
         output=str(out_path),
-        failures=[{"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")} for r in rows if r["status"] == "failed"],
-        winners=winners,
-        median_backtest=medians,
+        failures=summary.failures,
+        winners=summary.winners,
+        median_backtest=summary.medians(),
     )
-    run.finish(status, counts, groups_table, output=str(out_path), winners=winners)
+    run.finish(status, summary.counts, output=str(out_path), winners=summary.winners)
     return result
 
 
 def _storable(r: dict) -> dict:
     out = dict(r)
-    for k in ("values", "parts", "metrics", "scores"):
-        if k in out and not isinstance(out[k], str):
-            out[k] = json.dumps(out[k], default=str)
     if out.get("model_version") is not None:
         out["model_version"] = int(out["model_version"])
     return out
+
+
+def training_output_columns(config: Config) -> list[str]:
+    candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
+    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning"]
+    return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
 
 def training_output(rows: list[dict], config: Config) -> pd.DataFrame:
@@ -307,7 +377,6 @@ def training_output(rows: list[dict], config: Config) -> pd.DataFrame:
             }
         )
         records.append(record)
-    frame = pd.DataFrame.from_records(records)
-    if "model_version" in frame:
-        frame["model_version"] = frame["model_version"].astype("Int64")
+    frame = pd.DataFrame.from_records(records, columns=training_output_columns(config))
+    frame["model_version"] = frame["model_version"].astype("Int64")
     return frame

@@ -14,6 +14,7 @@ import pytest
 import yaml
 
 from manymodels.config import load_config
+from manymodels.datastore import Datastore
 from manymodels.sample import generate_oj_sales
 
 REPO = Path(__file__).resolve().parent.parent
@@ -130,6 +131,24 @@ def oj_config(tmp_path: Path, oj_csv: Path):
     """(config path, loaded config) for the small sales table, serial engine, AutoML off."""
     path = write_config(tmp_path, str(oj_csv))
     return path, load_config(path)
+
+
+VOLATILE = ["run_id", "duration_s", "trained_in_run"]  # differ between two runs of the same work
+
+
+def assert_same_results(ours: Datastore, theirs: Datastore) -> None:
+    """training_output (but run ids and times), every model text, and forecasting_output agree."""
+    a = pd.read_csv(ours.output_path("training_output.csv")).drop(columns=VOLATILE)
+    b = pd.read_csv(theirs.output_path("training_output.csv")).drop(columns=VOLATILE)
+    pd.testing.assert_frame_equal(a, b)
+    keys = [k for k in ours.model_keys()]
+    assert keys == list(theirs.model_keys()) and keys
+    for key in keys:
+        assert ours.model_versions(key) == theirs.model_versions(key) == [1]
+        assert ours.read_model_text(key, 1) == theirs.read_model_text(key, 1)
+    a = pd.read_csv(ours.output_path("forecasting_output.csv")).drop(columns=["run_id"])
+    b = pd.read_csv(theirs.output_path("forecasting_output.csv")).drop(columns=["run_id"])
+    pd.testing.assert_frame_equal(a, b)
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:

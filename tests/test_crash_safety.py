@@ -10,6 +10,7 @@ from pathlib import Path
 
 import lightgbm as lgb
 import pandas as pd
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 import manymodels as mm
@@ -50,8 +51,9 @@ def _assert_no_half_written_files(root: Path) -> None:
                 json.loads(path.read_text())
             elif name.endswith(".parquet"):
                 pq.read_table(path)
-            elif name.endswith(".lgb.txt"):
-                lgb.Booster(model_file=str(path))
+            elif name.endswith(".lgb.txt.zst"):
+                text = pa.input_stream(str(path), compression="zstd").read().decode()
+                lgb.Booster(model_str=text)
             elif name.endswith(".csv"):
                 pd.read_csv(path)
 
