@@ -83,8 +83,8 @@ def make_data(folder: Path, stores: int) -> Path:
     return path
 
 
-def mm_config(folder: Path, data: Path, rounds: int, jobs: int) -> Path:
-    raw = {
+def mm_settings(data: Path, rounds: int, jobs: int) -> dict:
+    return {
         "datastore": "store",
         "data": {
             "path": str(data),
@@ -98,8 +98,11 @@ def mm_config(folder: Path, data: Path, rounds: int, jobs: int) -> Path:
         "train": {"horizon": HORIZON, "min_history": 30, "num_boost_round": rounds, "automl": {"enabled": False}},
         "engine": {"kind": "local", "jobs": jobs},
     }
+
+
+def mm_config(folder: Path, data: Path, rounds: int, jobs: int) -> Path:
     path = folder / "mm.yaml"
-    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    path.write_text(yaml.safe_dump(mm_settings(data, rounds, jobs), sort_keys=False))
     return path
 
 
@@ -235,7 +238,8 @@ def prepare_reference(data: Path, rounds: int):
     from manymodels.timeindex import infer_axis, parse_times
     from manymodels.train import group_spec
 
-    config = config_from_dict(yaml.safe_load(mm_config(data.parent, data, rounds, 1).read_text()), base_dir=data.parent)
+    # the settings mm runs with, read here without writing them over mm's config file
+    config = config_from_dict(mm_settings(data, rounds, 1), base_dir=data.parent)
     d = config.data
     frame = read_input(find_input_files(str(data)), text_columns=d.series_key, required=[]).drop_columns(list(d.drop_columns)).to_pandas()
     frame[d.target_column] = frame[d.target_column].astype(np.float64)
@@ -255,12 +259,12 @@ def prepare_reference(data: Path, rounds: int):
 
 def reference_group(train: pd.DataFrame, future: pd.DataFrame, spec) -> np.ndarray:
     """The modelling work of one group, as mm's kernels do it, without files or serialisation."""
-    from manymodels.kernels import _group_data, backtest_folds, describe_group
+    from manymodels.kernels import backtest_folds, describe_group, group_data
     from manymodels.models import default_lightgbm_params, fit_lightgbm, predict
 
     y = train[spec.target_column].to_numpy(dtype=np.float64)
     info = describe_group(train, spec)
-    data = _group_data(train, spec, info, y)
+    data = group_data(train, spec, info, y)
     transform = "log1p" if data.nonnegative else "none"
     params = {**default_lightgbm_params(int(np.sum(~np.isnan(y))), spec.seed), **spec.params}
     for fold_train, fold_test in backtest_folds(data, spec.horizon, 1):
@@ -272,7 +276,7 @@ def reference_group(train: pd.DataFrame, future: pd.DataFrame, spec) -> np.ndarr
     y_all = np.concatenate([y, np.full(len(future), np.nan)])
     known = np.zeros(len(frame), dtype=bool)
     known[: len(train)] = True
-    return predict(final, _group_data(frame, spec, info, y_all), known, np.arange(len(train), len(frame)))
+    return predict(final, group_data(frame, spec, info, y_all), known, np.arange(len(train), len(frame)))
 
 
 def _reference_chunk(indices: list[int]) -> list[tuple[int, np.ndarray]]:
