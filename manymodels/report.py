@@ -406,7 +406,7 @@ def _summary(store, manifest, train_record, forecast_record, train, forecast, du
             **_run_facts(train_record),
             "winners": train_record.get("winners") or {},
             "median_backtest": {m: v for m, v in medians.items() if v is not None},
-            "tuned": sum(1 for t, s in zip(_column(train, "tuning"), status) if t == "tuned" and s == "trained"),
+            "tuned": sum(1 for n, s in zip(_column(train, "n_trials"), status) if s == "trained" and (n or 0) > 0),
             "training_seconds": {"total": round(sum(seconds), 3), "median": _round_scalar(float(np.median(seconds))) if seconds else None},
         }
     if forecast_record:

@@ -283,7 +283,7 @@ class _Summary:
         ok = r["status"] in ("trained", "reused")
         if r.get("decision") != "not selected: kept":
             self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
-        if r["status"] == "trained" and r.get("tuning") == "tuned":
+        if r["status"] == "trained" and (r.get("n_trials") or 0) > 0:  # searched now, not a stored decision
             self.tuned += 1
         if ok and r.get("model"):
             self.winners[r["model"]] = self.winners.get(r["model"], 0) + 1

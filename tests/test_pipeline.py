@@ -175,3 +175,16 @@ def test_retune_policy_and_time_budgets_do_not_invalidate_models(tmp_path: Path,
     assert mm.train(weekly).reused == 6
     changed = config.with_overrides(["train.automl.n_trials=3"])
     assert mm.train(changed).trained == 6
+
+
+def test_train_counts_the_groups_it_tuned_and_refits_stored_decisions(tmp_path: Path, oj_config):
+    _, config = oj_config
+    tuned = config.with_overrides(["train.automl.enabled=true", "train.automl.n_trials=2", "train.automl.folds=2", "train.num_boost_round=20"])
+    mm.split(tuned)
+    first = mm.train(tuned)
+    assert first.trained == 6 and first.tuned == 6
+    # another seed refits every group, but with the decisions stored (retune: if_changed)
+    nightly = mm.train(tuned.with_overrides(["train.seed=1"]))
+    assert nightly.trained == 6 and nightly.tuned == 0
+    weekly = mm.train(tuned.with_overrides(["train.seed=2", "train.automl.retune=always"]))
+    assert weekly.trained == 6 and weekly.tuned == 6
