@@ -72,20 +72,23 @@ def round_input(prepared: pd.DataFrame, end: int, out_dir: Path) -> Path:
     return path
 
 
-def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str) -> tuple[float, int, int]:
+def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str) -> tuple[float, int, int, dict[str, int]]:
+    """MAPE, scored rows, rows without a prediction, and per quantile column how many actuals fell below it."""
     truth = prepared[prepared["week"].isin([end + 2, end + 3])][["store", "brand", "week", "units"]]
-    pred = pd.read_csv(forecast_csv, usecols=["store", "brand", "week", prediction])
+    quantiles = [c for c in pd.read_csv(forecast_csv, nrows=0).columns if c.startswith(f"{prediction}_q")]
+    pred = pd.read_csv(forecast_csv, usecols=["store", "brand", "week", prediction, *quantiles])
     joined = truth.merge(pred, on=["store", "brand", "week"], how="left")
     missing = int(joined[prediction].isna().sum())
     ape = np.abs(joined[prediction] - joined["units"]) / joined["units"]
-    return float(100 * ape.mean()), len(joined), missing
+    below = {q: int((joined["units"] <= joined[q]).sum()) for q in quantiles}
+    return float(100 * ape.mean()), len(joined), missing, below
 
 
 def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: Path, rounds: list[int], jobs: int | None, quiet: bool) -> dict:
     store_dir = out_dir / f"store_{name}"
     if store_dir.exists():
         shutil.rmtree(store_dir)
-    apes, rows, missing, per_round = [], 0, 0, []
+    apes, rows, missing, per_round, below = [], 0, 0, [], {}
     wall = 0.0
     for r in rounds:
         end = ROUND_ENDS[r - 1]
@@ -99,13 +102,17 @@ def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: P
         result = mm.run(config, Terminal(quiet=quiet), jobs=jobs)
         elapsed = time.perf_counter() - started
         wall += elapsed
-        mape, n, miss = score(prepared, Path(result.forecast.output), end, config.forecast.prediction_column)
+        mape, n, miss, under = score(prepared, Path(result.forecast.output), end, config.forecast.prediction_column)
+        for q, count in under.items():
+            below[q] = below.get(q, 0) + count
         per_round.append({"round": r, "mape": mape, "rows": n, "seconds": elapsed, "trained": result.train.trained, "tuned": result.train.tuned, "failed": result.train.failed, "winners": result.train.winners})
         apes.append(mape * n)
         rows += n
         missing += miss
         print(f"  {name:<12} round {r:2d} (train to week {end}): MAPE {mape:6.2f}%  rows {n:5d}  {elapsed:6.1f}s  tuned {result.train.tuned:4d}  winners {result.train.winners}", flush=True)
-    return {"name": name, "mape": sum(apes) / rows, "rows": rows, "missing": missing, "seconds": wall, "rounds": per_round}
+    # a quantile q is calibrated when about q of the actuals fall at or below it
+    coverage = {q: round(count / rows, 3) for q, count in below.items()}
+    return {"name": name, "mape": sum(apes) / rows, "rows": rows, "missing": missing, "seconds": wall, "coverage": coverage, "rounds": per_round}
 
 
 def base_config(path: Path) -> dict:
@@ -162,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     for res in results:
         pub = f"{res['published']:.2f}" if "published" in res else ""
         print(f"{res['name']:<14}{res['mape']:9.2f}{pub:>11}{res['rows']:8d}{res['missing']:9d}{res['seconds']:9.1f}{res['seconds'] / 625:16.2f}")
+        if res.get("coverage"):
+            print(" " * 14 + "  share of actuals at or below each quantile: " + ", ".join(f"{q} {v:.3f}" for q, v in res["coverage"].items()))
     print(f"(best published: single global LightGBM {PUBLISHED['lightgbm_global']}% in 625 s on a 2-vCPU VM)")
     summary = args.out / "summary.json"
     summary.write_text(json.dumps(results, indent=1, default=str))
