@@ -5,7 +5,10 @@ same way. Reading is columnar (pyarrow), never row by row, and streamed:
 ``iter_file_batches`` yields a file in record batches (CSV blocks of
 ``CSV_BLOCK_BYTES``, Parquet batches of ``PARQUET_BATCH_ROWS``), so a table
 larger than memory can be split. Group and series columns of CSV files are read
-as text, so identifiers such as ``007`` keep their exact spelling.
+as text, so identifiers such as ``007`` keep their exact spelling. In a CSV
+text column only an empty cell is missing: ``NA``, ``null`` or ``nan`` stay
+the text they are (a region called ``NA`` is a group, not a hole); numeric
+columns keep pyarrow's usual missing markers (``NA``, ``NaN``, ``null``...).
 
 CSV column types are inferred from the first block. If a later block does not
 fit them (a column of integers that turns to decimals after 300,000 rows),
@@ -129,7 +132,7 @@ def iter_file_batches(path: str, text_columns: Sequence[str], required: Sequence
         if first:
             _check_columns(path, table, required)
             first = False
-        yield _as_text(table, text_columns)
+        yield _as_text(table, text_columns, csv=_is_csv(path))
 
 
 def _open_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
@@ -153,7 +156,7 @@ def _csv_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
     parse = pacsv.ParseOptions(delimiter=_delimiter(path))
     types = dict(_convert_options(text_columns, header).column_types)
     for n, block in enumerate(_csv_blocks(path)):
-        table = pacsv.read_csv(pa.py_buffer(block), parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        table = pacsv.read_csv(pa.py_buffer(block), parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=types))
         if n == 0:
             # later blocks keep these types; a column still all empty keeps being inferred
             types.update({f.name: f.type for f in table.schema if not pa.types.is_null(f.type)})
@@ -185,7 +188,7 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
         raise _read_error(path, exc) from None
     _check_columns(path, table, required)
-    return _as_text(table, text_columns)
+    return _as_text(table, text_columns, csv=_is_csv(path))
 
 
 def _read_error(path: str, exc: BaseException) -> InputDataError:
@@ -211,10 +214,17 @@ def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:
         )
 
 
-def _as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.Table:
+def _as_text(table: pa.Table, text_columns: Sequence[str], csv: bool = False) -> pa.Table:
     for column in text_columns:
         if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
             table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(pa.string()))
+    if csv:  # CSV has no null: an empty cell is the missing value of a text column
+        import pyarrow.compute as pc
+
+        for i, f in enumerate(table.schema):
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+                column = table.column(i)
+                table = table.set_column(i, f.name, pc.if_else(pc.equal(column, ""), pa.scalar(None, f.type), column))
     return table
 
 
@@ -247,7 +257,7 @@ def _delimiter(path: str) -> str:
 
 def _convert_options(text_columns: Sequence[str], header: list[str]) -> pacsv.ConvertOptions:
     types = {c: pa.string() for c in text_columns if c in header}
-    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    return pacsv.ConvertOptions(column_types=types)
 
 
 def _csv_header(path: str) -> list[str]:
