@@ -207,11 +207,16 @@ def _read_error(path: str, exc: BaseException) -> InputDataError:
 def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:
     missing = [c for c in required if c not in table.column_names]
     if missing:
-        hints = "; ".join(f"{c!r}:{did_you_mean(c, table.column_names) or ' no similar column'}" for c in missing)
-        raise InputDataError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(table.column_names)}).",
-            f"fix the column names in the config or the file. {hints}",
-        )
+        raise missing_columns_error(path, missing, table.column_names)
+
+
+def missing_columns_error(where: str, missing: Sequence[str], present: Sequence[str]) -> InputDataError:
+    """'missing column(s)', listing what the file has and the closest name to each missing one."""
+    hints = "; ".join(f"{c!r}:{did_you_mean(c, present) or ' no similar column'}" for c in missing)
+    return InputDataError(
+        f"{where}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(map(str, present))}).",
+        f"fix the column names in the config or the file. {hints}",
+    )
 
 
 def _as_text(table: pa.Table, text_columns: Sequence[str], csv: bool = False) -> pa.Table:

@@ -42,7 +42,7 @@ from .console import Terminal
 from .datastore import Datastore, group_label, release_memory
 from .errors import InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
-from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches
+from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
 from .runs import Run
 from .session import Session, open_session
 from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
@@ -251,6 +251,7 @@ class _Reading:
     schema: pa.Schema | None = None
     times: TimeSummary | None = None
     any_target: bool = False
+    target_column_seen: bool = False  # some file has the target column (a file of future rows may lack it)
     first_target: int | None = None  # int64 time values (see timeindex.time_values)
     last_target: int | None = None
     buckets: set[int] = field(default_factory=set)
@@ -263,6 +264,7 @@ class _Reading:
                 raise _mixed_times(source, self.times, other.times)
             self.times = other.times if self.times is None else self.times.merge(other.times)
         self.any_target |= other.any_target
+        self.target_column_seen |= other.target_column_seen
         self.first_target = _pick(min, self.first_target, other.first_target)
         self.last_target = _pick(max, self.last_target, other.last_target)
         self.buckets |= other.buckets
@@ -290,6 +292,9 @@ def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Read
         total.merge(part, files.label)
     if total.rows == 0:
         raise InputDataError(f"input {files.label} has a header but no rows", "check that the export wrote data")
+    if not total.target_column_seen:
+        present = [c for c in (total.schema.names if total.schema else []) if c != config.data.target_column]  # but the one added
+        raise missing_columns_error(files.label, [config.data.target_column], present)
     problems.raise_first()
     return total
 
@@ -304,8 +309,10 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
         if frame.empty:
             continue
         if d.target_column not in frame.columns:
-            # a table of future rows only (no target yet) is allowed
+            # a table of future rows only (no target yet) is allowed, if another file has the target
             frame[d.target_column] = np.nan
+        else:
+            part.target_column_seen = True
         part.rows += len(frame)
         if not _check_values(config, frame, problems):
             continue

@@ -101,6 +101,7 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
             )
         bad = parsed.isna() & text.notna()
         if bad.any():
+            _raise_if_mixed_zones(parsed, text, bad, column, source)
             raise InputDataError(
                 f"{source}: {int(bad.sum())} value(s) of time column {column!r} are not dates: {examples(text[bad].unique())}",
                 "fix those rows, or set data.time_format (e.g. '%Y-%m-%d') if the format is unusual",
@@ -112,6 +113,26 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
             "every row needs a time value; remove or fill those rows",
         )
     return parsed
+
+
+def _raise_if_mixed_zones(parsed: pd.Series, text: pd.Series, bad: pd.Series, column: str, source: str) -> None:
+    """Values that are dates on their own but not beside the others: some carry a time zone, some do not."""
+    good = text[parsed.notna()]
+    if good.empty:
+        return
+    aware = getattr(parsed.dtype, "tz", None) is not None
+    for value in text[bad].unique()[:50]:
+        try:
+            stamp = pd.Timestamp(str(value))
+        except (ValueError, TypeError):
+            continue
+        if stamp is not pd.NaT and (stamp.tzinfo is not None) != aware:
+            with_zone, without = (good.iloc[0], value) if aware else (value, good.iloc[0])
+            raise InputDataError(
+                f"{source}: time column {column!r} mixes times with a time zone or UTC offset ({str(with_zone)!r}) "
+                f"and times without one ({str(without)!r})",
+                "write every time the same way: all with their UTC offset, all in UTC, or all as local times without an offset",
+            )
 
 
 def infer_axis(times: pd.Series, series_ids: np.ndarray, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
@@ -177,10 +198,16 @@ class TimeSummary:
             axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source)
         bad = axis.off_grid(times)
         if bad.any():
+            hint = "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency"
+            if self.tz is not None:
+                hint += (
+                    f"; the times carry time zones or UTC offsets and were compared in {self.tz}: if the offset changes "
+                    "during the year (daylight saving), write them as local times without an offset"
+                )
             raise InputDataError(
                 f"{source}: {int(self.counts[bad].sum())} time value(s) in {column!r} are off the {axis.label} grid "
                 f"(irregular frequency): {examples(pd.Series(times[bad]).astype(str).unique())}",
-                "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency",
+                hint,
             )
         return axis
 
