@@ -272,20 +272,38 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader: plain data only, never objects
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", "check indentation and quoting around that line") from None
+        hint = "keep one of the two (YAML would silently use the last)" if "appears twice" in problem else "check indentation and quoting around that line"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", hint) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}")
     raw = apply_overrides(raw, overrides or [])
     return _validate(raw, str(path), base_dir=path.resolve().parent, source=str(path))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<: *defaults' may be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in the same section (first at line {seen[key].start_mark.line + 1})", key_node.start_mark
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", overrides: list[str] | None = None) -> Config:
