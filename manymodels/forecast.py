@@ -181,6 +181,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                     yield r
 
         tally = _write_output(store, forecasts(), context)
+    store.mark_split_damaged(sum(f["reason"] == "partition_missing" for f in failures))
     status = "partial" if counts["failed"] or counts["no_model"] else "completed"
     result = ForecastResult(
         run_id=run.id,

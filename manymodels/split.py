@@ -100,7 +100,12 @@ def _split(s: Session) -> SplitResult:
     config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
-    intact = previous is not None and previous.get("fingerprint") == cache.fingerprint(parts) and store.has_split_groups()
+    intact = (
+        previous is not None
+        and previous.get("fingerprint") == cache.fingerprint(parts)
+        and store.has_split_groups()
+        and not previous.get("damaged")  # train or forecast found partitions missing
+    )
     decision = cache.decide(
         previous and {"fingerprint": previous.get("fingerprint"), "parts": previous.get("parts")},
         parts,

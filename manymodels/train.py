@@ -184,7 +184,7 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
                 bool(version)
                 and prev.get("status") in ("trained", "reused")
                 and prev.get("fingerprint") == cache.fingerprint(parts)
-                and store.has_model(g["key"], int(version))
+                and store.has_model(g["key"], int(version), booster=prev.get("model") in ("lightgbm", "ensemble"))
             )
             decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
             if decision.reuse:
@@ -278,6 +278,7 @@ class _Summary:
         self.winners: dict[str, int] = {}
         self.metrics = {m: array("d") for m in ("mape", "smape", "wape")}
         self.failures: list[dict] = []
+        self.partitions_missing = 0
 
     def add(self, r: dict) -> None:
         ok = r["status"] in ("trained", "reused")
@@ -294,6 +295,7 @@ class _Summary:
                     values.append(v)
         if r["status"] == "failed":
             self.failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
+            self.partitions_missing += r.get("reason") == "partition_missing"
 
     def medians(self) -> dict[str, float]:
         return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
@@ -316,6 +318,7 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
                 chunk, header = [], False
         if chunk or header:
             training_output(chunk, config).to_csv(f, index=False, header=header)
+    store.mark_split_damaged(summary.partitions_missing)
     status = "partial" if summary.counts["failed"] else "completed"
     result = TrainResult(
         run_id=run.id,
