@@ -515,6 +515,11 @@ class Datastore:
     def entry_size(self, rel: str) -> int:
         return self.files.size(rel)
 
+    def check_removable(self, rel: str) -> None:
+        """Raise unless ``rel`` can be removed without touching anything outside the datastore."""
+        if self.is_folder:
+            self.assert_inside(self.root / rel)
+
     def remove_entry(self, rel: str) -> None:
         """Delete ``rel`` (inside the datastore) without following symlinks out of it."""
         if not self.is_folder:
@@ -891,7 +896,10 @@ class Datastore:
         root = self.root.resolve()
         parent = path.parent.resolve()  # the entry itself may be a symlink; its folder must be ours
         if parent != root and root not in parent.parents:
-            raise MMError(f"refusing to touch {path}: it is outside the datastore {root}")
+            raise MMError(
+                f"refusing to touch {path}: it is outside the datastore {root} (through a symlink)",
+                "nothing was removed; remove that symlink, or the files it leads to, yourself",
+            )
 
 
 def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:

@@ -72,6 +72,7 @@ class SplitResult:
     rows_missing_target: int = 0
     rows_not_used: int = 0
     groups_written: int = 0
+    inference_missing_known_future: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -142,7 +143,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
     d = config.data
     scratch = store.scratch(run_id, "buckets")
     reading = _read_into_buckets(s, files, scratch, _bucket_count(files, s.workers))
-    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout)
+    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout, known_future=tuple(d.known_future_columns))
     context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
     buckets = sorted(reading.buckets)
     scans = _on_buckets(s, split_scan_batch, context, buckets, None)
@@ -157,6 +158,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
         store.remove_partition("train", key)
         store.remove_partition("inference", key)
     summary = _summary(written, times, axis, cutoff_text)
+    summary["warnings"] = reading.warnings + summary["warnings"]
     return {
         "run_id": run_id,
         "axis": axis.to_dict(),
@@ -208,6 +210,29 @@ class _Problems:
         self.order = [f"empty:{c}" for c in d.series_key] + ["target_text", "target_inf"]
         self.order += [f"exog_inf:{c}" for c in d.known_future_columns] + ["time"]
         self.found: dict[str, dict] = {}
+        self.text_columns: dict[str, dict] = {}  # known-future columns read as text: how many values look numeric
+
+    def note_text_column(self, column: str, values: pd.Series) -> None:
+        """A known-future column that came as text: count the values that look like numbers."""
+        values = values.dropna().astype(str)
+        plain = pd.to_numeric(values, errors="coerce").notna()
+        comma = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce").notna()
+        entry = self.text_columns.setdefault(column, {"numeric": 0, "other": 0, "values": []})
+        entry["numeric"] += int(comma.sum())
+        entry["other"] += int((~comma).sum())
+        for v in values[~plain].unique()[:6]:
+            if v not in entry["values"] and len(entry["values"]) < 6:
+                entry["values"].append(v)
+
+    def warnings(self) -> list[str]:
+        out = []
+        for column, e in self.text_columns.items():
+            if e["numeric"] and e["numeric"] >= e["other"]:
+                out.append(
+                    f"known-future column {column!r} is mostly numbers but is used as categories (text), because of value(s) "
+                    f"such as {examples(e['values'])}; if it is numeric, fix those values (use '.' for decimals; leave unknown cells empty)"
+                )
+        return out
 
     def add(self, kind: str, count: int = 0, values=(), error: InputDataError | None = None) -> None:
         entry = self.found.setdefault(kind, {"count": 0, "values": [], "error": error})
@@ -217,11 +242,12 @@ class _Problems:
     def __bool__(self) -> bool:
         return bool(self.found)
 
-    def snapshot(self) -> dict:
-        return {k: {**v, "values": list(v["values"])} for k, v in self.found.items()}
+    def snapshot(self) -> tuple[dict, dict]:
+        copy = lambda d: {k: {**v, "values": list(v["values"])} for k, v in d.items()}  # noqa: E731
+        return copy(self.found), copy(self.text_columns)
 
-    def restore(self, snapshot: dict) -> None:
-        self.found = snapshot
+    def restore(self, snapshot: tuple[dict, dict]) -> None:
+        self.found, self.text_columns = snapshot
 
     def raise_first(self) -> None:
         for kind in self.order:
@@ -260,6 +286,7 @@ class _Reading:
     first_target: int | None = None  # int64 time values (see timeindex.time_values)
     last_target: int | None = None
     buckets: set[int] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: _Reading, source: str) -> None:
         self.rows += other.rows
@@ -301,6 +328,7 @@ def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Read
         present = [c for c in (total.schema.names if total.schema else []) if c != config.data.target_column]  # but the one added
         raise missing_columns_error(files.label, [config.data.target_column], present)
     problems.raise_first()
+    total.warnings = problems.warnings()
     return total
 
 
@@ -366,6 +394,8 @@ def _check_values(config: Config, frame: pd.DataFrame, problems: _Problems) -> b
             if np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
                 problems.add(f"exog_inf:{column}")
                 ok = False
+        else:
+            problems.note_text_column(column, values)
     return ok
 
 
@@ -536,9 +566,22 @@ def _vanished(previous: pa.ChunkedArray | None, current: pa.ChunkedArray) -> lis
 
 def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str) -> dict:
     total = {k: sum(r[k] for r in written) for k in ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "groups_written")}
+    missing_kf: dict[str, int] = {}
+    for r in written:
+        for column, n in r.get("inference_missing_known_future", {}).items():
+            missing_kf[column] = missing_kf.get(column, 0) + n
+    total["inference_missing_known_future"] = missing_kf
     warnings = []
     if total["rows_missing_target"]:
-        warnings.append(f"{total['rows_missing_target']} row(s) at or before the cutoff have no target; they are gaps in training")
+        warnings.append(
+            f"{total['rows_missing_target']} row(s) at or before the cutoff ({cutoff_text}) have no target: they are gaps in training "
+            "and are not forecast (rows to forecast come after the cutoff)"
+        )
+    for column, n in missing_kf.items():
+        warnings.append(
+            f"{n} inference row(s) have no value in known-future column {column!r}: they are forecast as if it were unknown "
+            "(LightGBM treats it as missing, the linear model uses its training mean); fill in the planned values"
+        )
     if total["rows_not_used"]:
         warnings.append(f"{total['rows_not_used']} row(s) after the holdout window are not used")
     if total["n_inference_rows"] == 0:

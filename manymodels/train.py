@@ -24,7 +24,7 @@ from .automl import search_space_fingerprint
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
+from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
@@ -140,6 +140,8 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
     config, store = s.config, s.store
     started = time.perf_counter()
     manifest = load_split(store, config, s.terminal)
+    if not group_specs and not retry_failed:
+        _check_some_group_is_long_enough(store, config)
     config_fp = config.section_fingerprint(*cache.TRAIN_SECTIONS)
     with Spool(store.local_scratch()) as spool:
         registry.train_state(store, spool)
@@ -150,6 +152,23 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
         _fit(s, spool, run, context, n_fit)
         return _finish(s, run, spool, selected, time.perf_counter() - started)
+
+
+def _check_some_group_is_long_enough(store: Datastore, config: Config) -> None:
+    """Every group shorter than train.min_history is a config or input problem, not N group failures:
+    refuse before anything (training_output.csv, the registry) changes."""
+    longest, n = 0, 0
+    for batch in store.iter_split_groups(columns=["n_train_periods"]):
+        column = batch.column(0).to_numpy(zero_copy_only=False)
+        n += len(column)
+        longest = max(longest, int(column.max()) if len(column) else 0)
+    need = config.train.min_history
+    if n and longest < need:
+        raise InputDataError(
+            f"no group has train.min_history = {need} periods of history: the longest of the {n:,} groups has {longest}",
+            "lower train.min_history (and train.horizon / train.automl.folds with it), or give the groups more history "
+            "(check split.train_end and split.holdout)",
+        )
 
 
 def _deadline(config: Config) -> float | None:
