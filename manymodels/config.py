@@ -284,7 +284,10 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}",
+            "write 'key: value' lines, as in configs/oj_sales.yaml and README 'Config reference'",
+        )
     raw = apply_overrides(raw, overrides or [])
     return _validate(raw, str(path), base_dir=path.resolve().parent, source=str(path))
 

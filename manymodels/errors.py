@@ -84,7 +84,7 @@ def from_os_error(exc: OSError) -> MMError:
             "finished are kept, and every output it could not write is still the previous, complete one"
         )
     elif exc.errno in (errno.EACCES, errno.EPERM):
-        hint = "check the permissions of that path (mm needs to write inside the datastore)"
+        hint = "check the permissions of that path: mm reads the input files and writes inside the datastore"
     elif exc.errno == errno.EROFS:
         hint = "the file system is read-only; point 'datastore' at a writable folder"
     else:

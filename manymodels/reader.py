@@ -22,6 +22,7 @@ from __future__ import annotations
 import glob as globlib
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,7 +126,7 @@ def iter_file_batches(path: str, text_columns: Sequence[str], required: Sequence
             if first:
                 raise _read_error(path, exc) from None
             raise TypesChanged(str(exc).splitlines()[0]) from None
-        except (FileNotFoundError, PermissionError, OSError) as exc:
+        except (OSError, EOFError, zlib.error, UnicodeError) as exc:  # gone, forbidden, cut short, not text
             raise _read_error(path, exc) from None
         if table is None:
             return
@@ -185,7 +186,7 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
             table = _read_csv(path, text_columns)
         else:
             table = pq.read_table(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, UnicodeError) as exc:
         raise _read_error(path, exc) from None
     _check_columns(path, table, required)
     return _as_text(table, text_columns, csv=_is_csv(path))
