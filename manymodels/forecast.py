@@ -169,7 +169,8 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     store = s.store
     counts = {k: 0 for k in ("forecast", "reused", "failed", "no_model")}
     failures: list[dict] = []
-    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
+    # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
+    with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         def forecasts():
             """The rows in group order, tallied and stored on the way, that have a forecast."""
             for r in spool.rows("rows"):
@@ -180,7 +181,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                 else:
                     yield r
 
-        tally = _write_output(store, forecasts(), context)
+        tally = _write_output(store, f, forecasts(), context)
     store.mark_split_damaged(sum(f["reason"] == "partition_missing" for f in failures))
     status = "partial" if counts["failed"] or counts["no_model"] else "completed"
     result = ForecastResult(
@@ -208,38 +209,37 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
 CHUNK_ROWS = 10_000  # rows of forecasting_output.csv written at a time (~6 MB of tables)
 
 
-def _write_output(store: Datastore, rows, context: ForecastContext) -> Tally:
-    """Concatenate the groups' forecasts into one CSV (in chunks, published atomically),
-    measuring accuracy against any actuals on the way."""
+def _write_output(store: Datastore, f, rows, context: ForecastContext) -> Tally:
+    """Concatenate the groups' forecasts into one CSV ``f`` (in chunks; the caller publishes it
+    atomically), measuring accuracy against any actuals on the way."""
     axis = context.spec.time_axis
     daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
     date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
     header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
     tally = Tally(context)
-    with store.output_file(FORECASTING_OUTPUT) as f:
-        chunk: list[pa.Table] = []
-        size = 0
+    chunk: list[pa.Table] = []
+    size = 0
 
-        def flush() -> None:
-            nonlocal chunk, size
-            if not chunk:
-                return
-            frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
-            frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
-            tally.rows += len(frame)
-            chunk, size = [], 0
-            release_memory()
+    def flush() -> None:
+        nonlocal chunk, size
+        if not chunk:
+            return
+        frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
+        frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
+        tally.rows += len(frame)
+        chunk, size = [], 0
+        release_memory()
 
-        for r in rows:
-            table = store.read_forecast(r["key"], r["fingerprint"])
-            tally.add(r["label"], table)
-            chunk.append(table)
-            size += table.num_rows
-            if size >= CHUNK_ROWS:
-                flush()
-        flush()
-        if tally.rows == 0:
-            f.write(",".join(header) + "\n")
+    for r in rows:
+        table = store.read_forecast(r["key"], r["fingerprint"])
+        tally.add(r["label"], table)
+        chunk.append(table)
+        size += table.num_rows
+        if size >= CHUNK_ROWS:
+            flush()
+    flush()
+    if tally.rows == 0:
+        f.write(",".join(header) + "\n")
     return tally
 
 

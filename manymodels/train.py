@@ -325,7 +325,8 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
     store, config = s.store, s.config
     summary = _Summary()
     out_path = store.output_path(TRAINING_OUTPUT)
-    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups, store.output_file(TRAINING_OUTPUT) as f:
+    # the run's groups table is published before training_output.csv: a failure writing either keeps the previous output
+    with store.output_file(TRAINING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         chunk: list[dict] = []
         header = True
         for r in spool.rows("rows"):
