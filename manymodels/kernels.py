@@ -152,6 +152,8 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
         raise GroupFailure("too_short", f"too_short: {n_periods} periods with a target, train.min_history is {spec.min_history}")
+    if np.sum(~np.isnan(y)) < 2 and not spec.automl.get("enabled"):  # bagging would leave LightGBM no row at all
+        raise GroupFailure("too_short", f"too_short: 1 row with a target; LightGBM needs at least 2 (train.min_history is {spec.min_history})")
     info = describe_group(frame, spec)
     data = group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
@@ -254,6 +256,8 @@ def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
             continue  # no season length known: nothing to be seasonal about
         if kind in ("linear", "ensemble") and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
             continue  # nothing for a linear model to use but intercepts (that is 'mean')
+        if kind in ("lightgbm", "ensemble") and np.sum(~np.isnan(data.panel.y)) < 2:
+            continue  # one row: LightGBM has nothing to split (and bagging leaves it no row at all)
         out.append(kind)
     return out or ["naive"]
 

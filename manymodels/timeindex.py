@@ -100,8 +100,17 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
                 "convert the times to one time zone (or to UTC) before running mm",
             )
         bad = parsed.isna() & text.notna()
+        if bad.any() and time_format is None:
+            # pandas takes the format of the first value; ISO dates with and without a time of day mix fine
+            try:
+                iso = pd.to_datetime(text, format="ISO8601", errors="coerce")
+            except (ValueError, TypeError):
+                iso = None
+            if iso is not None and iso.dtype != object and int((iso.isna() & text.notna()).sum()) < int(bad.sum()):
+                parsed, bad = iso, iso.isna() & text.notna()
         if bad.any():
             _raise_if_mixed_zones(parsed, text, bad, column, source)
+            _raise_if_mixed_formats(parsed, text, bad, column, source)
             raise InputDataError(
                 f"{source}: {int(bad.sum())} value(s) of time column {column!r} are not dates: {examples(text[bad].unique())}",
                 "fix those rows, or set data.time_format (e.g. '%Y-%m-%d') if the format is unusual",
@@ -133,6 +142,26 @@ def _raise_if_mixed_zones(parsed: pd.Series, text: pd.Series, bad: pd.Series, co
                 f"and times without one ({str(without)!r})",
                 "write every time the same way: all with their UTC offset, all in UTC, or all as local times without an offset",
             )
+
+
+def _raise_if_mixed_formats(parsed: pd.Series, text: pd.Series, bad: pd.Series, column: str, source: str) -> None:
+    """Values that are dates on their own, written in another format than the first one."""
+    good = text[parsed.notna()]
+    if good.empty:
+        return
+    dates = []
+    for value in text[bad].unique()[:20]:
+        try:
+            if pd.Timestamp(str(value)) is not pd.NaT:
+                dates.append(value)
+        except (ValueError, TypeError):
+            continue
+    if dates:
+        raise InputDataError(
+            f"{source}: {int(bad.sum())} value(s) of time column {column!r} are written in another format than "
+            f"the others (e.g. {str(good.iloc[0])!r}): {examples(dates)}",
+            "write every time in one format, or set data.time_format (e.g. '%d/%m/%Y') to the format of the values",
+        )
 
 
 def infer_axis(times: pd.Series, series_ids: np.ndarray, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
@@ -193,9 +222,9 @@ class TimeSummary:
             offset = int(self.times.min() % step) if len(self.times) else 0
             return TimeAxis("int", step, offset, "int" if step == 1 else f"int/{step}", season_length)
         if frequency:
-            axis = _axis_from_alias(frequency, times, season_length)
+            axis = _axis_from_alias(frequency, times, season_length, self.counts)
         else:
-            axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source)
+            axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source, self.counts)
         bad = axis.off_grid(times)
         if bad.any():
             hint = "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency"
@@ -270,7 +299,17 @@ def format_time(value, axis: TimeAxis) -> str:
 
 # -- helpers -----------------------------------------------------------------
 
-def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+def _phase(ns: np.ndarray, step: int, counts: np.ndarray | None) -> int:
+    """Where the grid is anchored: the offset (time mod step) most rows share, so one odd time
+    is reported as off the grid, not every time but it."""
+    if not len(ns):
+        return 0
+    phases, inverse = np.unique(ns % step, return_inverse=True)
+    weights = np.bincount(inverse, weights=counts if counts is not None and len(counts) == len(ns) else None)
+    return int(phases[np.argmax(weights)])
+
+
+def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.ndarray, season_length: int | None, column: str, source: str, counts: np.ndarray | None = None) -> TimeAxis:
     """The most common step between consecutive times of a series decides the frequency."""
     ns = _as_ns(times)
     if len(diffs) == 0:
@@ -287,11 +326,12 @@ def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.nd
     if 365 <= days <= 366:
         return _month_axis(times, 12, season_length)
     step = mode
-    offset = int(ns.min() % step)
-    return TimeAxis("fixed", step, offset, _fixed_label(step, ns.min()), season_length or _DEFAULT_SEASON.get(step))
+    offset = _phase(ns, step, counts)
+    anchor = int(ns[ns % step == offset].min())
+    return TimeAxis("fixed", step, offset, _fixed_label(step, anchor), season_length or _DEFAULT_SEASON.get(step))
 
 
-def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None) -> TimeAxis:
+def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None, counts: np.ndarray | None = None) -> TimeAxis:
     from pandas.tseries.frequencies import to_offset
 
     try:
@@ -317,7 +357,7 @@ def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None
 
             raise ConfigError(f"data.frequency: {frequency!r} has no fixed length (business days are not supported)", "use a fixed frequency such as D or W-MON") from None
     ns = _as_ns(times)
-    return TimeAxis("fixed", step, int(ns.min() % step) if len(ns) else 0, frequency, season_length or _DEFAULT_SEASON.get(step))
+    return TimeAxis("fixed", step, _phase(ns, step, counts), frequency, season_length or _DEFAULT_SEASON.get(step))
 
 
 def _month_axis(times: pd.Series, months: int, season_length: int | None, end: bool | None = None) -> TimeAxis:
