@@ -55,11 +55,16 @@ class InputFiles:
         return self.paths[0] if len(self.paths) == 1 else f"{self.spec} ({len(self.paths)} files)"
 
 
-def find_input_files(path: str | Sequence[str]) -> InputFiles:
+def find_input_files(path: str | Sequence[str], exclude: str | os.PathLike | None = None) -> InputFiles:
+    """The input files; none under ``exclude`` (the datastore: a folder input that holds it
+    must not read mm's own partitions and outputs back as input)."""
     specs = [path] if isinstance(path, str) else list(path)
     found: list[str] = []
     for spec in specs:
         found.extend(_expand(spec))
+    if exclude is not None:
+        inside = Path(exclude).resolve()
+        found = [p for p in found if not Path(p).resolve().is_relative_to(inside)]
     label = ", ".join(specs)
     if not found:
         raise InputDataError(
@@ -272,7 +277,16 @@ def _csv_header(path: str) -> list[str]:
         first = f.readline()
     if not first.strip():
         raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
-    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(_delimiter(path))]
+    delimiter = _delimiter(path)
+    if delimiter not in first:
+        for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"), (",", "commas")):
+            if other != delimiter and other in first:
+                raise InputDataError(
+                    f"input file {path} separates its columns with {name}, but a {'.tsv' if delimiter == chr(9) else '.csv'} file is read "
+                    f"with {'tabs' if delimiter == chr(9) else 'commas'} (header: {first.strip()[:80]!r})",
+                    "save it comma-separated as .csv (decimals with '.'), or tab-separated as .tsv, or as Parquet",
+                )
+    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(delimiter)]
 
 
 def input_state(files: InputFiles) -> list[tuple[str, int, int]]:

@@ -97,7 +97,7 @@ def split(
 
 def _split(s: Session) -> SplitResult:
     config, store, terminal = s.config, s.store, s.terminal
-    files = find_input_files(config.data.path)
+    files = find_input_files(config.data.path, exclude=store.root if store.is_folder else None)
     config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
@@ -279,6 +279,7 @@ class _Reading:
     """What pass 1 learnt about the whole input."""
 
     rows: int = 0
+    blank_rows: int = 0  # rows with every cell empty: skipped
     schema: pa.Schema | None = None
     times: TimeSummary | None = None
     any_target: bool = False
@@ -290,6 +291,7 @@ class _Reading:
 
     def merge(self, other: _Reading, source: str) -> None:
         self.rows += other.rows
+        self.blank_rows += other.blank_rows
         self.schema = _unify(self.schema, other.schema, source)
         if other.times is not None:
             if self.times is not None and (self.times.kind, str(self.times.tz)) != (other.times.kind, str(other.times.tz)):
@@ -329,6 +331,8 @@ def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Read
         raise missing_columns_error(files.label, [config.data.target_column], present)
     problems.raise_first()
     total.warnings = problems.warnings()
+    if total.blank_rows:
+        total.warnings.append(f"{total.blank_rows} row(s) with every cell empty were skipped")
     return total
 
 
@@ -339,6 +343,10 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
     for number, table in enumerate(iter_file_batches(path, d.series_key, required, streamed)):
         table = table.drop_columns([c for c in d.drop_columns if c in table.column_names])
         frame = table.to_pandas()
+        blank = frame.isna().all(axis=1)
+        if blank.any():  # lines of nothing but separators (',,,' at the end of a spreadsheet export)
+            part.blank_rows += int(blank.sum())
+            frame = frame[~blank]
         if frame.empty:
             continue
         if d.target_column not in frame.columns:

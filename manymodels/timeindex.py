@@ -157,6 +157,13 @@ def _raise_if_mixed_formats(parsed: pd.Series, text: pd.Series, bad: pd.Series, 
         except (ValueError, TypeError):
             continue
     if dates:
+        day_first = pd.to_datetime(text, dayfirst=True, errors="coerce")
+        if day_first.notna().sum() == text.notna().sum():
+            raise InputDataError(
+                f"{source}: time column {column!r} holds day/month/year dates such as {str(dates[0])!r}, but "
+                f"{str(good.iloc[0])!r} reads as month/day/year: the order of day and month is ambiguous",
+                "set data.time_format: '%d/%m/%Y' (or the format your dates use)",
+            )
         raise InputDataError(
             f"{source}: {int(bad.sum())} value(s) of time column {column!r} are written in another format than "
             f"the others (e.g. {str(good.iloc[0])!r}): {examples(dates)}",

@@ -145,6 +145,18 @@ def _one_time_only(tmp: Path) -> Path:
     return small_config(tmp, "d.csv")
 
 
+def _semicolons(tmp: Path) -> Path:
+    (tmp / "d.csv").write_text(small_table().to_csv(index=False, sep=";", decimal=","))  # a European spreadsheet export
+    return small_config(tmp, "d.csv")
+
+
+def _day_month_swapped(tmp: Path) -> Path:
+    frame = small_table()
+    frame["t"] = pd.to_datetime(frame["t"]).dt.strftime("%d/%m/%Y")  # 07/01/2021 reads as July 1st
+    _csv(tmp, frame)
+    return small_config(tmp, "d.csv")
+
+
 def _duplicates(tmp: Path) -> Path:
     frame = small_table()
     _csv(tmp, pd.concat([frame, frame.iloc[[3]]]))
@@ -238,6 +250,8 @@ STOPS = {
     "daylight_saving": (_daylight_saving, "split", ["off the", "irregular frequency", "daylight saving"]),
     "irregular": (_irregular, "split", ["off the W-THU grid", "2021-02-27", "data.frequency"]),
     "one_time_only": (_one_time_only, "split", ["cannot infer the frequency", "data.frequency"]),
+    "semicolons": (_semicolons, "split", ["separates its columns with semicolons", "header: 'g;t;y;price'"]),
+    "day_month_swapped": (_day_month_swapped, "split", ["day/month/year dates such as '14/01/2021'", "data.time_format: '%d/%m/%Y'"]),
     "duplicates": (_duplicates, "split", ["2 rows share a (series, time)", "g=a at 2021-01-28", "aggregate"]),
     "empty_group": (_empty_group, "split", ["1 row(s) have an empty group/series column 'g'"]),
     "text_target": (_text_target, "split", ["target column 'y' has 1 non-numeric value(s): 'twelve'"]),
@@ -502,3 +516,23 @@ def test_json_mode_reports_errors_as_json(tmp_path: Path):
     assert done.returncode == 1
     document = json.loads(done.stdout)
     assert document["exit_code"] == 1 and "missing column(s) 'price'" in document["error"] and "Price_" in document["hint"]
+
+
+def test_blank_rows_are_skipped_with_a_warning(tmp_path: Path):
+    _csv(tmp_path, small_table())
+    with open(tmp_path / "d.csv", "a") as f:
+        f.write(",,,\n,,,\n")  # what a spreadsheet leaves after the data
+    config, result = _run(tmp_path)
+    assert result.exit_code == 0 and result.split.n_train_rows == 60
+    assert "2 row(s) with every cell empty were skipped" in result.split.warnings
+
+
+def test_an_input_folder_that_holds_the_datastore_never_reads_mm_s_own_files(tmp_path: Path):
+    (tmp_path / "data").mkdir()
+    _csv(tmp_path / "data", small_table(), "sales.csv")
+    path = small_config(tmp_path, "data", datastore="data/store")  # data.path: the folder the datastore is in
+    config = load_config(path)
+    first = mm.run(config)
+    assert first.exit_code == 0
+    again = mm.run(config, allow_reuse=False)  # data/store now holds CSV and Parquet outputs
+    assert again.exit_code == 0 and again.split.n_train_rows == first.split.n_train_rows == 60

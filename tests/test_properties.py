@@ -133,7 +133,7 @@ def _write(folder: Path, frame: pd.DataFrame, config: dict, fmt: str) -> Path:
     return path
 
 
-@settings(max_examples=int(os.environ.get("MM_PROPERTY_EXAMPLES", 30)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+@settings(max_examples=int(os.environ.get("MM_PROPERTY_EXAMPLES", 40)), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(cases())
 def test_any_small_table_and_config_succeeds_or_fails_cleanly_and_loses_no_row(case):
     frame, config, fmt = case
