@@ -207,6 +207,8 @@ def _read_error(path: str, exc: BaseException) -> InputDataError:
         return exc
     if "Empty CSV file" in text or "empty" in text.lower() and os.path.exists(path) and os.path.getsize(path) == 0:
         return InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
+    if "invalid UTF8" in text or isinstance(exc, UnicodeError):
+        return InputDataError(f"cannot read input file {path}: it is not UTF-8 text ({text})", "save it as UTF-8 (in Excel: 'CSV UTF-8')")
     return InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated")
 
 

@@ -145,6 +145,17 @@ def _one_time_only(tmp: Path) -> Path:
     return small_config(tmp, "d.csv")
 
 
+def _latin1_input(tmp: Path) -> Path:
+    (tmp / "d.csv").write_bytes(small_table(groups=("Müller", "Öl")).to_csv(index=False).encode("latin-1"))
+    return small_config(tmp, "d.csv")
+
+
+def _latin1_config(tmp: Path) -> Path:
+    path = tmp / "mm.yaml"
+    path.write_bytes(("# Prognose für Märkte\ndatastore: s\n" + GOOD_DATA).encode("latin-1"))
+    return path
+
+
 def _semicolons(tmp: Path) -> Path:
     (tmp / "d.csv").write_text(small_table().to_csv(index=False, sep=";", decimal=","))  # a European spreadsheet export
     return small_config(tmp, "d.csv")
@@ -250,6 +261,8 @@ STOPS = {
     "daylight_saving": (_daylight_saving, "split", ["off the", "irregular frequency", "daylight saving"]),
     "irregular": (_irregular, "split", ["off the W-THU grid", "2021-02-27", "data.frequency"]),
     "one_time_only": (_one_time_only, "split", ["cannot infer the frequency", "data.frequency"]),
+    "latin1_input": (_latin1_input, "split", ["it is not UTF-8 text", "save it as UTF-8"]),
+    "latin1_config": (_latin1_config, "split", ["is not UTF-8 text (line 1)"]),
     "semicolons": (_semicolons, "split", ["separates its columns with semicolons", "header: 'g;t;y;price'"]),
     "day_month_swapped": (_day_month_swapped, "split", ["day/month/year dates such as '14/01/2021'", "data.time_format: '%d/%m/%Y'"]),
     "duplicates": (_duplicates, "split", ["2 rows share a (series, time)", "g=a at 2021-01-28", "aggregate"]),
