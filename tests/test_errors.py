@@ -549,3 +549,13 @@ def test_an_input_folder_that_holds_the_datastore_never_reads_mm_s_own_files(tmp
     assert first.exit_code == 0
     again = mm.run(config, allow_reuse=False)  # data/store now holds CSV and Parquet outputs
     assert again.exit_code == 0 and again.split.n_train_rows == first.split.n_train_rows == 60
+
+
+def test_future_rows_may_come_in_their_own_file_without_the_target_column(tmp_path: Path):
+    frame = small_table()
+    _csv(tmp_path, frame[frame["y"].notna()], "history.csv")
+    _csv(tmp_path, frame[frame["y"].isna()].drop(columns=["y"]), "future.csv")  # planned prices, no sales column yet
+    config = load_config(small_config(tmp_path, ["history.csv", "future.csv"]))
+    result = mm.run(config)
+    assert result.exit_code == 0 and result.split.n_inference_rows == 4
+    assert len(_outputs(config)[1]) == 4

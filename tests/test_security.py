@@ -66,7 +66,7 @@ def test_group_values_are_data_never_paths_from_split_to_forecast(tmp_path: Path
 
 def test_group_values_select_exactly_their_group_on_the_command_line(tmp_path: Path):
     frame = _nasty_table()
-    frame = frame[frame["g"].isin(["../../etc", "a/b", "Case", "case"])]
+    frame = frame[frame["g"].isin(["../../etc", "a/b", "Case", "case", "NA"])]  # in a CSV: 'NA' is a group, not a hole
     frame.to_csv(tmp_path / "d.csv", index=False)
     path = small_config(tmp_path, "d.csv", train={"min_history": 5})
     assert run_cli("run", "-c", str(path), "-q").returncode == 0
@@ -75,8 +75,8 @@ def test_group_values_select_exactly_their_group_on_the_command_line(tmp_path: P
     done = run_cli("train", "-c", str(path), "--groups", "g=case", "--no-allow-reuse", "--json")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["trained"] == 1  # 'case' only, not 'Case'
-    training = pd.read_csv(tmp_path / "store" / "outputs" / "training_output.csv")
-    assert training.set_index("g")["model_version"].to_dict() == {"../../etc": 1, "Case": 1, "a/b": 1, "case": 2}
+    training = pd.read_csv(tmp_path / "store" / "outputs" / "training_output.csv", keep_default_na=False)
+    assert training.set_index("g")["model_version"].to_dict() == {"../../etc": 1, "Case": 1, "NA": 1, "a/b": 1, "case": 2}
 
 
 def test_clean_never_deletes_outside_the_datastore_even_through_symlinks(tmp_path: Path):
