@@ -33,7 +33,7 @@ from .tasks import STEP_COLUMN, ForecastContext, forecast_batch, forecast_crash
 from .train import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
-SPLIT_FIELDS = ["key", "label", "values", "n_inference", "train_hash", "inference_hash"]
+SPLIT_FIELDS = ["key", "label", "values", "n_train", "n_inference", "train_hash", "inference_hash"]
 
 # The run's groups table (mm runs show, and the next forecast run's explanations).
 GROUPS_SCHEMA = pa.schema(
@@ -144,7 +144,7 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
                 _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
                 continue
             s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
-            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}"})
+            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}", "n_train": int(g["n_train"])})
             to_run += 1
     return to_run
 
