@@ -243,6 +243,11 @@ class Config(_Section):
             )
         return self
 
+    def added_output_columns(self) -> list[str]:
+        """The columns mm adds to forecasting_output.csv: no input column may have one of these names."""
+        p = self.forecast.prediction_column
+        return [p, *(f"{p}_q{q * 100:g}" for q in self.forecast.quantiles), "model_version", "run_id"]
+
     def section_fingerprint(self, *sections: str) -> str:
         """A stable hash of the named config sections (``'data'``, ``'train.features'``...)."""
         dumped = self.model_dump(mode="json")

@@ -25,7 +25,7 @@ from .datastore import Datastore, release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
-from .split import PERIOD
+from .split import PERIOD, check_column_names
 from .spool import Spool
 from .timeindex import NS_PER_DAY
 from .metrics import scores
@@ -99,6 +99,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     config, store, terminal = s.config, s.store, s.terminal
     started = time.perf_counter()
     manifest = load_split(store, config, terminal)
+    check_column_names(config, [c for c in manifest["columns"] if c != PERIOD], "the split's columns")  # forecast.* may have changed since
     train_record = registry.run_models(store, run_id)
     config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
     with Spool(store.local_scratch()) as spool:

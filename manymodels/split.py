@@ -342,6 +342,8 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
     part = _Reading()
     for number, table in enumerate(iter_file_batches(path, d.series_key, required, streamed)):
         table = table.drop_columns([c for c in d.drop_columns if c in table.column_names])
+        if number == 0:
+            check_column_names(config, table.column_names, path)
         frame = table.to_pandas()
         blank = frame.isna().all(axis=1)
         if blank.any():  # lines of nothing but separators (',,,' at the end of a spreadsheet export)
@@ -368,6 +370,18 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
         _to_buckets(store, frame, d.group_columns, f"{index:06d}-{number:05d}", scratch, n_buckets, part, written)
         release_memory()
     return part
+
+
+def check_column_names(config: Config, columns, source: str) -> None:
+    """Input columns may not take the names mm gives its own columns (in the partitions and the outputs)."""
+    added = config.added_output_columns()
+    clash = [str(c) for c in columns if c in added or str(c).startswith("_mm_")]
+    if clash:
+        raise InputDataError(
+            f"{source}: column(s) {', '.join(map(repr, clash))} have the name of a column mm adds "
+            f"({', '.join(added)}, and _mm_* inside the datastore)",
+            "rename them in the input, list them in data.drop_columns, or choose another forecast.prediction_column",
+        )
 
 
 def _check_values(config: Config, frame: pd.DataFrame, problems: _Problems) -> bool:

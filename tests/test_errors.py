@@ -156,6 +156,11 @@ def _latin1_config(tmp: Path) -> Path:
     return path
 
 
+def _reserved_names(tmp: Path) -> Path:
+    _csv(tmp, small_table().assign(Prediction=1.0, run_id="erp-7"))  # last year's export, fed back in
+    return small_config(tmp, "d.csv")
+
+
 def _semicolons(tmp: Path) -> Path:
     (tmp / "d.csv").write_text(small_table().to_csv(index=False, sep=";", decimal=","))  # a European spreadsheet export
     return small_config(tmp, "d.csv")
@@ -263,6 +268,7 @@ STOPS = {
     "one_time_only": (_one_time_only, "split", ["cannot infer the frequency", "data.frequency"]),
     "latin1_input": (_latin1_input, "split", ["it is not UTF-8 text", "save it as UTF-8"]),
     "latin1_config": (_latin1_config, "split", ["is not UTF-8 text (line 1)"]),
+    "reserved_names": (_reserved_names, "split", ["column(s) 'Prediction', 'run_id' have the name of a column mm adds", "data.drop_columns"]),
     "semicolons": (_semicolons, "split", ["separates its columns with semicolons", "header: 'g;t;y;price'"]),
     "day_month_swapped": (_day_month_swapped, "split", ["day/month/year dates such as '14/01/2021'", "data.time_format: '%d/%m/%Y'"]),
     "duplicates": (_duplicates, "split", ["2 rows share a (series, time)", "g=a at 2021-01-28", "aggregate"]),
