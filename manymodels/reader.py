@@ -213,6 +213,10 @@ def _read_error(path: str, exc: BaseException) -> InputDataError:
 
 
 def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:
+    names = table.column_names
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise InputDataError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header", "give every column its own name")
     missing = [c for c in required if c not in table.column_names]
     if missing:
         raise missing_columns_error(path, missing, table.column_names)

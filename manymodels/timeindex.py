@@ -36,6 +36,9 @@ class TimeAxis:
     offset: int  # int/fixed: value = offset + period * step
     label: str  # human-readable frequency ('W-THU', 'D', 'MS', 'int')
     season_length: int | None
+    # fixed steps of whole days over zone-aware times count in local wall-clock time: a week of
+    # local midnights stays a week across daylight saving (in UTC it would be 167 or 169 hours)
+    wall: bool = False
 
     def to_periods(self, values: pd.Series) -> np.ndarray:
         """Periods of already-parsed time values (see ``parse_times``)."""
@@ -43,7 +46,7 @@ class TimeAxis:
             raw = values.to_numpy(dtype=np.int64)
             return (raw - self.offset) // self.step
         if self.kind == "fixed":
-            raw = _as_ns(values)
+            raw = _wall_ns(values) if self.wall else _as_ns(values)
             return (raw - self.offset) // self.step
         months = _months(values)
         return months // self.step
@@ -53,7 +56,7 @@ class TimeAxis:
         if self.kind == "int":
             return (values.to_numpy(dtype=np.int64) - self.offset) % self.step != 0
         if self.kind == "fixed":
-            return (_as_ns(values) - self.offset) % self.step != 0
+            return ((_wall_ns(values) if self.wall else _as_ns(values)) - self.offset) % self.step != 0
         ts = _naive(values)
         off = _months(values) % self.step != 0
         if self.label.endswith("E"):
@@ -61,7 +64,10 @@ class TimeAxis:
         return off | (ts.dt.day.to_numpy() != ts.dt.day.to_numpy()[0])
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "offset": self.offset, "label": self.label, "season_length": self.season_length}
+        out = {"kind": self.kind, "step": self.step, "offset": self.offset, "label": self.label, "season_length": self.season_length}
+        if self.wall:
+            out["wall"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> TimeAxis:
@@ -333,9 +339,11 @@ def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.nd
     if 365 <= days <= 366:
         return _month_axis(times, 12, season_length)
     step = mode
+    wall = _zoned(times) and step % NS_PER_DAY == 0
+    ns = _wall_ns(times) if wall else ns
     offset = _phase(ns, step, counts)
     anchor = int(ns[ns % step == offset].min())
-    return TimeAxis("fixed", step, offset, _fixed_label(step, anchor), season_length or _DEFAULT_SEASON.get(step))
+    return TimeAxis("fixed", step, offset, _fixed_label(step, anchor), season_length or _DEFAULT_SEASON.get(step), wall)
 
 
 def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None, counts: np.ndarray | None = None) -> TimeAxis:
@@ -363,8 +371,9 @@ def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None
             from .errors import ConfigError
 
             raise ConfigError(f"data.frequency: {frequency!r} has no fixed length (business days are not supported)", "use a fixed frequency such as D or W-MON") from None
-    ns = _as_ns(times)
-    return TimeAxis("fixed", step, _phase(ns, step, counts), frequency, season_length or _DEFAULT_SEASON.get(step))
+    wall = _zoned(times) and step % NS_PER_DAY == 0
+    ns = _wall_ns(times) if wall else _as_ns(times)
+    return TimeAxis("fixed", step, _phase(ns, step, counts), frequency, season_length or _DEFAULT_SEASON.get(step), wall)
 
 
 def _month_axis(times: pd.Series, months: int, season_length: int | None, end: bool | None = None) -> TimeAxis:
@@ -409,6 +418,15 @@ def _naive(times: pd.Series) -> pd.Series:
     if isinstance(ts.dtype, pd.DatetimeTZDtype):
         ts = ts.dt.tz_localize(None)
     return ts
+
+
+def _zoned(times: pd.Series) -> bool:
+    return isinstance(pd.Series(times).dtype, pd.DatetimeTZDtype)
+
+
+def _wall_ns(times: pd.Series) -> np.ndarray:
+    """Nanoseconds of the local wall-clock times (the zone dropped, not converted)."""
+    return _naive(times).to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
 def _as_ns(times: pd.Series) -> np.ndarray:

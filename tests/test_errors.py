@@ -156,6 +156,12 @@ def _latin1_config(tmp: Path) -> Path:
     return path
 
 
+def _header_twice(tmp: Path) -> Path:
+    text = small_table().to_csv(index=False).splitlines()
+    (tmp / "d.csv").write_text("\n".join([text[0] + ",price"] + [line + ",9" for line in text[1:]]) + "\n")
+    return small_config(tmp, "d.csv")
+
+
 def _reserved_names(tmp: Path) -> Path:
     _csv(tmp, small_table().assign(Prediction=1.0, run_id="erp-7"))  # last year's export, fed back in
     return small_config(tmp, "d.csv")
@@ -268,6 +274,7 @@ STOPS = {
     "one_time_only": (_one_time_only, "split", ["cannot infer the frequency", "data.frequency"]),
     "latin1_input": (_latin1_input, "split", ["it is not UTF-8 text", "save it as UTF-8"]),
     "latin1_config": (_latin1_config, "split", ["is not UTF-8 text (line 1)"]),
+    "header_twice": (_header_twice, "split", ["column(s) 'price' appear more than once in the header"]),
     "reserved_names": (_reserved_names, "split", ["column(s) 'Prediction', 'run_id' have the name of a column mm adds", "data.drop_columns"]),
     "semicolons": (_semicolons, "split", ["separates its columns with semicolons", "header: 'g;t;y;price'"]),
     "day_month_swapped": (_day_month_swapped, "split", ["day/month/year dates such as '14/01/2021'", "data.time_format: '%d/%m/%Y'"]),
@@ -564,4 +571,14 @@ def test_future_rows_may_come_in_their_own_file_without_the_target_column(tmp_pa
     config = load_config(small_config(tmp_path, ["history.csv", "future.csv"]))
     result = mm.run(config)
     assert result.exit_code == 0 and result.split.n_inference_rows == 4
+    assert len(_outputs(config)[1]) == 4
+
+
+def test_zone_aware_weekly_times_across_daylight_saving_are_one_weekly_series(tmp_path: Path):
+    frame = small_table(weeks=40)  # January to October: the offset goes from +01:00 to +02:00 in March
+    frame["t"] = pd.to_datetime(frame["t"]).dt.tz_localize("Europe/Berlin")
+    frame.to_parquet(tmp_path / "d.parquet")
+    config = load_config(small_config(tmp_path, "d.parquet"))
+    result = mm.run(config)
+    assert result.exit_code == 0 and result.split.frequency == "W-THU" and result.split.groups_with_gaps == 0
     assert len(_outputs(config)[1]) == 4
