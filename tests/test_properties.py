@@ -35,12 +35,14 @@ def _time(kind: str, i: int):
         return (pd.Timestamp("2021-01-07") + pd.Timedelta(weeks=i)).strftime("%Y-%m-%d")
     if kind == "daily":
         return (pd.Timestamp("2021-03-01") + pd.Timedelta(days=i)).strftime("%Y-%m-%d")
+    if kind == "weekly_berlin":  # zone-aware local midnights, across the switch to summer time
+        return pd.Timestamp("2021-02-04") + pd.Timedelta(weeks=i)
     return (pd.Timestamp("2019-01-01") + pd.DateOffset(months=i)).strftime("%Y-%m-%d")
 
 
 @st.composite
 def cases(draw):
-    kind = draw(st.sampled_from(["int", "weekly", "daily", "monthly"]))
+    kind = draw(st.sampled_from(["int", "weekly", "daily", "monthly", "weekly_berlin"]))
     groups = draw(st.lists(st.sampled_from(GROUP_VALUES), min_size=1, max_size=3, unique=True))
     target = draw(st.sampled_from(["counts", "signed", "constant", "zeros", "holes", "huge"]))
     exog = draw(st.sampled_from(["none", "numeric", "categorical"]))
@@ -69,9 +71,13 @@ def cases(draw):
                 row["promo"] = str(rng.choice(["none", "tv", "radio"]))
             rows.append(row)
     frame = pd.DataFrame(rows)
+    if kind == "weekly_berlin":
+        frame["t"] = pd.to_datetime(frame["t"]).dt.tz_localize("Europe/Berlin")
     perturbation = draw(st.sampled_from([None] * 6 + PERTURBATIONS))
     if perturbation == "duplicate_row":
         frame = pd.concat([frame, frame.iloc[[0]]], ignore_index=True)
+    elif perturbation == "off_grid_time" and kind == "weekly_berlin":
+        frame.loc[0, "t"] = frame.loc[0, "t"] + pd.Timedelta(hours=5)
     elif perturbation == "off_grid_time" and kind != "int":
         frame.loc[0, "t"] = (pd.Timestamp(frame.loc[0, "t"]) + pd.Timedelta(hours=5)).isoformat()
     elif perturbation == "text_target":
