@@ -214,13 +214,14 @@ class _Problems:
 
     def note_text_column(self, column: str, values: pd.Series) -> None:
         """A known-future column that came as text: count the values that look like numbers."""
-        values = values.dropna().astype(str)
-        plain = pd.to_numeric(values, errors="coerce").notna()
-        comma = pd.to_numeric(values.str.replace(",", ".", regex=False), errors="coerce").notna()
+        counts = values.dropna().astype(str).value_counts()  # categories are few: test each once
+        distinct = counts.index.to_series()
+        plain = pd.to_numeric(distinct, errors="coerce").notna().to_numpy()
+        comma = pd.to_numeric(distinct.str.replace(",", ".", regex=False), errors="coerce").notna().to_numpy()
         entry = self.text_columns.setdefault(column, {"numeric": 0, "other": 0, "values": []})
-        entry["numeric"] += int(comma.sum())
-        entry["other"] += int((~comma).sum())
-        for v in values[~plain].unique()[:6]:
+        entry["numeric"] += int(counts[comma].sum())
+        entry["other"] += int(counts[~comma].sum())
+        for v in distinct[~plain][:6]:
             if v not in entry["values"] and len(entry["values"]) < 6:
                 entry["values"].append(v)
 
