@@ -116,10 +116,15 @@ def input_hashes(store: Datastore, paths: tuple[str, ...]) -> dict[str, str]:
     hashes: dict[str, str] = {}
     for path in paths:
         real = str(Path(path).resolve())
-        st = os.stat(real)
-        stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
-        known = state.get(real)
-        sha = known["sha256"] if known and known.get("stat") == stamp else file_sha256(real)
+        try:
+            st = os.stat(real)
+            stamp = [st.st_size, st.st_mtime_ns, st.st_ino]
+            known = state.get(real)
+            sha = known["sha256"] if known and known.get("stat") == stamp else file_sha256(real)
+        except OSError as exc:  # vanished or unreadable: the same message the reader gives
+            from .reader import _read_error
+
+            raise _read_error(path, exc) from None
         fresh[real] = {"stat": stamp, "sha256": sha}
         hashes[path] = sha
     if any(state.get(k) != v for k, v in fresh.items()):

@@ -52,6 +52,8 @@ def clean(
         )
     with open_session(config, terminal, wait=wait, session=session) as s:
         found = s.store.step_entries(step)
+        for rel in found:  # every entry is checked before the first is removed (and in a dry run): all or nothing
+            s.store.check_removable(rel)
         entries = [{"path": str(s.store.files.location(rel)), "bytes": s.store.entry_size(rel)} for rel in found]
         result = CleanResult(step, not yes, entries, sum(e["bytes"] for e in entries))
         if yes:

@@ -18,7 +18,7 @@ import typer
 
 from . import __version__
 from .console import Terminal
-from .errors import EXIT_ERROR, MMError
+from .errors import EXIT_ERROR, MMError, from_os_error
 
 app = typer.Typer(
     name="mm",
@@ -60,7 +60,8 @@ def _guarded(fn):
         code = EXIT_ERROR
         try:
             code = fn(*args, terminal=terminal, **kwargs) or 0
-        except MMError as exc:
+        except (MMError, OSError) as raised:
+            exc = raised if isinstance(raised, MMError) else from_os_error(raised)
             terminal.error(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
             if terminal.verbose:
                 terminal.traceback()

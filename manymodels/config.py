@@ -243,6 +243,11 @@ class Config(_Section):
             )
         return self
 
+    def added_output_columns(self) -> list[str]:
+        """The columns mm adds to forecasting_output.csv: no input column may have one of these names."""
+        p = self.forecast.prediction_column
+        return [p, *(f"{p}_q{q * 100:g}" for q in self.forecast.quantiles), "model_version", "run_id"]
+
     def section_fingerprint(self, *sections: str) -> str:
         """A stable hash of the named config sections (``'data'``, ``'train.features'``...)."""
         dumped = self.model_dump(mode="json")
@@ -271,21 +276,45 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:
         raise ConfigError(f"config file not found: {path}", "pass the path of a YAML config with -c, e.g. -c configs/oj_sales.yaml") from None
     except OSError as exc:
         raise ConfigError(f"cannot read config file {path}: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"config file {path} is not UTF-8 text (line {line})", "save it as UTF-8") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader: plain data only, never objects
     except yaml.YAMLError as exc:
         where = ""
         mark = getattr(exc, "problem_mark", None)
         if mark is not None:
             where = f" at line {mark.line + 1}, column {mark.column + 1}"
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
-        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", "check indentation and quoting around that line") from None
+        hint = "keep one of the two (YAML would silently use the last)" if "appears twice" in problem else "check indentation and quoting around that line"
+        raise ConfigError(f"{path}: YAML syntax error{where}: {problem}", hint) from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}")
+        raise ConfigError(
+            f"{path}: the config must be a mapping of keys (datastore, data, split, train, ...), not a {type(raw).__name__}",
+            "write 'key: value' lines, as in configs/oj_sales.yaml and README 'Config reference'",
+        )
     raw = apply_overrides(raw, overrides or [])
     return _validate(raw, str(path), base_dir=path.resolve().parent, source=str(path))
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """yaml.safe_load, but a key written twice in one mapping is an error, not a silent overwrite."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, Any] = {}
+        for key_node, _ in node.value if isinstance(node, yaml.MappingNode) else ():
+            if key_node.tag == "tag:yaml.org,2002:merge" or not isinstance(key_node, yaml.ScalarNode):
+                continue  # '<<: *defaults' may be overridden by the keys beside it
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} appears twice in the same section (first at line {seen[key].start_mark.line + 1})", key_node.start_mark
+                )
+            seen[key] = key_node
+        return super().construct_mapping(node, deep=deep)
 
 
 def config_from_dict(raw: dict[str, Any], base_dir: str | Path = ".", overrides: list[str] | None = None) -> Config:

@@ -515,6 +515,11 @@ class Datastore:
     def entry_size(self, rel: str) -> int:
         return self.files.size(rel)
 
+    def check_removable(self, rel: str) -> None:
+        """Raise unless ``rel`` can be removed without touching anything outside the datastore."""
+        if self.is_folder:
+            self.assert_inside(self.root / rel)
+
     def remove_entry(self, rel: str) -> None:
         """Delete ``rel`` (inside the datastore) without following symlinks out of it."""
         if not self.is_folder:
@@ -658,6 +663,13 @@ class Datastore:
         # written after groups.parquet: the manifest is what marks the split complete
         self.files.write(self.SPLIT_MANIFEST, _json_text(manifest).encode(), durable=True)
 
+    def mark_split_damaged(self, n_groups: int) -> None:
+        """Partitions of the split turned out to be missing: the next split rewrites them instead of reusing it."""
+        manifest = self.read_split_manifest()
+        if manifest is not None and n_groups:
+            manifest["damaged"] = int(manifest.get("damaged", 0)) + n_groups
+            self.write_split_manifest(manifest)
+
     def remove_split_manifest(self) -> None:
         """Mark the split incomplete (before its partitions change)."""
         self.files.delete(self.SPLIT_MANIFEST)
@@ -690,10 +702,30 @@ class Datastore:
             packed = self.files.read(self._model_text(key, version))
         except FileNotFoundError:
             return self.files.read(self._model_text_plain(key, version)).decode("utf-8")  # an older datastore
-        return pa.input_stream(pa.py_buffer(packed), compression=MODEL_CODEC).read().decode("utf-8")
+        try:
+            return pa.input_stream(pa.py_buffer(packed), compression=MODEL_CODEC).read().decode("utf-8")
+        except OSError as exc:  # the bytes were read: they are not a zstd stream (a content error, not an I/O one)
+            raise ValueError(f"{self._model_text(key, version)} is not a zstd-compressed model: {exc}") from None
 
-    def has_model(self, key: str, version: int) -> bool:
-        return self.files.exists(self._model_meta(key, version))
+    def has_model(self, key: str, version: int, booster: bool = False) -> bool:
+        """Whether the version exists (its metadata; with ``booster``, its LightGBM file too)."""
+        if not self.files.exists(self._model_meta(key, version)):
+            return False
+        return not booster or self.files.exists(self._model_text(key, version)) or self.files.exists(self._model_text_plain(key, version))
+
+    def quarantine_model(self, key: str, version: int) -> list[str]:
+        """Move the files of a version that cannot be read aside (``<name>.corrupt``): it is then
+        no longer a version, and the next train fits the group again. Returns what was moved."""
+        moved = []
+        for rel in (self._model_meta(key, version), self._model_text(key, version), self._model_text_plain(key, version)):
+            try:
+                data = self.files.read(rel)
+            except FileNotFoundError:
+                continue
+            self.files.write(rel + ".corrupt", data)
+            self.files.delete(rel)
+            moved.append(rel)
+        return moved
 
     def model_versions(self, key: str) -> list[int]:
         names = self.files.names(self._model_dir(key))
@@ -864,7 +896,10 @@ class Datastore:
         root = self.root.resolve()
         parent = path.parent.resolve()  # the entry itself may be a symlink; its folder must be ours
         if parent != root and root not in parent.parents:
-            raise MMError(f"refusing to touch {path}: it is outside the datastore {root}")
+            raise MMError(
+                f"refusing to touch {path}: it is outside the datastore {root} (through a symlink)",
+                "nothing was removed; remove that symlink, or the files it leads to, yourself",
+            )
 
 
 def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:

@@ -87,9 +87,19 @@ class SerialEngine:
     def map(self, fn, batches: Iterable[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
         for batch in batches:
             try:
-                yield batch, fn(batch)
-            except Exception as exc:  # fn should not raise; if it does, report per group
-                yield batch, fail_batch(batch, crash_result, describe_error(exc))
+                results = fn(batch)
+            except Exception as exc:  # fn should not raise; if it does, rerun group by group and report per group
+                if len(batch.items) == 1:
+                    yield batch, fail_batch(batch, crash_result, describe_error(exc))
+                    continue
+                for single in batch.singles():
+                    try:
+                        results = fn(single)
+                    except Exception as again:
+                        results = fail_batch(single, crash_result, describe_error(again))
+                    yield single, results
+                continue
+            yield batch, results
 
     def close(self) -> None:
         pass

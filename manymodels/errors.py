@@ -9,6 +9,7 @@ else is a bug and shows a traceback only with ``--verbose``.
 from __future__ import annotations
 
 import difflib
+import errno
 from collections.abc import Iterable
 
 EXIT_OK = 0
@@ -71,3 +72,21 @@ def examples(values: Iterable[object], limit: int = 5) -> str:
             break
         items.append(repr(value) if isinstance(value, str) else str(value))
     return ", ".join(items)
+
+
+def from_os_error(exc: OSError) -> MMError:
+    """An OSError (a full disk, a permission, a vanished mount) as a message about the machine, not a bug."""
+    what = exc.strerror or str(exc) or type(exc).__name__
+    where = f": {exc.filename}" if exc.filename else ""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = (
+            "free some space (or point 'datastore' at a larger disk) and run the command again: groups already "
+            "finished are kept, and every output it could not write is still the previous, complete one"
+        )
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        hint = "check the permissions of that path: mm reads the input files and writes inside the datastore"
+    elif exc.errno == errno.EROFS:
+        hint = "the file system is read-only; point 'datastore' at a writable folder"
+    else:
+        hint = "check the disk and the path, then run the command again"
+    return MMError(f"{what}{where}", hint)

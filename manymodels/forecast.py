@@ -25,7 +25,7 @@ from .datastore import Datastore, release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
-from .split import PERIOD
+from .split import PERIOD, check_column_names
 from .spool import Spool
 from .timeindex import NS_PER_DAY
 from .metrics import scores
@@ -33,7 +33,7 @@ from .tasks import STEP_COLUMN, ForecastContext, forecast_batch, forecast_crash
 from .train import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
-SPLIT_FIELDS = ["key", "label", "values", "n_inference", "train_hash", "inference_hash"]
+SPLIT_FIELDS = ["key", "label", "values", "n_train", "n_inference", "train_hash", "inference_hash"]
 
 # The run's groups table (mm runs show, and the next forecast run's explanations).
 GROUPS_SCHEMA = pa.schema(
@@ -99,6 +99,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     config, store, terminal = s.config, s.store, s.terminal
     started = time.perf_counter()
     manifest = load_split(store, config, terminal)
+    check_column_names(config, [c for c in manifest["columns"] if c != PERIOD], "the split's columns")  # forecast.* may have changed since
     train_record = registry.run_models(store, run_id)
     config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
     with Spool(store.local_scratch()) as spool:
@@ -144,7 +145,7 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
                 _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
                 continue
             s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
-            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}"})
+            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}", "n_train": int(g["n_train"])})
             to_run += 1
     return to_run
 
@@ -169,7 +170,8 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     store = s.store
     counts = {k: 0 for k in ("forecast", "reused", "failed", "no_model")}
     failures: list[dict] = []
-    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
+    # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
+    with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         def forecasts():
             """The rows in group order, tallied and stored on the way, that have a forecast."""
             for r in spool.rows("rows"):
@@ -180,7 +182,8 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                 else:
                     yield r
 
-        tally = _write_output(store, forecasts(), context)
+        tally = _write_output(store, f, forecasts(), context)
+    store.mark_split_damaged(sum(f["reason"] == "partition_missing" for f in failures))
     status = "partial" if counts["failed"] or counts["no_model"] else "completed"
     result = ForecastResult(
         run_id=run.id,
@@ -207,38 +210,37 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
 CHUNK_ROWS = 10_000  # rows of forecasting_output.csv written at a time (~6 MB of tables)
 
 
-def _write_output(store: Datastore, rows, context: ForecastContext) -> Tally:
-    """Concatenate the groups' forecasts into one CSV (in chunks, published atomically),
-    measuring accuracy against any actuals on the way."""
+def _write_output(store: Datastore, f, rows, context: ForecastContext) -> Tally:
+    """Concatenate the groups' forecasts into one CSV ``f`` (in chunks; the caller publishes it
+    atomically), measuring accuracy against any actuals on the way."""
     axis = context.spec.time_axis
     daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
     date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
     header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
     tally = Tally(context)
-    with store.output_file(FORECASTING_OUTPUT) as f:
-        chunk: list[pa.Table] = []
-        size = 0
+    chunk: list[pa.Table] = []
+    size = 0
 
-        def flush() -> None:
-            nonlocal chunk, size
-            if not chunk:
-                return
-            frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
-            frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
-            tally.rows += len(frame)
-            chunk, size = [], 0
-            release_memory()
+    def flush() -> None:
+        nonlocal chunk, size
+        if not chunk:
+            return
+        frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
+        frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
+        tally.rows += len(frame)
+        chunk, size = [], 0
+        release_memory()
 
-        for r in rows:
-            table = store.read_forecast(r["key"], r["fingerprint"])
-            tally.add(r["label"], table)
-            chunk.append(table)
-            size += table.num_rows
-            if size >= CHUNK_ROWS:
-                flush()
-        flush()
-        if tally.rows == 0:
-            f.write(",".join(header) + "\n")
+    for r in rows:
+        table = store.read_forecast(r["key"], r["fingerprint"])
+        tally.add(r["label"], table)
+        chunk.append(table)
+        size += table.num_rows
+        if size >= CHUNK_ROWS:
+            flush()
+    flush()
+    if tally.rows == 0:
+        f.write(",".join(header) + "\n")
     return tally
 
 

@@ -152,6 +152,8 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
         raise GroupFailure("too_short", f"too_short: {n_periods} periods with a target, train.min_history is {spec.min_history}")
+    if np.sum(~np.isnan(y)) < 2 and not spec.automl.get("enabled"):  # bagging would leave LightGBM no row at all
+        raise GroupFailure("too_short", f"too_short: 1 row with a target; LightGBM needs at least 2 (train.min_history is {spec.min_history})")
     info = describe_group(frame, spec)
     data = group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
@@ -254,6 +256,8 @@ def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
             continue  # no season length known: nothing to be seasonal about
         if kind in ("linear", "ensemble") and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
             continue  # nothing for a linear model to use but intercepts (that is 'mean')
+        if kind in ("lightgbm", "ensemble") and np.sum(~np.isnan(data.panel.y)) < 2:
+            continue  # one row: LightGBM has nothing to split (and bagging leaves it no row at all)
         out.append(kind)
     return out or ["naive"]
 
@@ -282,17 +286,28 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tu
     a = spec.automl
     previous = ((stored or {}).get("params") or {}).get("lightgbm")
     if not a.get("enabled") or a.get("n_trials", 0) == 0:
-        return base, {"n_trials": 0, "source": "config"}
+        return _target_fits_objective(base, data), {"n_trials": 0, "source": "config"}
     if not tune or not folds:
         if previous:
             return dict(previous), {"n_trials": 0, "source": "stored"}
-        return base, {"n_trials": 0, "source": "defaults (" + ("too short to tune" if not folds else "not tuned") + ")"}
+        return _target_fits_objective(base, data), {"n_trials": 0, "source": "defaults (" + ("too short to tune" if not folds else "not tuned") + ")"}
     timeout = a.get("timeout_per_group")
     if deadline is not None:
         remaining = max(deadline - time.time(), 0.1)
         timeout = min(timeout, remaining) if timeout else remaining
     best, n_trials = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
     return best, {"n_trials": n_trials, "source": "tuned"}
+
+
+def _target_fits_objective(params: dict, data: GroupData) -> dict:
+    """train.params' objective as LightGBM would take it: poisson/tweedie need targets >= 0, gamma > 0."""
+    objective = next((str(params[k]) for k in ("objective", "objective_type", "app", "application", "loss") if k in params), "")
+    y = data.panel.y[~np.isnan(data.panel.y)]
+    bad = int(np.sum(y <= 0)) if objective == "gamma" else int(np.sum(y < 0)) if objective in ("poisson", "tweedie") else 0
+    if bad:
+        need = "> 0" if objective == "gamma" else ">= 0"
+        raise GroupFailure("negative_target", f"objective {objective} (train.params) needs targets {need}; this group has {bad} that are not")
+    return params
 
 
 def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, transform: str) -> Fitted:

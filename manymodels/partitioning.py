@@ -39,6 +39,7 @@ class BucketSpec:
     axis: dict | None = None
     cutoff_period: int | None = None  # train_end / auto; None with holdout
     holdout: int | None = None
+    known_future: tuple[str, ...] = ()
 
     @property
     def time_axis(self) -> TimeAxis:
@@ -144,6 +145,8 @@ def plan(frame: pd.DataFrame, spec: BucketSpec) -> BucketPlan:
         "groups_without_inference": int((groups["n_inference"] == 0).sum()),
         "rows_missing_target": int((in_train_window & ~has_target).sum()),
         "rows_not_used": int((~in_train_window & ~inference_mask).sum()),
+        # inference rows without a value in a known-future column (forecast as if it were unknown)
+        "inference_missing_known_future": {c: int(inference[c].isna().sum()) for c in spec.known_future if c in inference and inference[c].isna().any()},
     }
     return BucketPlan(train, inference, groups, summary)
 

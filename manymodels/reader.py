@@ -5,7 +5,10 @@ same way. Reading is columnar (pyarrow), never row by row, and streamed:
 ``iter_file_batches`` yields a file in record batches (CSV blocks of
 ``CSV_BLOCK_BYTES``, Parquet batches of ``PARQUET_BATCH_ROWS``), so a table
 larger than memory can be split. Group and series columns of CSV files are read
-as text, so identifiers such as ``007`` keep their exact spelling.
+as text, so identifiers such as ``007`` keep their exact spelling. In a CSV
+text column only an empty cell is missing: ``NA``, ``null`` or ``nan`` stay
+the text they are (a region called ``NA`` is a group, not a hole); numeric
+columns keep pyarrow's usual missing markers (``NA``, ``NaN``, ``null``...).
 
 CSV column types are inferred from the first block. If a later block does not
 fit them (a column of integers that turns to decimals after 300,000 rows),
@@ -19,6 +22,7 @@ from __future__ import annotations
 import glob as globlib
 import gzip
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -51,11 +55,16 @@ class InputFiles:
         return self.paths[0] if len(self.paths) == 1 else f"{self.spec} ({len(self.paths)} files)"
 
 
-def find_input_files(path: str | Sequence[str]) -> InputFiles:
+def find_input_files(path: str | Sequence[str], exclude: str | os.PathLike | None = None) -> InputFiles:
+    """The input files; none under ``exclude`` (the datastore: a folder input that holds it
+    must not read mm's own partitions and outputs back as input)."""
     specs = [path] if isinstance(path, str) else list(path)
     found: list[str] = []
     for spec in specs:
         found.extend(_expand(spec))
+    if exclude is not None:
+        inside = Path(exclude).resolve()
+        found = [p for p in found if not Path(p).resolve().is_relative_to(inside)]
     label = ", ".join(specs)
     if not found:
         raise InputDataError(
@@ -122,14 +131,14 @@ def iter_file_batches(path: str, text_columns: Sequence[str], required: Sequence
             if first:
                 raise _read_error(path, exc) from None
             raise TypesChanged(str(exc).splitlines()[0]) from None
-        except (FileNotFoundError, PermissionError, OSError) as exc:
+        except (OSError, EOFError, zlib.error, UnicodeError) as exc:  # gone, forbidden, cut short, not text
             raise _read_error(path, exc) from None
         if table is None:
             return
         if first:
             _check_columns(path, table, required)
             first = False
-        yield _as_text(table, text_columns)
+        yield _as_text(table, text_columns, csv=_is_csv(path))
 
 
 def _open_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
@@ -153,7 +162,7 @@ def _csv_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
     parse = pacsv.ParseOptions(delimiter=_delimiter(path))
     types = dict(_convert_options(text_columns, header).column_types)
     for n, block in enumerate(_csv_blocks(path)):
-        table = pacsv.read_csv(pa.py_buffer(block), parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=types, strings_can_be_null=True))
+        table = pacsv.read_csv(pa.py_buffer(block), parse_options=parse, convert_options=pacsv.ConvertOptions(column_types=types))
         if n == 0:
             # later blocks keep these types; a column still all empty keeps being inferred
             types.update({f.name: f.type for f in table.schema if not pa.types.is_null(f.type)})
@@ -182,10 +191,10 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
             table = _read_csv(path, text_columns)
         else:
             table = pq.read_table(path)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, UnicodeError) as exc:
         raise _read_error(path, exc) from None
     _check_columns(path, table, required)
-    return _as_text(table, text_columns)
+    return _as_text(table, text_columns, csv=_is_csv(path))
 
 
 def _read_error(path: str, exc: BaseException) -> InputDataError:
@@ -198,23 +207,41 @@ def _read_error(path: str, exc: BaseException) -> InputDataError:
         return exc
     if "Empty CSV file" in text or "empty" in text.lower() and os.path.exists(path) and os.path.getsize(path) == 0:
         return InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
+    if "invalid UTF8" in text or isinstance(exc, UnicodeError):
+        return InputDataError(f"cannot read input file {path}: it is not UTF-8 text ({text})", "save it as UTF-8 (in Excel: 'CSV UTF-8')")
     return InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated")
 
 
 def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:
+    names = table.column_names
+    twice = sorted({c for c in names if names.count(c) > 1})
+    if twice:
+        raise InputDataError(f"{path}: column(s) {', '.join(map(repr, twice))} appear more than once in the header", "give every column its own name")
     missing = [c for c in required if c not in table.column_names]
     if missing:
-        hints = "; ".join(f"{c!r}:{did_you_mean(c, table.column_names) or ' no similar column'}" for c in missing)
-        raise InputDataError(
-            f"{path}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(table.column_names)}).",
-            f"fix the column names in the config or the file. {hints}",
-        )
+        raise missing_columns_error(path, missing, table.column_names)
 
 
-def _as_text(table: pa.Table, text_columns: Sequence[str]) -> pa.Table:
+def missing_columns_error(where: str, missing: Sequence[str], present: Sequence[str]) -> InputDataError:
+    """'missing column(s)', listing what the file has and the closest name to each missing one."""
+    hints = "; ".join(f"{c!r}:{did_you_mean(c, present) or ' no similar column'}" for c in missing)
+    return InputDataError(
+        f"{where}: missing column(s) {', '.join(repr(c) for c in missing)} (file has: {', '.join(map(str, present))}).",
+        f"fix the column names in the config or the file. {hints}",
+    )
+
+
+def _as_text(table: pa.Table, text_columns: Sequence[str], csv: bool = False) -> pa.Table:
     for column in text_columns:
         if column in table.column_names and not pa.types.is_string(table.schema.field(column).type):
             table = table.set_column(table.schema.get_field_index(column), column, table[column].cast(pa.string()))
+    if csv:  # CSV has no null: an empty cell is the missing value of a text column
+        import pyarrow.compute as pc
+
+        for i, f in enumerate(table.schema):
+            if pa.types.is_string(f.type) or pa.types.is_large_string(f.type):
+                column = table.column(i)
+                table = table.set_column(i, f.name, pc.if_else(pc.equal(column, ""), pa.scalar(None, f.type), column))
     return table
 
 
@@ -247,7 +274,7 @@ def _delimiter(path: str) -> str:
 
 def _convert_options(text_columns: Sequence[str], header: list[str]) -> pacsv.ConvertOptions:
     types = {c: pa.string() for c in text_columns if c in header}
-    return pacsv.ConvertOptions(column_types=types, strings_can_be_null=True)
+    return pacsv.ConvertOptions(column_types=types)
 
 
 def _csv_header(path: str) -> list[str]:
@@ -256,7 +283,16 @@ def _csv_header(path: str) -> list[str]:
         first = f.readline()
     if not first.strip():
         raise InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
-    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(_delimiter(path))]
+    delimiter = _delimiter(path)
+    if delimiter not in first:
+        for other, name in ((";", "semicolons"), ("\t", "tabs"), ("|", "'|'"), (",", "commas")):
+            if other != delimiter and other in first:
+                raise InputDataError(
+                    f"input file {path} separates its columns with {name}, but a {'.tsv' if delimiter == chr(9) else '.csv'} file is read "
+                    f"with {'tabs' if delimiter == chr(9) else 'commas'} (header: {first.strip()[:80]!r})",
+                    "save it comma-separated as .csv (decimals with '.'), or tab-separated as .tsv, or as Parquet",
+                )
+    return [c.strip().strip('"') for c in first.rstrip("\r\n").split(delimiter)]
 
 
 def input_state(files: InputFiles) -> list[tuple[str, int, int]]:

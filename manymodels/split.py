@@ -42,7 +42,7 @@ from .console import Terminal
 from .datastore import Datastore, group_label, release_memory
 from .errors import InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
-from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches
+from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
 from .runs import Run
 from .session import Session, open_session
 from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
@@ -72,6 +72,7 @@ class SplitResult:
     rows_missing_target: int = 0
     rows_not_used: int = 0
     groups_written: int = 0
+    inference_missing_known_future: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
@@ -96,11 +97,16 @@ def split(
 
 def _split(s: Session) -> SplitResult:
     config, store, terminal = s.config, s.store, s.terminal
-    files = find_input_files(config.data.path)
+    files = find_input_files(config.data.path, exclude=store.root if store.is_folder else None)
     config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
-    intact = previous is not None and previous.get("fingerprint") == cache.fingerprint(parts) and store.has_split_groups()
+    intact = (
+        previous is not None
+        and previous.get("fingerprint") == cache.fingerprint(parts)
+        and store.has_split_groups()
+        and not previous.get("damaged")  # train or forecast found partitions missing
+    )
     decision = cache.decide(
         previous and {"fingerprint": previous.get("fingerprint"), "parts": previous.get("parts")},
         parts,
@@ -137,7 +143,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
     d = config.data
     scratch = store.scratch(run_id, "buckets")
     reading = _read_into_buckets(s, files, scratch, _bucket_count(files, s.workers))
-    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout)
+    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout, known_future=tuple(d.known_future_columns))
     context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
     buckets = sorted(reading.buckets)
     scans = _on_buckets(s, split_scan_batch, context, buckets, None)
@@ -152,6 +158,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
         store.remove_partition("train", key)
         store.remove_partition("inference", key)
     summary = _summary(written, times, axis, cutoff_text)
+    summary["warnings"] = reading.warnings + summary["warnings"]
     return {
         "run_id": run_id,
         "axis": axis.to_dict(),
@@ -203,6 +210,30 @@ class _Problems:
         self.order = [f"empty:{c}" for c in d.series_key] + ["target_text", "target_inf"]
         self.order += [f"exog_inf:{c}" for c in d.known_future_columns] + ["time"]
         self.found: dict[str, dict] = {}
+        self.text_columns: dict[str, dict] = {}  # known-future columns read as text: how many values look numeric
+
+    def note_text_column(self, column: str, values: pd.Series) -> None:
+        """A known-future column that came as text: count the values that look like numbers."""
+        counts = values.dropna().astype(str).value_counts()  # categories are few: test each once
+        distinct = counts.index.to_series()
+        plain = pd.to_numeric(distinct, errors="coerce").notna().to_numpy()
+        comma = pd.to_numeric(distinct.str.replace(",", ".", regex=False), errors="coerce").notna().to_numpy()
+        entry = self.text_columns.setdefault(column, {"numeric": 0, "other": 0, "values": []})
+        entry["numeric"] += int(counts[comma].sum())
+        entry["other"] += int(counts[~comma].sum())
+        for v in distinct[~plain][:6]:
+            if v not in entry["values"] and len(entry["values"]) < 6:
+                entry["values"].append(v)
+
+    def warnings(self) -> list[str]:
+        out = []
+        for column, e in self.text_columns.items():
+            if e["numeric"] and e["numeric"] >= e["other"]:
+                out.append(
+                    f"known-future column {column!r} is mostly numbers but is used as categories (text), because of value(s) "
+                    f"such as {examples(e['values'])}; if it is numeric, fix those values (use '.' for decimals; leave unknown cells empty)"
+                )
+        return out
 
     def add(self, kind: str, count: int = 0, values=(), error: InputDataError | None = None) -> None:
         entry = self.found.setdefault(kind, {"count": 0, "values": [], "error": error})
@@ -212,11 +243,12 @@ class _Problems:
     def __bool__(self) -> bool:
         return bool(self.found)
 
-    def snapshot(self) -> dict:
-        return {k: {**v, "values": list(v["values"])} for k, v in self.found.items()}
+    def snapshot(self) -> tuple[dict, dict]:
+        copy = lambda d: {k: {**v, "values": list(v["values"])} for k, v in d.items()}  # noqa: E731
+        return copy(self.found), copy(self.text_columns)
 
-    def restore(self, snapshot: dict) -> None:
-        self.found = snapshot
+    def restore(self, snapshot: tuple[dict, dict]) -> None:
+        self.found, self.text_columns = snapshot
 
     def raise_first(self) -> None:
         for kind in self.order:
@@ -248,21 +280,26 @@ class _Reading:
     """What pass 1 learnt about the whole input."""
 
     rows: int = 0
+    blank_rows: int = 0  # rows with every cell empty: skipped
     schema: pa.Schema | None = None
     times: TimeSummary | None = None
     any_target: bool = False
+    target_column_seen: bool = False  # some file has the target column (a file of future rows may lack it)
     first_target: int | None = None  # int64 time values (see timeindex.time_values)
     last_target: int | None = None
     buckets: set[int] = field(default_factory=set)
+    warnings: list[str] = field(default_factory=list)
 
     def merge(self, other: _Reading, source: str) -> None:
         self.rows += other.rows
+        self.blank_rows += other.blank_rows
         self.schema = _unify(self.schema, other.schema, source)
         if other.times is not None:
             if self.times is not None and (self.times.kind, str(self.times.tz)) != (other.times.kind, str(other.times.tz)):
                 raise _mixed_times(source, self.times, other.times)
             self.times = other.times if self.times is None else self.times.merge(other.times)
         self.any_target |= other.any_target
+        self.target_column_seen |= other.target_column_seen
         self.first_target = _pick(min, self.first_target, other.first_target)
         self.last_target = _pick(max, self.last_target, other.last_target)
         self.buckets |= other.buckets
@@ -290,7 +327,13 @@ def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Read
         total.merge(part, files.label)
     if total.rows == 0:
         raise InputDataError(f"input {files.label} has a header but no rows", "check that the export wrote data")
+    if not total.target_column_seen:
+        present = [c for c in (total.schema.names if total.schema else []) if c != config.data.target_column]  # but the one added
+        raise missing_columns_error(files.label, [config.data.target_column], present)
     problems.raise_first()
+    total.warnings = problems.warnings()
+    if total.blank_rows:
+        total.warnings.append(f"{total.blank_rows} row(s) with every cell empty were skipped")
     return total
 
 
@@ -300,12 +343,20 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
     part = _Reading()
     for number, table in enumerate(iter_file_batches(path, d.series_key, required, streamed)):
         table = table.drop_columns([c for c in d.drop_columns if c in table.column_names])
+        if number == 0:
+            check_column_names(config, table.column_names, path)
         frame = table.to_pandas()
+        blank = frame.isna().all(axis=1)
+        if blank.any():  # lines of nothing but separators (',,,' at the end of a spreadsheet export)
+            part.blank_rows += int(blank.sum())
+            frame = frame[~blank]
         if frame.empty:
             continue
         if d.target_column not in frame.columns:
-            # a table of future rows only (no target yet) is allowed
+            # a table of future rows only (no target yet) is allowed, if another file has the target
             frame[d.target_column] = np.nan
+        else:
+            part.target_column_seen = True
         part.rows += len(frame)
         if not _check_values(config, frame, problems):
             continue
@@ -320,6 +371,18 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
         _to_buckets(store, frame, d.group_columns, f"{index:06d}-{number:05d}", scratch, n_buckets, part, written)
         release_memory()
     return part
+
+
+def check_column_names(config: Config, columns, source: str) -> None:
+    """Input columns may not take the names mm gives its own columns (in the partitions and the outputs)."""
+    added = config.added_output_columns()
+    clash = [str(c) for c in columns if c in added or str(c).startswith("_mm_")]
+    if clash:
+        raise InputDataError(
+            f"{source}: column(s) {', '.join(map(repr, clash))} have the name of a column mm adds "
+            f"({', '.join(added)}, and _mm_* inside the datastore)",
+            "rename them in the input, list them in data.drop_columns, or choose another forecast.prediction_column",
+        )
 
 
 def _check_values(config: Config, frame: pd.DataFrame, problems: _Problems) -> bool:
@@ -354,6 +417,8 @@ def _check_values(config: Config, frame: pd.DataFrame, problems: _Problems) -> b
             if np.isinf(values.to_numpy(dtype=np.float64, na_value=np.nan)).any():
                 problems.add(f"exog_inf:{column}")
                 ok = False
+        else:
+            problems.note_text_column(column, values)
     return ok
 
 
@@ -524,9 +589,22 @@ def _vanished(previous: pa.ChunkedArray | None, current: pa.ChunkedArray) -> lis
 
 def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str) -> dict:
     total = {k: sum(r[k] for r in written) for k in ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "groups_written")}
+    missing_kf: dict[str, int] = {}
+    for r in written:
+        for column, n in r.get("inference_missing_known_future", {}).items():
+            missing_kf[column] = missing_kf.get(column, 0) + n
+    total["inference_missing_known_future"] = missing_kf
     warnings = []
     if total["rows_missing_target"]:
-        warnings.append(f"{total['rows_missing_target']} row(s) at or before the cutoff have no target; they are gaps in training")
+        warnings.append(
+            f"{total['rows_missing_target']} row(s) at or before the cutoff ({cutoff_text}) have no target: they are gaps in training "
+            "and are not forecast (rows to forecast come after the cutoff)"
+        )
+    for column, n in missing_kf.items():
+        warnings.append(
+            f"{n} inference row(s) have no value in known-future column {column!r}: they are forecast as if it were unknown "
+            "(LightGBM treats it as missing, the linear model uses its training mean); fill in the planned values"
+        )
     if total["rows_not_used"]:
         warnings.append(f"{total['rows_not_used']} row(s) after the holdout window are not used")
     if total["n_inference_rows"] == 0:

@@ -24,7 +24,6 @@ import pyarrow as pa
 from . import partitioning
 from .datastore import Datastore, release_memory
 from .engine import Batch
-from .errors import UpstreamMissing
 from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
 from .partitioning import BucketSpec
 
@@ -60,6 +59,13 @@ def _released(results: list) -> list:
     return results
 
 
+REWRITE = "the split is marked incomplete: run 'mm split' (or 'mm run') again, which writes it back"
+
+
+def _what(exc: Exception) -> str:
+    return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
+
+
 def train_one(ctx: TrainContext, item: dict) -> dict:
     store = _store(ctx.root)
     key = item["key"]
@@ -67,14 +73,15 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
     try:
         frame = store.read_partition("train", key)
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": f"cannot read train partition: {exc}", "duration_s": 0.0}
+        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}", "duration_s": 0.0}
     versions = store.model_versions(key)
     if versions:
         done = _already_fitted(store, key, versions[-1], item, ctx.run_id)
         if done is not None:
             return {**base, **done}
     stored = _stored_tuning(store, key, item.get("previous_version"))
-    result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
+    with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
+        result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
     if result["status"] != "trained":
         return {**base, **{k: result[k] for k in ("status", "reason", "error", "duration_s")}}
     version = (versions[-1] if versions else 0) + 1
@@ -121,7 +128,7 @@ def _already_fitted(store: Datastore, key: str, version: int, item: dict, run_id
         meta = store.read_model_meta(key, version)
     except (OSError, ValueError):
         return None
-    if meta.get("fingerprint") != item["fingerprint"]:
+    if meta.get("fingerprint") != item["fingerprint"] or not store.has_model(key, version, booster=has_booster(meta)):
         return None
     if meta.get("run_id") == run_id:
         return {**_model_result(meta, version), "status": "trained", "tuning_source": (meta.get("tuning") or {}).get("source", ""), "duration_s": meta.get("duration_s", 0.0)}
@@ -205,23 +212,50 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
     try:
         inference = store.read_partition_table("inference", key)
         future = inference.to_pandas()
-        try:
-            history = store.read_partition("train", key)
-        except UpstreamMissing:
-            history = future.iloc[0:0]
+        # no train rows in this split (the model is from an earlier one): nothing to read, not a missing file
+        history = store.read_partition("train", key) if item.get("n_train", 1) else future.iloc[0:0]
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": str(exc)}
+        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}"}
     try:
         meta = store.read_model_meta(key, version)
         text = store.read_model_text(key, version) if has_booster(meta) else None
-    except (OSError, ValueError, KeyError) as exc:
+        if text is not None and not booster_text_ok(text):
+            raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
+    except FileNotFoundError as exc:
+        return {**base, "status": "failed", "reason": "model_missing", "error": f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again"}
+    except (ValueError, KeyError, TypeError) as exc:  # the bytes are there but are not a model: move them aside
+        moved = store.quarantine_model(key, version)
+        where = f"; moved aside as {', '.join(m.rsplit('/', 1)[-1] + '.corrupt' for m in moved)}, so the next 'mm train' fits this group again" if moved else ""
+        return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read ({type(exc).__name__}: {exc}){where}"}
+    except OSError as exc:
         return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read: {exc}"}
     try:
-        matrix = forecast_group(history, future, meta, text, ctx.spec)
+        with np.errstate(all="ignore"):  # overflow on huge values is handled below, not printed by every worker
+            matrix = forecast_group(history, future, meta, text, ctx.spec)
     except Exception as exc:
         return {**base, "status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+    missing = ~np.isfinite(matrix[:, 0])
+    if missing.any():
+        return {**base, "status": "failed", "reason": "no_prediction", "error": _no_prediction(future, missing, meta, ctx.spec)}
     store.write_forecast(key, item["fingerprint"], _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx))
-    return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": int(np.isnan(matrix[:, 0]).sum())}
+    return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": 0}
+
+
+def booster_text_ok(text: str) -> bool:
+    """LightGBM's text format starts with 'tree' and ends its trees with 'end of trees' (not cut short)."""
+    return text.startswith("tree") and "end of trees" in text
+
+
+def _no_prediction(future, missing: np.ndarray, meta: dict, spec) -> str:
+    """Why some inference rows got no (finite) prediction: series without history, or overflow."""
+    n, total = int(missing.sum()), len(missing)
+    columns = [c for c in (*spec.group_columns, *spec.series_columns) if c in future.columns]
+    series = future.loc[missing, columns].drop_duplicates().head(3)
+    labels = "; ".join(",".join(f"{c}={v}" for c, v in zip(columns, row)) for row in series.itertuples(index=False))
+    return (
+        f"{n} of {total} inference rows got no finite prediction from the {meta.get('kind')} model (series {labels}): "
+        "a series with no history before the cutoff, or values too large to forecast"
+    )
 
 
 def _forecast_table(inference: pa.Table, matrix: np.ndarray, version: int, steps: np.ndarray, ctx: ForecastContext) -> pa.Table:

@@ -36,6 +36,9 @@ class TimeAxis:
     offset: int  # int/fixed: value = offset + period * step
     label: str  # human-readable frequency ('W-THU', 'D', 'MS', 'int')
     season_length: int | None
+    # fixed steps of whole days over zone-aware times count in local wall-clock time: a week of
+    # local midnights stays a week across daylight saving (in UTC it would be 167 or 169 hours)
+    wall: bool = False
 
     def to_periods(self, values: pd.Series) -> np.ndarray:
         """Periods of already-parsed time values (see ``parse_times``)."""
@@ -43,7 +46,7 @@ class TimeAxis:
             raw = values.to_numpy(dtype=np.int64)
             return (raw - self.offset) // self.step
         if self.kind == "fixed":
-            raw = _as_ns(values)
+            raw = _wall_ns(values) if self.wall else _as_ns(values)
             return (raw - self.offset) // self.step
         months = _months(values)
         return months // self.step
@@ -53,7 +56,7 @@ class TimeAxis:
         if self.kind == "int":
             return (values.to_numpy(dtype=np.int64) - self.offset) % self.step != 0
         if self.kind == "fixed":
-            return (_as_ns(values) - self.offset) % self.step != 0
+            return ((_wall_ns(values) if self.wall else _as_ns(values)) - self.offset) % self.step != 0
         ts = _naive(values)
         off = _months(values) % self.step != 0
         if self.label.endswith("E"):
@@ -61,7 +64,10 @@ class TimeAxis:
         return off | (ts.dt.day.to_numpy() != ts.dt.day.to_numpy()[0])
 
     def to_dict(self) -> dict:
-        return {"kind": self.kind, "step": self.step, "offset": self.offset, "label": self.label, "season_length": self.season_length}
+        out = {"kind": self.kind, "step": self.step, "offset": self.offset, "label": self.label, "season_length": self.season_length}
+        if self.wall:
+            out["wall"] = True
+        return out
 
     @classmethod
     def from_dict(cls, d: dict) -> TimeAxis:
@@ -100,7 +106,17 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
                 "convert the times to one time zone (or to UTC) before running mm",
             )
         bad = parsed.isna() & text.notna()
+        if bad.any() and time_format is None:
+            # pandas takes the format of the first value; ISO dates with and without a time of day mix fine
+            try:
+                iso = pd.to_datetime(text, format="ISO8601", errors="coerce")
+            except (ValueError, TypeError):
+                iso = None
+            if iso is not None and iso.dtype != object and int((iso.isna() & text.notna()).sum()) < int(bad.sum()):
+                parsed, bad = iso, iso.isna() & text.notna()
         if bad.any():
+            _raise_if_mixed_zones(parsed, text, bad, column, source)
+            _raise_if_mixed_formats(parsed, text, bad, column, source)
             raise InputDataError(
                 f"{source}: {int(bad.sum())} value(s) of time column {column!r} are not dates: {examples(text[bad].unique())}",
                 "fix those rows, or set data.time_format (e.g. '%Y-%m-%d') if the format is unusual",
@@ -112,6 +128,53 @@ def parse_times(values: pd.Series, column: str, source: str, time_format: str | 
             "every row needs a time value; remove or fill those rows",
         )
     return parsed
+
+
+def _raise_if_mixed_zones(parsed: pd.Series, text: pd.Series, bad: pd.Series, column: str, source: str) -> None:
+    """Values that are dates on their own but not beside the others: some carry a time zone, some do not."""
+    good = text[parsed.notna()]
+    if good.empty:
+        return
+    aware = getattr(parsed.dtype, "tz", None) is not None
+    for value in text[bad].unique()[:50]:
+        try:
+            stamp = pd.Timestamp(str(value))
+        except (ValueError, TypeError):
+            continue
+        if stamp is not pd.NaT and (stamp.tzinfo is not None) != aware:
+            with_zone, without = (good.iloc[0], value) if aware else (value, good.iloc[0])
+            raise InputDataError(
+                f"{source}: time column {column!r} mixes times with a time zone or UTC offset ({str(with_zone)!r}) "
+                f"and times without one ({str(without)!r})",
+                "write every time the same way: all with their UTC offset, all in UTC, or all as local times without an offset",
+            )
+
+
+def _raise_if_mixed_formats(parsed: pd.Series, text: pd.Series, bad: pd.Series, column: str, source: str) -> None:
+    """Values that are dates on their own, written in another format than the first one."""
+    good = text[parsed.notna()]
+    if good.empty:
+        return
+    dates = []
+    for value in text[bad].unique()[:20]:
+        try:
+            if pd.Timestamp(str(value)) is not pd.NaT:
+                dates.append(value)
+        except (ValueError, TypeError):
+            continue
+    if dates:
+        day_first = pd.to_datetime(text, dayfirst=True, errors="coerce")
+        if day_first.notna().sum() == text.notna().sum():
+            raise InputDataError(
+                f"{source}: time column {column!r} holds day/month/year dates such as {str(dates[0])!r}, but "
+                f"{str(good.iloc[0])!r} reads as month/day/year: the order of day and month is ambiguous",
+                "set data.time_format: '%d/%m/%Y' (or the format your dates use)",
+            )
+        raise InputDataError(
+            f"{source}: {int(bad.sum())} value(s) of time column {column!r} are written in another format than "
+            f"the others (e.g. {str(good.iloc[0])!r}): {examples(dates)}",
+            "write every time in one format, or set data.time_format (e.g. '%d/%m/%Y') to the format of the values",
+        )
 
 
 def infer_axis(times: pd.Series, series_ids: np.ndarray, frequency: str | None, season_length: int | None, column: str, source: str) -> TimeAxis:
@@ -172,15 +235,21 @@ class TimeSummary:
             offset = int(self.times.min() % step) if len(self.times) else 0
             return TimeAxis("int", step, offset, "int" if step == 1 else f"int/{step}", season_length)
         if frequency:
-            axis = _axis_from_alias(frequency, times, season_length)
+            axis = _axis_from_alias(frequency, times, season_length, self.counts)
         else:
-            axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source)
+            axis = _infer_datetime_axis(times, self.diffs, self.diff_counts, season_length, column, source, self.counts)
         bad = axis.off_grid(times)
         if bad.any():
+            hint = "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency"
+            if self.tz is not None:
+                hint += (
+                    f"; the times carry time zones or UTC offsets and were compared in {self.tz}: if the offset changes "
+                    "during the year (daylight saving), write them as local times without an offset"
+                )
             raise InputDataError(
                 f"{source}: {int(self.counts[bad].sum())} time value(s) in {column!r} are off the {axis.label} grid "
                 f"(irregular frequency): {examples(pd.Series(times[bad]).astype(str).unique())}",
-                "align the times to one frequency (e.g. all weeks starting on the same weekday), or set data.frequency",
+                hint,
             )
         return axis
 
@@ -243,7 +312,17 @@ def format_time(value, axis: TimeAxis) -> str:
 
 # -- helpers -----------------------------------------------------------------
 
-def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.ndarray, season_length: int | None, column: str, source: str) -> TimeAxis:
+def _phase(ns: np.ndarray, step: int, counts: np.ndarray | None) -> int:
+    """Where the grid is anchored: the offset (time mod step) most rows share, so one odd time
+    is reported as off the grid, not every time but it."""
+    if not len(ns):
+        return 0
+    phases, inverse = np.unique(ns % step, return_inverse=True)
+    weights = np.bincount(inverse, weights=counts if counts is not None and len(counts) == len(ns) else None)
+    return int(phases[np.argmax(weights)])
+
+
+def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.ndarray, season_length: int | None, column: str, source: str, counts: np.ndarray | None = None) -> TimeAxis:
     """The most common step between consecutive times of a series decides the frequency."""
     ns = _as_ns(times)
     if len(diffs) == 0:
@@ -260,11 +339,14 @@ def _infer_datetime_axis(times: pd.Series, diffs: np.ndarray, diff_counts: np.nd
     if 365 <= days <= 366:
         return _month_axis(times, 12, season_length)
     step = mode
-    offset = int(ns.min() % step)
-    return TimeAxis("fixed", step, offset, _fixed_label(step, ns.min()), season_length or _DEFAULT_SEASON.get(step))
+    wall = _zoned(times) and step % NS_PER_DAY == 0
+    ns = _wall_ns(times) if wall else ns
+    offset = _phase(ns, step, counts)
+    anchor = int(ns[ns % step == offset].min())
+    return TimeAxis("fixed", step, offset, _fixed_label(step, anchor), season_length or _DEFAULT_SEASON.get(step), wall)
 
 
-def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None) -> TimeAxis:
+def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None, counts: np.ndarray | None = None) -> TimeAxis:
     from pandas.tseries.frequencies import to_offset
 
     try:
@@ -289,8 +371,9 @@ def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None
             from .errors import ConfigError
 
             raise ConfigError(f"data.frequency: {frequency!r} has no fixed length (business days are not supported)", "use a fixed frequency such as D or W-MON") from None
-    ns = _as_ns(times)
-    return TimeAxis("fixed", step, int(ns.min() % step) if len(ns) else 0, frequency, season_length or _DEFAULT_SEASON.get(step))
+    wall = _zoned(times) and step % NS_PER_DAY == 0
+    ns = _wall_ns(times) if wall else _as_ns(times)
+    return TimeAxis("fixed", step, _phase(ns, step, counts), frequency, season_length or _DEFAULT_SEASON.get(step), wall)
 
 
 def _month_axis(times: pd.Series, months: int, season_length: int | None, end: bool | None = None) -> TimeAxis:
@@ -335,6 +418,15 @@ def _naive(times: pd.Series) -> pd.Series:
     if isinstance(ts.dtype, pd.DatetimeTZDtype):
         ts = ts.dt.tz_localize(None)
     return ts
+
+
+def _zoned(times: pd.Series) -> bool:
+    return isinstance(pd.Series(times).dtype, pd.DatetimeTZDtype)
+
+
+def _wall_ns(times: pd.Series) -> np.ndarray:
+    """Nanoseconds of the local wall-clock times (the zone dropped, not converted)."""
+    return _naive(times).to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
 def _as_ns(times: pd.Series) -> np.ndarray:

@@ -24,7 +24,7 @@ from .automl import search_space_fingerprint
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
+from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
@@ -140,6 +140,8 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
     config, store = s.config, s.store
     started = time.perf_counter()
     manifest = load_split(store, config, s.terminal)
+    if not group_specs and not retry_failed:
+        _check_some_group_is_long_enough(store, config)
     config_fp = config.section_fingerprint(*cache.TRAIN_SECTIONS)
     with Spool(store.local_scratch()) as spool:
         registry.train_state(store, spool)
@@ -150,6 +152,23 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
         _fit(s, spool, run, context, n_fit)
         return _finish(s, run, spool, selected, time.perf_counter() - started)
+
+
+def _check_some_group_is_long_enough(store: Datastore, config: Config) -> None:
+    """Every group shorter than train.min_history is a config or input problem, not N group failures:
+    refuse before anything (training_output.csv, the registry) changes."""
+    longest, n = 0, 0
+    for batch in store.iter_split_groups(columns=["n_train_periods"]):
+        column = batch.column(0).to_numpy(zero_copy_only=False)
+        n += len(column)
+        longest = max(longest, int(column.max()) if len(column) else 0)
+    need = config.train.min_history
+    if n and longest < need:
+        raise InputDataError(
+            f"no group has train.min_history = {need} periods of history: the longest of the {n:,} groups has {longest}",
+            "lower train.min_history (and train.horizon / train.automl.folds with it), or give the groups more history "
+            "(check split.train_end and split.holdout)",
+        )
 
 
 def _deadline(config: Config) -> float | None:
@@ -184,7 +203,7 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
                 bool(version)
                 and prev.get("status") in ("trained", "reused")
                 and prev.get("fingerprint") == cache.fingerprint(parts)
-                and store.has_model(g["key"], int(version))
+                and store.has_model(g["key"], int(version), booster=prev.get("model") in ("lightgbm", "ensemble"))
             )
             decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
             if decision.reuse:
@@ -278,6 +297,7 @@ class _Summary:
         self.winners: dict[str, int] = {}
         self.metrics = {m: array("d") for m in ("mape", "smape", "wape")}
         self.failures: list[dict] = []
+        self.partitions_missing = 0
 
     def add(self, r: dict) -> None:
         ok = r["status"] in ("trained", "reused")
@@ -294,6 +314,7 @@ class _Summary:
                     values.append(v)
         if r["status"] == "failed":
             self.failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
+            self.partitions_missing += r.get("reason") == "partition_missing"
 
     def medians(self) -> dict[str, float]:
         return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
@@ -304,7 +325,8 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
     store, config = s.store, s.config
     summary = _Summary()
     out_path = store.output_path(TRAINING_OUTPUT)
-    with GroupsTable(store, run.id, GROUPS_SCHEMA) as groups, store.output_file(TRAINING_OUTPUT) as f:
+    # the run's groups table is published before training_output.csv: a failure writing either keeps the previous output
+    with store.output_file(TRAINING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         chunk: list[dict] = []
         header = True
         for r in spool.rows("rows"):
@@ -316,6 +338,7 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
                 chunk, header = [], False
         if chunk or header:
             training_output(chunk, config).to_csv(f, index=False, header=header)
+    store.mark_split_damaged(summary.partitions_missing)
     status = "partial" if summary.counts["failed"] else "completed"
     result = TrainResult(
         run_id=run.id,

@@ -162,3 +162,26 @@ def run_cli(*args: str, cwd: Path | None = None, timeout: float = 300, env: dict
         timeout=timeout,
         env=full_env,
     )
+
+
+def small_table(groups=("a", "b"), weeks: int = 30, future: int = 2, seed: int = 0, price: bool = True) -> pd.DataFrame:
+    """Weekly series g x t (dates as text, as a CSV has them), target y, known-future price; future rows have no y."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2021-01-07")
+    rows = []
+    for g in groups:
+        for w in range(weeks + future):
+            row = {"g": g, "t": (start + pd.Timedelta(weeks=w)).strftime("%Y-%m-%d"), "y": float(rng.integers(5, 50)) if w < weeks else np.nan}
+            if price:
+                row["price"] = round(float(rng.uniform(1, 3)), 2)
+            rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def small_config(folder: Path, data_path: str | list, **sections) -> Path:
+    """write_config for ``small_table``: columns g, t, y, price; horizon 2, min_history 5, 20 rounds, serial."""
+    data = {"time_column": "t", "target_column": "y", "group_columns": ["g"], "known_future_columns": ["price"], "drop_columns": []}
+    train = {"horizon": 2, "min_history": 5, "num_boost_round": 20}
+    return write_config(folder, data_path, **{**sections, "data": {**data, **sections.get("data", {})}, "train": {**train, **sections.get("train", {})}})
