@@ -38,8 +38,8 @@ pages once per process) is printed beside it.
 
 Usage
 -----
-    python bench/scale.py --stores 3991 --repeats 3          # 11,973 groups: ratio, split time
-    python bench/scale.py --stores 3334 33334 --rounds 20 --no-reference --repeats 1
+    python bench/scale.py --stores 3991 --rounds 100 --repeats 2   # 11,973 groups: ratio, split time
+    python bench/scale.py --stores 3334 33334 --rounds 10 --no-reference --repeats 1
                                                              # memory at 10,002 vs 100,002 groups
     python bench/scale.py --stores 100 --repeats 1           # a quick check (300 groups)
 """
