@@ -34,7 +34,10 @@ from /proc/<pid>/smaps_rollup) of the whole process tree: the mm command and
 every process under it (the worker pool included), sampled every 50 ms. PSS
 splits pages shared between processes (a forkserver's imports) among them, so
 the sum is what the tree really occupies; the summed RSS (which counts shared
-pages once per process) is printed beside it.
+pages once per process) is printed beside it. The anonymous part of PSS (heap,
+not mapped library files) is printed too: the file part is a share that
+depends on how many other processes on the machine map the same libraries, so
+on a shared machine the sizes are compared on the anonymous part as well.
 
 Usage
 -----
@@ -128,9 +131,16 @@ def _tree(pid: int) -> list[int]:
     return seen
 
 
-def _memory_kb(pid: int) -> tuple[int, int]:
-    """(PSS, RSS) of one process in kB; (0, 0) if it is gone."""
-    pss = rss = 0
+def _memory_kb(pid: int) -> tuple[int, int, int]:
+    """(PSS, RSS, anonymous PSS) of one process in kB; zeros if it is gone.
+
+    Anonymous PSS (Pss_Anon + Pss_Shmem) is the memory the process allocated
+    itself. The rest of PSS is its share of mapped files (Python, numpy, Arrow,
+    LightGBM libraries), which shrinks or grows with how many *other* processes
+    on the machine map the same files: comparisons between runs use the
+    anonymous part, which only this tree's work changes.
+    """
+    pss = rss = anon = 0
     try:
         with open(f"/proc/{pid}/smaps_rollup") as f:
             for line in f:
@@ -138,9 +148,11 @@ def _memory_kb(pid: int) -> tuple[int, int]:
                     pss = int(line.split()[1])
                 elif line.startswith("Rss:"):
                     rss = int(line.split()[1])
+                elif line.startswith(("Pss_Anon:", "Pss_Shmem:")):
+                    anon += int(line.split()[1])
     except OSError:
         pass
-    return pss, rss
+    return pss, rss, anon
 
 
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -162,7 +174,7 @@ class TreeMemory:
     def __init__(self, pid: int, interval: float = 0.05):
         self.pid = pid
         self.interval = interval
-        self.peak_pss = self.peak_rss = 0
+        self.peak_pss = self.peak_rss = self.peak_anon = 0
         self.max_processes = 0
         self.cpu: dict[int, float] = {}  # last CPU seconds seen per process (a process's last 50 ms may be missed)
         self.peaks: dict[int, int] = {}  # peak PSS (kB) per process: who holds the memory
@@ -174,7 +186,7 @@ class TreeMemory:
         while not self._stop.is_set():
             pids = _tree(self.pid)
             sizes = [_memory_kb(p) for p in pids]
-            for p, (pss, _) in zip(pids, sizes):
+            for p, (pss, _, _) in zip(pids, sizes):
                 self.peaks[p] = max(self.peaks.get(p, 0), pss)
             for p in pids:
                 seconds = _cpu_s(p)
@@ -182,6 +194,7 @@ class TreeMemory:
                     self.cpu[p] = seconds
             self.peak_pss = max(self.peak_pss, sum(s[0] for s in sizes))
             self.peak_rss = max(self.peak_rss, sum(s[1] for s in sizes))
+            self.peak_anon = max(self.peak_anon, sum(s[2] for s in sizes))
             self.max_processes = max(self.max_processes, sum(1 for s in sizes if s[1]))
             self._stop.wait(self.interval)
 
@@ -192,6 +205,7 @@ class TreeMemory:
         return {
             "peak_pss_mb": self.peak_pss / 1024,
             "peak_rss_mb": self.peak_rss / 1024,
+            "peak_anon_mb": self.peak_anon / 1024,
             "processes": self.max_processes,
             "cpu_s": sum(self.cpu.values()),
             "parent_peak_pss_mb": self.peaks.get(self.pid, 0) / 1024,
@@ -217,7 +231,7 @@ def timed(cmd: list[str], env: dict | None = None) -> dict:
 
 
 def _who(stats: dict) -> str:
-    return f"; per process: mm {stats['parent_peak_pss_mb']:.0f} MB, others {stats['child_peak_pss_mb']} MB"
+    return f"; anonymous {stats['peak_anon_mb']:.0f} MB; per process: mm {stats['parent_peak_pss_mb']:.0f} MB, others {stats['child_peak_pss_mb']} MB"
 
 
 def mm_cmd(*args: str) -> list[str]:
@@ -388,6 +402,11 @@ def bench_size(stores: int, args) -> dict:
             "train": max(t["peak_rss_mb"] for t in trains),
             "forecast": max(f["peak_rss_mb"] for f in forecasts),
         },
+        "peak_anon_mb": {
+            "split": max(s["peak_anon_mb"] for s in splits),
+            "train": max(t["peak_anon_mb"] for t in trains),
+            "forecast": max(f["peak_anon_mb"] for f in forecasts),
+        },
         "verify": verify,
     }
     if refs:
@@ -407,15 +426,18 @@ def report(results: list[dict]) -> None:
             line += f"; train+forecast {r['train_forecast_s']:.1f} s vs reference {r['reference_s']:.1f} s = {r['ratio_of_medians']:.3f}x (median of per-run ratios {r['median_ratio']:.3f}x)"
         print(line)
         peaks = r["peak_pss_mb"]
+        anon = r["peak_anon_mb"]
         print(f"{'':>16} peak PSS MB: split {peaks['split']:.0f}, train {peaks['train']:.0f}, forecast {peaks['forecast']:.0f}")
+        print(f"{'':>16} of which anonymous MB: split {anon['split']:.0f}, train {anon['train']:.0f}, forecast {anon['forecast']:.0f}")
     if len(results) > 1:
         small, large = results[0], results[-1]
-        for step in ("split", "train", "forecast"):
-            ratio = large["peak_pss_mb"][step] / small["peak_pss_mb"][step]
-            print(f"peak memory {step}: {large['groups']:,} groups / {small['groups']:,} groups = {ratio:.3f}x")
-        worst_small = max(small["peak_pss_mb"].values())
-        worst_large = max(large["peak_pss_mb"].values())
-        print(f"peak memory over all steps: {worst_large:.0f} MB / {worst_small:.0f} MB = {worst_large / worst_small:.3f}x")
+        for kind in ("peak_pss_mb", "peak_anon_mb"):
+            name = "PSS" if kind == "peak_pss_mb" else "anonymous PSS"
+            for step in ("split", "train", "forecast"):
+                ratio = large[kind][step] / small[kind][step]
+                print(f"peak {name} {step}: {large['groups']:,} groups / {small['groups']:,} groups = {ratio:.3f}x")
+            worst_small, worst_large = max(small[kind].values()), max(large[kind].values())
+            print(f"peak {name} over all steps: {worst_large:.0f} MB / {worst_small:.0f} MB = {worst_large / worst_small:.3f}x")
 
 
 def main() -> int:
