@@ -571,6 +571,9 @@ def _counts(c: dict) -> str:
 
 
 def main() -> None:
+    from .datastore import use_system_allocator
+
+    use_system_allocator()
     app(prog_name="mm")
 
 

@@ -963,6 +963,20 @@ class Journal:
         self.close()
 
 
+def use_system_allocator() -> None:
+    """Let Arrow allocate with the C library's malloc instead of its bundled mimalloc.
+
+    Measured on a split of 100,002 groups (12 M rows streamed in 8 MB blocks):
+    with mimalloc the mm process kept 250 MB after reading (225 MB at 10,002
+    groups: its retained pages grow with the data streamed through); with
+    malloc, which ``release_memory`` trims, 204 MB at both sizes. Called where
+    mm's own processes start (the CLI, pool workers), never on import, so a
+    program using the API keeps its own choice; ARROW_DEFAULT_MEMORY_POOL wins.
+    """
+    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL") and _LIBC is not None:
+        pa.set_memory_pool(pa.system_memory_pool())
+
+
 def release_memory() -> None:
     """Give freed memory back to the system, so a streaming step's memory stays flat.
 
