@@ -450,11 +450,11 @@ class Datastore:
     def lock_path(self):
         return self.files.location(self.LOCK)
 
-    REPORT = "outputs/report.html"
+    REPORT = "report.html"  # mm report's default output
 
     @property
     def report_path(self):
-        return self.files.location(self.REPORT)
+        return self.output_path(self.REPORT)
 
     def export_dir(self, fmt: str):
         return self.files.location(f"exports/{fmt}")
@@ -503,7 +503,7 @@ class Datastore:
         entries = [rel for s in steps for rel in STEP_DIRS[s]]
         entries += [f"runs/{name}" for name in self.files.names("runs") if any(f"-{s}-" in name for s in steps)]
         if step == "all":
-            entries += [self.INPUT_STATE, self.REPORT, "exports"]
+            entries += [self.INPUT_STATE, f"outputs/{self.REPORT}", "exports"]
         return [rel for rel in entries if self._present(rel)]
 
     def _present(self, rel: str) -> bool:

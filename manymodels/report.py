@@ -81,17 +81,17 @@ def report(config: Config, terminal: Terminal | None = None, *, output: str | Pa
         )
     document, lines = build_document(store, config, train_record, forecast_record, history)
     page = render_page(document, lines)
-    if output is None and not store.is_folder:
-        path = store.report_path  # a URL: one atomic PUT
-        store.files.write(store.REPORT, page.encode("utf-8"))
-    else:
-        path = Path(output) if output else store.report_path
-        if path.is_dir():
-            path = path / "report.html"
-        try:
+    path = store.report_path if output is None else Path(output)
+    if output is not None and path.is_dir():
+        path = path / "report.html"
+    try:
+        if output is None:  # in the datastore: a folder or an object store, published whole
+            with store.output_file(store.REPORT) as f:
+                f.write(page)
+        else:
             atomic_write_text(path, page)
-        except OSError as exc:
-            raise MMError(f"cannot write the report to {path}: {exc.strerror}", "pass a writable file with --output") from None
+    except OSError as exc:
+        raise MMError(f"cannot write the report to {path}: {exc.strerror}", "pass a writable file with --output") from None
     groups = document["groups"]
     return ReportResult(
         path=str(path),
