@@ -423,15 +423,15 @@ class Datastore:
 
     @staticmethod
     def _model_meta(key: str, version: int) -> str:
-        return f"models/{key[:2]}/{key}/v{version}.json"
+        return f"{Datastore._model_dir(key)}/v{version}.json"
 
     @staticmethod
     def _model_text(key: str, version: int) -> str:
-        return f"models/{key[:2]}/{key}/v{version}.lgb.txt.zst"
+        return f"{Datastore._model_dir(key)}/v{version}.lgb.txt.zst"
 
     @staticmethod
     def _model_text_plain(key: str, version: int) -> str:
-        return f"models/{key[:2]}/{key}/v{version}.lgb.txt"
+        return f"{Datastore._model_dir(key)}/v{version}.lgb.txt"
 
     @staticmethod
     def _forecast(key: str, fingerprint: str) -> str:
