@@ -174,8 +174,22 @@ def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec
     return evaluation
 
 
-def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None) -> tuple[dict, int]:
-    """Optuna search; returns the best parameters and the number of trials run."""
+@dataclass
+class Search:
+    """What a LightGBM search found: the best parameters, trials run, and trials that failed."""
+
+    best: dict[str, Any]
+    n_trials: int
+    n_failed: int = 0
+    first_failure: str = ""
+
+
+def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None) -> Search:
+    """Optuna search over the folds.
+
+    A trial whose fit raises (LightGBM refuses its parameters on some fold) is
+    pruned and counted, never an error of the group: the others go on.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -186,15 +200,24 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
     evaluations: dict[int, Evaluation] = {}
+    failures: list[str] = []
+    # poisson and tweedie refuse a training window whose targets sum to zero (a new or
+    # intermittent item's early folds): propose them only where every fold can take them
+    positive = data.nonnegative and all(np.nansum(data.panel.y[train]) > 0 for train, _ in folds)
 
     def run(trial: optuna.Trial, params: dict[str, Any], trans: str) -> float:
         evaluation = Evaluation("lightgbm", {}, data.mase_scale)
         best_rounds = []
         for i, (train, test) in enumerate(folds):
             rows = np.flatnonzero(test)
-            fitted = fit_lightgbm(data, train, params, MAX_TUNED_ROUNDS, trans, valid=test, early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+            try:
+                fitted = fit_lightgbm(data, train, params, MAX_TUNED_ROUNDS, trans, valid=test, early_stopping_rounds=EARLY_STOPPING_ROUNDS)
+                predicted = predict(fitted, data, train, rows)
+            except Exception as exc:
+                failures.append(f"{type(exc).__name__}: {exc}")
+                raise optuna.TrialPruned() from None
             best_rounds.append(fitted.state["num_boost_round"])
-            evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
+            evaluation.add(data.panel.y[rows], predicted)
             # for pruning: the folds so far, calibrated on themselves (optimistic alike for every trial)
             value = _scaled(evaluation, evaluation.factor(metric) if calibrate else 1.0).score(metric)
             trial.report(value if math.isfinite(value) else 1e12, i)
@@ -207,20 +230,20 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
         return score if math.isfinite(score) else 1e12
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, base, n_rows, data.nonnegative)
+        params = suggest(trial, base, n_rows, data.nonnegative, positive)
         trans = params.pop("_transform")
         return run(trial, params, trans)
 
-    study.enqueue_trial(_default_trial(base, transform, n_rows, data.nonnegative), skip_if_exists=True)
+    study.enqueue_trial(_default_trial(base, transform, n_rows, data.nonnegative, positive), skip_if_exists=True)
     study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False, show_progress_bar=False)
+    found = Search(dict(base), len(study.trials), len(failures), failures[0] if failures else "")
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number in evaluations]
-    if not completed:
-        fallback = {**base}
-        return fallback, len(study.trials)
-    best = min(completed, key=lambda t: (t.value, t.number))
-    # The trials stopped early on the folds that scored them: optimistic. The caller
-    # backtests the winner again at its fixed number of rounds, as it will be refit.
-    return dict(evaluations[best.number].params), len(study.trials)
+    if completed:
+        best = min(completed, key=lambda t: (t.value, t.number))
+        # The trials stopped early on the folds that scored them: optimistic. The caller
+        # backtests the winner again at its fixed number of rounds, as it will be refit.
+        found.best = dict(evaluations[best.number].params)
+    return found
 
 
 def _scaled(evaluation: Evaluation, factor: float) -> Evaluation:
@@ -230,10 +253,10 @@ def _scaled(evaluation: Evaluation, factor: float) -> Evaluation:
     return out
 
 
-def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool) -> dict[str, Any]:
+def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool, positive: bool) -> dict[str, Any]:
     """The default parameters expressed as a point of the search space (clipped into it)."""
     objective = base.get("objective", "l2")
-    if objective not in _objectives(nonnegative):
+    if objective not in _objectives(nonnegative, positive):
         objective = "l2"
     trial = {
         "objective": objective,
@@ -250,8 +273,11 @@ def _default_trial(base: dict, transform: str, n_rows: int, nonnegative: bool) -
     return trial
 
 
-def _objectives(nonnegative: bool) -> list[str]:
-    return ["l2", "l1", "mape", "poisson", "tweedie"] if nonnegative else ["l2", "l1", "huber"]
+def _objectives(nonnegative: bool, positive: bool) -> list[str]:
+    """LightGBM objectives to search: poisson and tweedie need targets >= 0 whose sum is > 0."""
+    if not nonnegative:
+        return ["l2", "l1", "huber"]
+    return ["l2", "l1", "mape", "poisson", "tweedie"] if positive else ["l2", "l1", "mape"]
 
 
 def search_space_fingerprint(automl_config: dict) -> str:
@@ -270,9 +296,9 @@ def _max_leaf_data(n_rows: int) -> int:
     return max(3, min(50, n_rows // 4))
 
 
-def suggest(trial, base: dict, n_rows: int, nonnegative: bool) -> dict[str, Any]:
+def suggest(trial, base: dict, n_rows: int, nonnegative: bool, positive: bool) -> dict[str, Any]:
     """One point of the LightGBM search space (define-by-run, so it may be conditional)."""
-    objective = trial.suggest_categorical("objective", _objectives(nonnegative))
+    objective = trial.suggest_categorical("objective", _objectives(nonnegative, positive))
     log_target = nonnegative and objective in ("l2", "l1") and trial.suggest_categorical("log_target", [True, False])
     params = {
         **{k: v for k, v in base.items() if not k.startswith("_")},

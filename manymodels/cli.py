@@ -532,6 +532,12 @@ def report_forecast(terminal: Terminal, r) -> None:
             terminal.table("worst groups (by WAPE)", ["group", "MAPE %", "sMAPE %", "WAPE %"], [(w["group"], _num(w["mape"]), _num(w["smape"]), _num(w["wape"])) for w in r.worst_groups])
     if r.rows_beyond_horizon:
         terminal.warn(f"{r.rows_beyond_horizon:,} inference rows are more than train.horizon periods after their last known value; their accuracy was not validated by the backtest")
+    if r.out_of_range:
+        o = r.out_of_range
+        terminal.warn(f"{o['n']:,} known-future value(s) in {o['groups']:,} group(s) are outside what their series' model saw in training (the linear model clamps numbers to the training range; LightGBM treats them as the nearest value seen): " + "; ".join(o["examples"][:5]))
+    if r.capped:
+        c = r.capped
+        terminal.warn(f"{c['n']:,} forecast row(s) in {c['groups']:,} group(s) were capped by forecast.cap_factor: " + "; ".join(c["examples"][:5]))
     _failures(terminal, r.failures, "forecast", "the run record (mm runs show)")
 
 

@@ -184,6 +184,9 @@ class TrainConfig(_Section):
 class ForecastConfig(_Section):
     prediction_column: str = Field(default="Prediction", min_length=1)
     quantiles: list[float] = []
+    # forecasts above cap_factor x a series' largest training value (signed targets: outside
+    # its training range widened by cap_factor - 1 ranges) are capped there and reported; null: off
+    cap_factor: float | None = Field(default=10.0, gt=1.0)
 
     @field_validator("quantiles")
     @classmethod

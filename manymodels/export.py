@@ -357,7 +357,7 @@ class _OnnxExporter:
 
 
 def _linear_inputs(info: dict) -> list[dict]:
-    filled = "; null is replaced by the training mean (model.state.exog_fill)"
+    filled = "; null is replaced by the training mean (model.state.exog_fill), then clamped to the training range (model.state.exog_min..exog_max)"
     return [
         *({"name": c, "definition": f"known-future column {c} as a number{filled}"} for c in info["features"]["numeric_exog"]),
         *({"name": c, "definition": f"code of column {c}: 0-based position of its value (as text) in categories.{c}{filled}"} for c in info["features"]["categorical_exog"]),

@@ -43,8 +43,12 @@ GROUPS_SCHEMA = pa.schema(
         *GROUP_OUTCOME,
         ("model_version", pa.int64()),
         ("n_missing_prediction", pa.int64()),
+        ("n_out_of_range", pa.int64()),  # known-future values outside the series' training range
+        ("n_capped", pa.int64()),  # rows capped by forecast.cap_factor
+        ("checks", pa.string()),  # JSON: the first cases of both, named
     ]
 )
+CHECK_FIELDS = ("n_out_of_range", "n_capped", "checks")
 
 
 @dataclass
@@ -65,6 +69,9 @@ class ForecastResult:
     coverage: dict[str, float] = field(default_factory=dict)
     worst_groups: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
+    # {"n": cases, "groups": groups with any, "examples": the first cases named}
+    out_of_range: dict = field(default_factory=dict)
+    capped: dict = field(default_factory=dict)
 
     @property
     def exit_code(self) -> int:
@@ -116,6 +123,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
             prediction_column=config.forecast.prediction_column,
             quantile_columns=quantile_columns(config),
             output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
+            cap_factor=config.forecast.cap_factor,
         )
         _run(s, spool, run, context, n_run)
         return _finish(s, run, spool, train_record, context, time.perf_counter() - started)
@@ -142,7 +150,8 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
             decision = cache.decide(spool.get("previous", g["key"]), parts, s.allow_reuse, exists, "forecast")
             if decision.reuse:
                 s.terminal.detail(f"{g['label']}: forecast reused, {decision.reason}")
-                _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version})
+                checked = {k: v for k, v in (spool.get("previous", g["key"]) or {}).items() if k in CHECK_FIELDS}  # same forecast, same findings
+                _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version, **checked})
                 continue
             s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
             spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}", "n_train": int(g["n_train"])})
@@ -170,6 +179,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     store = s.store
     counts = {k: 0 for k in ("forecast", "reused", "failed", "no_model")}
     failures: list[dict] = []
+    findings = Findings()
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
     with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         def forecasts():
@@ -177,6 +187,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
             for r in spool.rows("rows"):
                 counts[r["status"]] = counts.get(r["status"], 0) + 1
                 groups.add(r)
+                findings.add(r)
                 if r["status"] in ("failed", "no_model"):
                     failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
                 else:
@@ -202,9 +213,45 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
         coverage=tally.coverage(),
         worst_groups=tally.worst(),
         failures=failures,
+        out_of_range=findings.summary("out_of_range"),
+        capped=findings.summary("capped"),
     )
-    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy)
+    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, out_of_range=result.out_of_range, capped=result.capped)
     return result
+
+
+class Findings:
+    """The forecast checks' findings over all groups: totals and the first cases named."""
+
+    EXAMPLES = 20
+
+    def __init__(self):
+        self.n = {"out_of_range": 0, "capped": 0}
+        self.groups = {"out_of_range": 0, "capped": 0}
+        self.examples: dict[str, list[str]] = {"out_of_range": [], "capped": []}
+
+    def add(self, row: dict) -> None:
+        named = _json_field(row.get("checks"))
+        for what in self.n:
+            n = row.get(f"n_{what}")
+            if _missing(n) or not n:
+                continue
+            self.n[what] += int(n)
+            self.groups[what] += 1
+            room = self.EXAMPLES - len(self.examples[what])
+            self.examples[what] += named.get(what, [])[: max(0, room)]
+
+    def summary(self, what: str) -> dict:
+        return {"n": self.n[what], "groups": self.groups[what], "examples": self.examples[what]} if self.n[what] else {}
+
+
+def _json_field(value) -> dict:
+    if isinstance(value, dict):
+        return value
+    try:
+        return json.loads(value) if isinstance(value, str) and value else {}
+    except ValueError:
+        return {}
 
 
 CHUNK_ROWS = 10_000  # rows of forecasting_output.csv written at a time (~6 MB of tables)

@@ -165,7 +165,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         decision = _stored_decision(stored, out_of_time)
     else:
         decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
-    final = _refit(decision, data, all_rows, spec, transform)
+    decision, final = _refit_or_fall_back(decision, data, all_rows, spec, candidates, transform, stored, deadline)
     meta = {
         "kind": decision["winner"],
         "state": final.state,
@@ -189,27 +189,45 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "scores": decision["scores"],
         "n_trials": decision.get("n_trials", 0),
         "note": decision.get("note", ""),
+        "candidate_errors": decision.get("candidate_errors") or {},
     }
 
 
-def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None) -> dict:
-    """Backtest every candidate, tune LightGBM, choose and calibrate: the decision to store."""
+def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None, dropped: dict[str, str] | None = None) -> dict:
+    """Backtest every candidate, tune LightGBM, choose and calibrate: the decision to store.
+
+    ``dropped``: candidates already known not to fit, with their reasons (left out)."""
     a = spec.automl
     folds = backtest_folds(data, spec.horizon, _n_folds(spec))
     evaluated: dict[str, automl.Evaluation] = {}
+    errors: dict[str, str] = dict(dropped or {})
     lightgbm: dict[str, Any] = {"n_trials": 0, "source": "config"}
     for kind in candidates:
-        if kind == "lightgbm":
-            params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
-            evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
-        elif kind != "ensemble":
-            evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
-    if "ensemble" in candidates:
-        evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
+        if kind == "ensemble" or kind in errors:
+            continue
+        try:  # a candidate that cannot fit is dropped from this group's choice, with its reason
+            if kind == "lightgbm":
+                params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
+                evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+            else:
+                evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
+        except Exception as exc:
+            if not a.get("enabled"):
+                raise  # no other candidate to fall back on: the group fails with this reason
+            errors[kind] = _reason(exc)
+    if "ensemble" in candidates and "ensemble" not in errors:
+        lost = [m for m in ENSEMBLE_MEMBERS if m not in evaluated]
+        if lost:
+            errors["ensemble"] = f"its member {' and '.join(lost)} could not fit"
+        else:
+            evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
+    if not evaluated:
+        raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     metric = a.get("metric", "wape") if a.get("enabled") else "wape"
     calibrate = bool(a.get("enabled")) and bool(a.get("calibrate", True)) and len(folds) >= 2
     judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
-    winner = automl.pick_winner(judged, metric, candidates, a.get("reference"), float(a.get("evidence", 0.0)) if a.get("enabled") else 0.0)
+    order = [k for k in candidates if k in evaluated]
+    winner = automl.pick_winner(judged, metric, order, a.get("reference"), float(a.get("evidence", 0.0)) if a.get("enabled") else 0.0)
     chosen = evaluated[winner]
     # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log
     output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else transform
@@ -227,8 +245,34 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
         "space": automl.search_space_fingerprint(a),
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": "" if folds else "backtest skipped: history shorter than one horizon plus a minimal training window",
+        "note": _search_note(folds, lightgbm),
+        "candidate_errors": errors,
     }
+
+
+def _search_note(folds: list, lightgbm: dict) -> str:
+    notes = [] if folds else ["backtest skipped: history shorter than one horizon plus a minimal training window"]
+    failed = lightgbm.get("failed_trials", 0)
+    if failed:
+        notes.append(f"{failed} of {lightgbm['n_trials']} LightGBM trials failed and were pruned (first: {lightgbm['first_failure']})")
+    return "; ".join(notes)
+
+
+def _reason(exc: Exception) -> str:
+    return str(exc) if isinstance(exc, GroupFailure) else f"{type(exc).__name__}: {exc}"
+
+
+def _refit_or_fall_back(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, deadline: float | None) -> tuple[dict, Fitted]:
+    """The decided model fitted on every row; if that fit fails, the choice is made
+    again without the candidate that failed (never tuning again), until one fits."""
+    while True:
+        try:
+            return decision, _refit(decision, data, rows, spec, transform)
+        except Exception as exc:
+            if not spec.automl.get("enabled"):
+                raise
+            errors = {**(decision.get("candidate_errors") or {}), decision["winner"]: f"fit on all rows: {_reason(exc)}"}
+            decision = _search(data, spec, candidates, transform, stored, False, deadline, dropped=errors)
 
 
 def _stored_decision(stored: dict, out_of_time: bool) -> dict:
@@ -295,8 +339,8 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tu
     if deadline is not None:
         remaining = max(deadline - time.time(), 0.1)
         timeout = min(timeout, remaining) if timeout else remaining
-    best, n_trials = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
-    return best, {"n_trials": n_trials, "source": "tuned"}
+    search = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
+    return search.best, {"n_trials": search.n_trials, "source": "tuned", "failed_trials": search.n_failed, "first_failure": search.first_failure}
 
 
 def _target_fits_objective(params: dict, data: GroupData) -> dict:
@@ -405,3 +449,112 @@ def horizon_steps(history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec) 
     last = history.groupby(cols, observed=True)[period].max().rename("_last")
     joined = future[cols + [period]].merge(last, left_on=cols, right_index=True, how="left")
     return (joined[period] - joined["_last"]).to_numpy()
+
+
+# -- sanity checks on a group's forecast ---------------------------------------
+
+EXAMPLES_PER_GROUP = 3  # messages kept per group and check (the counts are complete)
+
+
+@dataclass
+class ForecastChecks:
+    """What the checks of one group's forecast found: counts, and the first few cases named."""
+
+    n_out_of_range: int = 0
+    out_of_range: list[str] = field(default_factory=list)
+    n_capped: int = 0
+    capped: list[str] = field(default_factory=list)
+
+
+def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None) -> tuple[np.ndarray, ForecastChecks]:
+    """Name known-future values the model never saw, and cap forecasts far outside a series' history."""
+    checks = ForecastChecks()
+    checks.n_out_of_range, checks.out_of_range = known_future_out_of_range(history, future, meta["info"], spec)
+    if cap_factor:
+        matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor))
+    return matrix, checks
+
+
+def _series_of(frame: pd.DataFrame, spec: GroupSpec) -> pd.Series:
+    """Each row's series label (``Store=2,Brand=x``), as the group and series columns name it."""
+    columns = [c for c in (*spec.group_columns, *spec.series_columns) if c in frame.columns]
+    if not len(frame):
+        return pd.Series([], dtype=object)
+    parts = [c + "=" + frame[c].astype(str) for c in columns]
+    label = parts[0]
+    for p in parts[1:]:
+        label = label + "," + p
+    return label.reset_index(drop=True)
+
+
+def _when(value) -> str:
+    if isinstance(value, pd.Timestamp):
+        return value.strftime("%Y-%m-%d") if value == value.normalize() else value.isoformat()
+    return str(value)
+
+
+def _num(value: float) -> str:
+    return f"{value:,.6g}"
+
+
+def known_future_out_of_range(history: pd.DataFrame, future: pd.DataFrame, info: dict, spec: GroupSpec) -> tuple[int, list[str]]:
+    """Known-future values of ``future`` outside what the model was fitted on: a number
+    below its series' training minimum or above its maximum, or a category never seen.
+    Returns how many (value, row) cases, and the first few named."""
+    features = info["features"]
+    if not len(future) or not (features["numeric_exog"] or features["categorical_exog"]):
+        return 0, []
+    series_future, series_history = _series_of(future, spec), _series_of(history, spec)
+    when = future[spec.time_column].reset_index(drop=True)
+    count, examples = 0, []
+    for column in features["numeric_exog"]:
+        values = pd.to_numeric(future[column], errors="coerce").reset_index(drop=True).astype(float)
+        seen = pd.to_numeric(history[column], errors="coerce").reset_index(drop=True).astype(float)
+        ranges = pd.DataFrame({"s": series_history, "x": seen}).dropna().groupby("s")["x"].agg(["min", "max"])
+        low = series_future.map(ranges["min"]).astype(float)
+        high = series_future.map(ranges["max"]).astype(float)
+        outside = (values < low) | (values > high)  # NaN (no history, no value) compares False
+        count += int(outside.sum())
+        for i in np.flatnonzero(outside.to_numpy())[: max(0, EXAMPLES_PER_GROUP - len(examples))]:
+            examples.append(f"{series_future[i]}: {column} {_num(values[i])} in {_when(when[i])} is outside its training range {_num(low[i])}..{_num(high[i])}")
+    for column in features["categorical_exog"]:
+        known = set(info["categories"].get(column, []))
+        raw = future[column].reset_index(drop=True)
+        unseen = raw.notna() & ~raw.astype(str).isin(known)
+        count += int(unseen.sum())
+        for i in np.flatnonzero(unseen.to_numpy())[: max(0, EXAMPLES_PER_GROUP - len(examples))]:
+            examples.append(f"{series_future[i]}: {column} {raw[i]!r} in {_when(when[i])} was never seen in training")
+    return count, examples
+
+
+def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec, factor: float) -> tuple[np.ndarray, int, list[str]]:
+    """Forecasts (and quantiles) kept within ``factor`` times their series' history.
+
+    A series whose training targets are all >= 0 is capped at ``factor`` x its
+    largest training value; a signed series is kept within its training range
+    widened by ``factor - 1`` times that range on both sides. A series with no
+    scale (no history, or a maximum of 0 / a constant for signed targets) is left
+    alone. Returns the capped matrix, how many rows were capped, the first few named.
+    """
+    series_future, series_history = _series_of(future, spec), _series_of(history, spec)
+    y = pd.to_numeric(history[spec.target_column], errors="coerce").reset_index(drop=True).astype(float)
+    stats = pd.DataFrame({"s": series_history, "y": y}).dropna().groupby("s")["y"].agg(["min", "max"])
+    low_y = series_future.map(stats["min"]).astype(float).to_numpy()
+    high_y = series_future.map(stats["max"]).astype(float).to_numpy()
+    nonnegative = low_y >= 0
+    span = high_y - low_y
+    upper = np.where(nonnegative, factor * high_y, high_y + (factor - 1) * span)
+    lower = np.where(nonnegative, -np.inf, low_y - (factor - 1) * span)
+    scaled = np.where(nonnegative, high_y > 0, span > 0)  # NaN (no history) is False
+    upper, lower = np.where(scaled, upper, np.inf), np.where(scaled, lower, -np.inf)
+    capped = np.clip(matrix, lower[:, None], upper[:, None])
+    changed = np.flatnonzero(np.any(capped != matrix, axis=1))
+    when = future[spec.time_column].reset_index(drop=True)
+    examples = []
+    for i in changed[:EXAMPLES_PER_GROUP]:
+        if nonnegative[i]:
+            rule = f"{factor:g} x its training maximum {_num(high_y[i])}"
+        else:
+            rule = f"its training range {_num(low_y[i])}..{_num(high_y[i])} widened by {factor - 1:g} x that range on each side"
+        examples.append(f"{series_future[i]}: forecast {_num(matrix[i, 0])} in {_when(when[i])} capped at {_num(capped[i, 0])} ({rule})")
+    return capped, len(changed), examples

@@ -227,13 +227,22 @@ RIDGE_ALPHAS = tuple(10.0 ** np.arange(-3, 3.5, 0.5))
 
 
 def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-    """Known-future columns (and their logs when positive), seasonal terms, series intercepts."""
+    """Known-future columns (and their logs when positive), seasonal terms, series intercepts.
+
+    Each known-future column is clamped to its training range before its
+    transforms, so the model never extrapolates beyond the values it was fitted on.
+    """
     panel = data.panel
     cols = []
     exog = panel.exog[rows]
+    low, high = state.get("exog_min"), state.get("exog_max")  # absent in models of mm <= 0.1.0
     for j, use_log in enumerate(state["exog_log"]):
         x = exog[:, j]
         x = np.where(np.isnan(x), state["exog_fill"][j], x)
+        if low is not None:
+            # clamped to the training range: a price of 0 never seen in training must not be
+            # extrapolated (through its log) into a forecast of billions
+            x = np.clip(x, low[j], high[j])
         cols.append(x)
         if use_log:
             cols.append(np.log(np.maximum(x, 1e-9)))
@@ -261,11 +270,9 @@ def fit_linear(data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fi
     y = forward(panel.y, transform)
     rows = np.flatnonzero(train & ~np.isnan(panel.y))
     exog = panel.exog[rows]
-    fill = [float(np.nanmean(exog[:, j])) if np.any(~np.isnan(exog[:, j])) else 0.0 for j in range(exog.shape[1])]
-    exog_log = []
-    for j in range(exog.shape[1]):
-        x = exog[:, j][~np.isnan(exog[:, j])]
-        exog_log.append(bool(len(x) and x.min() > 0 and len(np.unique(x)) > 2))
+    seen = [exog[:, j][~np.isnan(exog[:, j])] for j in range(exog.shape[1])]
+    fill = [float(x.mean()) if len(x) else 0.0 for x in seen]
+    exog_log = [bool(len(x) and x.min() > 0 and len(np.unique(x)) > 2) for x in seen]
     m = data.spec.season_length
     span = int(panel.period[rows].max() - panel.period[rows].min() + 1) if len(rows) else 0
     terms = min(3, m // 2) if m and m >= 4 and span >= m else 0
@@ -273,6 +280,8 @@ def fit_linear(data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fi
         "transform": transform,
         "exog_fill": fill,
         "exog_log": exog_log,
+        "exog_min": [float(x.min()) if len(x) else 0.0 for x in seen],
+        "exog_max": [float(x.max()) if len(x) else 0.0 for x in seen],
         "fourier_period": m or 0,
         "fourier_terms": terms,
         "n_series": int(panel.n_series),

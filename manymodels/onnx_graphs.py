@@ -214,6 +214,10 @@ def _linear_score(g: _Graph, state: dict[str, Any], n_exog: int, input_name: str
     if n_exog:
         exog = g.slice(input_name, 0, n_exog)
         filled = g.op("Where", [g.op("IsNaN", [exog]), g.const(np.asarray(state["exog_fill"], dtype=np.float64)[None, :]), exog])
+        if state.get("exog_min") is not None:  # clamped to the training range, as mm's own linear model does
+            low = g.const(np.asarray(state["exog_min"], dtype=np.float64)[None, :])
+            high = g.const(np.asarray(state["exog_max"], dtype=np.float64)[None, :])
+            filled = g.op("Min", [g.op("Max", [filled, low]), high])
         terms.append(g.op("MatMul", [filled, g.const(w_x[:, None])]))
         if log_cols:
             picked = g.op("Gather", [filled, g.const(np.asarray(log_cols, dtype=np.int64))], axis=1)

@@ -16,6 +16,7 @@ rewritten whole.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +25,7 @@ import pyarrow as pa
 from . import partitioning
 from .datastore import Datastore, release_memory
 from .engine import Batch
-from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
+from .kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
 from .partitioning import BucketSpec
 
 _STORES: dict[str, Datastore] = {}
@@ -113,6 +114,7 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
         "n_trials": result["n_trials"],
         "tuning_source": meta["tuning"].get("source", ""),
         "note": result.get("note", ""),
+        "candidate_errors": result.get("candidate_errors") or {},
         "duration_s": result["duration_s"],
     }
 
@@ -149,6 +151,8 @@ def _model_result(meta: dict, version: int) -> dict:
         "scores": meta.get("candidate_scores", {}),
         "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
         "tuning_source": "adopted",
+        "note": (meta.get("tuning") or {}).get("note", ""),
+        "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
         "duration_s": 0.0,
     }
 
@@ -195,6 +199,7 @@ class ForecastContext:
     prediction_column: str
     quantile_columns: tuple[str, ...]
     output_columns: tuple[str, ...]  # inference columns to carry, in order
+    cap_factor: float | None = None  # forecast.cap_factor
 
 
 def forecast_batch(batch: Batch) -> list[dict]:
@@ -237,8 +242,18 @@ def forecast_one(ctx: ForecastContext, item: dict) -> dict:
     missing = ~np.isfinite(matrix[:, 0])
     if missing.any():
         return {**base, "status": "failed", "reason": "no_prediction", "error": _no_prediction(future, missing, meta, ctx.spec)}
+    matrix, checks = check_forecast(history, future, matrix, meta, ctx.spec, ctx.cap_factor)
     store.write_forecast(key, item["fingerprint"], _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx))
-    return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": 0}
+    return {
+        **base,
+        "status": "forecast",
+        "reason": "",
+        "error": "",
+        "n_missing_prediction": 0,
+        "n_out_of_range": checks.n_out_of_range,
+        "n_capped": checks.n_capped,
+        "checks": json.dumps({"out_of_range": checks.out_of_range, "capped": checks.capped}),
+    }
 
 
 def booster_text_ok(text: str) -> bool:

@@ -55,6 +55,7 @@ GROUPS_SCHEMA = pa.schema(
         ("n_trials", pa.int64()),
         ("tuning", pa.string()),
         ("note", pa.string()),
+        ("candidate_errors", pa.string()),  # JSON {candidate: why it was dropped}
     ]
 )
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
@@ -283,6 +284,7 @@ def _result_row(item: dict, r: dict, run_id: str) -> dict:
                 "n_trials": r["n_trials"],
                 "tuning": r.get("tuning_source", ""),
                 "note": r.get("note", ""),
+                "candidate_errors": r.get("candidate_errors") or {},
             }
         )
     return row
@@ -367,8 +369,15 @@ def _storable(r: dict) -> dict:
 
 def training_output_columns(config: Config) -> list[str]:
     candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
-    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning"]
+    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates"]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
+
+
+def _dropped(errors) -> str:
+    """``candidate: why`` for every candidate left out of the group's choice."""
+    if isinstance(errors, str):
+        errors = json.loads(errors) if errors else {}
+    return "; ".join(f"{kind}: {why}" for kind, why in (errors or {}).items())
 
 
 def training_output(rows: list[dict], config: Config) -> pd.DataFrame:
@@ -395,7 +404,8 @@ def training_output(rows: list[dict], config: Config) -> pd.DataFrame:
                 "trained_in_run": r.get("trained_in_run") or "",
                 "decision": r.get("decision", ""),
                 "n_trials": r.get("n_trials", 0),
-                "tuning": r.get("tuning", ""),
+                "tuning": "; ".join(t for t in (r.get("tuning", ""), r.get("note", "")) if t),
+                "dropped_candidates": _dropped(r.get("candidate_errors")),
                 **{f"score_{c}": scores.get(c) for c in candidates},
             }
         )
