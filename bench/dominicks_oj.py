@@ -105,11 +105,12 @@ def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: P
         mape, n, miss, under = score(prepared, Path(result.forecast.output), end, config.forecast.prediction_column)
         for q, count in under.items():
             below[q] = below.get(q, 0) + count
-        per_round.append({"round": r, "mape": mape, "rows": n, "seconds": elapsed, "trained": result.train.trained, "tuned": result.train.tuned, "failed": result.train.failed, "winners": result.train.winners})
+        capped, outside = (result.forecast.capped or {}).get("n", 0), (result.forecast.out_of_range or {}).get("n", 0)
+        per_round.append({"round": r, "mape": mape, "rows": n, "seconds": elapsed, "trained": result.train.trained, "tuned": result.train.tuned, "failed": result.train.failed, "winners": result.train.winners, "capped": capped, "out_of_range": outside})
         apes.append(mape * n)
         rows += n
         missing += miss
-        print(f"  {name:<12} round {r:2d} (train to week {end}): MAPE {mape:6.2f}%  rows {n:5d}  {elapsed:6.1f}s  tuned {result.train.tuned:4d}  winners {result.train.winners}", flush=True)
+        print(f"  {name:<12} round {r:2d} (train to week {end}): MAPE {mape:6.2f}%  rows {n:5d}  {elapsed:6.1f}s  tuned {result.train.tuned:4d}  capped {capped}  out of range {outside}  winners {result.train.winners}", flush=True)
     # a quantile q is calibrated when about q of the actuals fall at or below it
     coverage = {q: round(count / rows, 3) for q, count in below.items()}
     return {"name": name, "mape": sum(apes) / rows, "rows": rows, "missing": missing, "seconds": wall, "coverage": coverage, "rounds": per_round}
