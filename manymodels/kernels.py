@@ -531,10 +531,11 @@ def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame
     """Forecasts (and quantiles) kept within ``factor`` times their series' history.
 
     A series whose training targets are all >= 0 is capped at ``factor`` x its
-    largest training value; a signed series is kept within its training range
-    widened by ``factor - 1`` times that range on both sides. A series with no
-    scale (no history, or a maximum of 0 / a constant for signed targets) is left
-    alone. Returns the capped matrix, how many rows were capped, the first few named.
+    largest training value (0 for a series that never sold: a forecast of demand
+    it never had is not one to ship); a signed series is kept within its training
+    range widened by ``factor - 1`` times that range on both sides (a signed
+    constant: its absolute value). A series with no history is left alone.
+    Returns the capped matrix, how many rows were capped, the first few named.
     """
     series_future, series_history = _series_of(future, spec), _series_of(history, spec)
     y = pd.to_numeric(history[spec.target_column], errors="coerce").reset_index(drop=True).astype(float)
@@ -543,10 +544,11 @@ def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame
     high_y = series_future.map(stats["max"]).astype(float).to_numpy()
     nonnegative = low_y >= 0
     span = high_y - low_y
+    span = np.where(span > 0, span, np.abs(high_y))
     upper = np.where(nonnegative, factor * high_y, high_y + (factor - 1) * span)
     lower = np.where(nonnegative, -np.inf, low_y - (factor - 1) * span)
-    scaled = np.where(nonnegative, high_y > 0, span > 0)  # NaN (no history) is False
-    upper, lower = np.where(scaled, upper, np.inf), np.where(scaled, lower, -np.inf)
+    known = ~np.isnan(high_y)  # a series with no history has nothing to be measured against
+    upper, lower = np.where(known, upper, np.inf), np.where(known, lower, -np.inf)
     capped = np.clip(matrix, lower[:, None], upper[:, None])
     changed = np.flatnonzero(np.any(capped != matrix, axis=1))
     when = future[spec.time_column].reset_index(drop=True)

@@ -217,8 +217,9 @@ def test_cap_forecast_rules():
     assert capped[0].tolist() == [51.0, 51.0, 51.0]  # 10 x the largest training value 5.1
     assert capped[1].tolist() == [40.0, 20.0, 51.0]  # the point is fine, its upper quantile is capped
     assert capped[2, 0] == 4.0 + 9 * 6.0 and capped[3, 0] == -2.0 - 9 * 6.0  # signed: the range widened 9 ranges each side
-    assert capped[4].tolist() == [7.0, 3.5, 14.0] and capped[5].tolist() == [9.0, 4.5, 18.0]  # no scale, no history: left alone
-    assert n == 4 and examples[0] == "agency=A,sku=s: forecast 3e+10 in 2020-06-01 capped at 51 (10 x its training maximum 5.1)"
+    assert capped[4].tolist() == [0.0, 0.0, 0.0]  # never sold: 10 x 0
+    assert capped[5].tolist() == [9.0, 4.5, 18.0]  # no history: left alone
+    assert n == 5 and examples[0] == "agency=A,sku=s: forecast 3e+10 in 2020-06-01 capped at 51 (10 x its training maximum 5.1)"
 
 
 def test_out_of_range_names_numbers_and_unseen_categories():
