@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import ENGINES, cpu_count, make_batches, make_engine
+from .engine import ENGINES, MAX_BATCH, cpu_count, make_batches, make_engine
 from .errors import MMError
+from .scheduling import run_batches
 
 
 @dataclass
@@ -39,22 +40,24 @@ class Session:
         """How many groups run at once: sizes the batches."""
         return self.engine().jobs
 
-    def execute(self, run, fn, crash_result, context, items: Iterable[dict], n: int, label: str) -> Iterator[list[tuple[dict, dict]]]:
+    def execute(self, run, fn, crash_result, context, items: Iterable, n: int, label: str, max_batch: int = MAX_BATCH) -> Iterator[list[tuple]]:
         """Run ``n`` items (streamed) on the engine in batches; yield each batch's (item, result) pairs.
 
-        The one scheduling loop of train and forecast: batches are formed as
-        workers free up, a progress bar counts groups, and if the loop stops
-        early (killed, Ctrl-C, an error) the run is recorded as interrupted.
+        Every step's work goes through here and ``scheduling.run_batches``: items
+        are batched (at most ``max_batch`` a batch) as workers free up, a progress
+        bar counts them, and if the loop stops early (killed, Ctrl-C, an error)
+        the run is recorded as interrupted.
         """
         done = 0
         finished = False
         try:
             with self.terminal.progress(label, total=n) as bar:
                 if n:
-                    for batch, results in self.engine().map(fn, make_batches(context, items, self.workers, n), crash_result):
+                    batches = make_batches(context, items, self.workers, n, max_batch)
+                    for batch, results in run_batches(self.engine(), fn, batches, crash_result):
                         yield list(zip(batch.items, results))
                         done += len(results)
-                        bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
+                        bar.advance(len(results), failed=sum(_failed(r) for r in results))
             finished = True
         finally:
             if not finished:
@@ -64,6 +67,10 @@ class Session:
         if self._engine is not None:
             self._engine.close()
             self._engine = None
+
+
+def _failed(result) -> bool:
+    return result["status"] == "failed"
 
 
 @contextmanager
