@@ -43,6 +43,7 @@ from .datastore import Datastore, group_label, release_memory
 from .errors import InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
 from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
+from .options import RunOptions
 from .runs import Run
 from .session import Session, open_session
 from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
@@ -79,19 +80,12 @@ class SplitResult:
         return asdict(self)
 
 
-def split(
-    config: Config,
-    terminal: Terminal | None = None,
-    *,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
-    session: Session | None = None,
-) -> SplitResult:
-    """Turn the raw input into per-group train/inference partitions (or reuse them)."""
-    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait, session) as s:
+def split(config: Config, terminal: Terminal | None = None, *, options: RunOptions | None = None, session: Session | None = None, **option_fields) -> SplitResult:
+    """Turn the raw input into per-group train/inference partitions (or reuse them).
+
+    ``options`` (or its fields as keywords, see RunOptions) say how it runs; in ``session``, the session's.
+    """
+    with open_session(config, terminal, RunOptions.of(options, **option_fields), session) as s:
         return _split(s)
 
 
