@@ -9,10 +9,12 @@ The library API mirrors the ``mm`` command line::
     mm.forecast(config)
     mm.report(config)          # <datastore>/outputs/report.html
     mm.export(config)          # <datastore>/exports/onnx/ (the onnx extra)
+    mm.train(config, jobs=4, allow_reuse=False)   # run options, or options=mm.RunOptions(...)
+    mm.list_runs(config), mm.show_run(config, run_id), mm.list_models(config)
 """
 
 from ._version import __version__
-from .api import clean, config_from_dict, export, forecast, load_config, report, run, split, train
+from .api import RunOptions, clean, config_from_dict, export, forecast, list_models, list_runs, load_config, report, run, show_run, split, train
 from .config import Config
 from .errors import ConfigError, InputDataError, MMError, UpstreamMissing
 from .sample import generate_oj_sales
@@ -23,15 +25,19 @@ __all__ = [
     "ConfigError",
     "InputDataError",
     "MMError",
+    "RunOptions",
     "UpstreamMissing",
     "clean",
     "config_from_dict",
     "export",
     "forecast",
     "generate_oj_sales",
+    "list_models",
+    "list_runs",
     "load_config",
     "report",
     "run",
+    "show_run",
     "split",
     "train",
 ]

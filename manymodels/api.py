@@ -3,19 +3,25 @@
 ``train``, ``forecast`` and ``run`` are the steps themselves plus optional run
 tracking (``tracking.mlflow.uri``): MLflow is checked before a step starts and
 each finished train or forecast run is logged after it, here and only here.
+The steps take their run options as ``options=RunOptions(...)`` or as keywords.
+``list_runs``, ``show_run`` and ``list_models`` read the datastore's records
+(``mm runs``, ``mm runs show``, ``mm models``) without locking it.
 """
 
 from __future__ import annotations
 
 import functools
 
-from . import tracking
+from . import registry, runs, tracking
 from .clean import clean
-from .config import config_from_dict, load_config
+from .config import Config, config_from_dict, load_config
+from .datastore import Datastore
 from .export import export
 from .forecast import forecast as _forecast
+from .options import RunOptions
 from .pipeline import run as _run
 from .report import report
+from .selection import GroupSelector
 from .split import split
 from .train import train as _train
 
@@ -24,9 +30,9 @@ def _tracked(step, finished_runs):
     """``step`` with tracking: MLflow checked before it starts, its finished runs logged after."""
 
     @functools.wraps(step)
-    def tracked(config, terminal=None, **options):
+    def tracked(config, terminal=None, **arguments):
         tracking.check(config)
-        result = step(config, terminal, **options)
+        result = step(config, terminal, **arguments)
         tracking.log_runs(config, terminal, finished_runs(result))
         return result
 
@@ -37,4 +43,26 @@ train = _tracked(_train, lambda r: [("train", r)])
 forecast = _tracked(_forecast, lambda r: [("forecast", r)])
 run = _tracked(_run, lambda r: [("train", r.train), ("forecast", r.forecast)])
 
-__all__ = ["clean", "config_from_dict", "export", "forecast", "load_config", "report", "run", "split", "train"]
+
+
+def list_runs(config: Config, *, step: str | None = None, limit: int | None = None) -> list[dict]:
+    """The datastore's run records (of ``step``), oldest first, the newest ``limit``; a record left
+    ``running`` by a process that is gone says ``interrupted``."""
+    return runs.list_runs(Datastore(config.datastore), step, limit)
+
+
+def show_run(config: Config, run_id: str) -> runs.RunDetails:
+    """One run's record and per-group rows (``.record``, ``.groups``, ``.to_dict()``)."""
+    return runs.run_details(Datastore(config.datastore), run_id)
+
+
+def list_models(config: Config, *, groups: list[str] | None = None) -> list[dict]:
+    """Every stored model version, newest first per group, with its tags; ``groups`` as for ``train``."""
+    selector = GroupSelector(groups or [], config.data.group_columns)
+    return registry.list_models(Datastore(config.datastore), selector.matches if selector else None)
+
+
+__all__ = [
+    "RunOptions", "clean", "config_from_dict", "export", "forecast", "list_models", "list_runs",
+    "load_config", "report", "run", "show_run", "split", "train",
+]

@@ -15,6 +15,7 @@ from .config import Config
 from .console import Terminal
 from .datastore import Datastore
 from .errors import MMError
+from .options import RunOptions
 from .session import Session, open_session
 
 STEPS = ("split", "train", "forecast", "all")
@@ -37,9 +38,11 @@ def clean(
     *,
     step: str = "all",
     yes: bool = False,
-    wait: float = 0.0,
+    options: RunOptions | None = None,
     session: Session | None = None,
+    **option_fields,
 ) -> CleanResult:
+    """Remove the outputs of ``step`` (a dry run unless ``yes``); of the options, only ``wait`` matters."""
     if step not in STEPS:
         raise MMError(f"--step {step!r} is not a step", f"use one of {', '.join(STEPS)}")
     store = Datastore(config.datastore)
@@ -50,7 +53,7 @@ def clean(
             f"{store.root} is not an mm datastore (no .mm/datastore.json), refusing to delete anything in it",
             "check 'datastore' in the config",
         )
-    with open_session(config, terminal, wait=wait, session=session) as s:
+    with open_session(config, terminal, RunOptions.of(options, **option_fields), session) as s:
         found = s.store.step_entries(step)
         for rel in found:  # every entry is checked before the first is removed (and in a dry run): all or nothing
             s.store.check_removable(rel)

@@ -1,16 +1,20 @@
 """The ``mm`` command: a thin layer over the library API.
 
-Parses options, calls ``manymodels.<step>``, prints the result through the
+Parses options, calls ``manymodels.api``, prints the result through the
 Terminal, and maps outcomes to exit codes: 0 all groups succeeded, 1 the
 command could not run (bad config, bad input, missing upstream, datastore
 busy), 3 it ran but some groups failed (the rest are written).
+
+The options commands share are declared once, below, and attached by
+``@command``: a command's function takes ``config`` (loaded, with ``--set``
+applied), ``terminal`` and ``options`` (a ``RunOptions``) ready-made.
 """
 
 from __future__ import annotations
 
-import functools
-import json
+import inspect
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -19,6 +23,7 @@ import typer
 from . import __version__
 from .console import Terminal
 from .errors import EXIT_ERROR, MMError, from_os_error
+from .options import RunOptions
 
 app = typer.Typer(
     name="mm",
@@ -31,56 +36,113 @@ app = typer.Typer(
 runs_app = typer.Typer(help="List and inspect step runs.", invoke_without_command=True, no_args_is_help=False)
 app.add_typer(runs_app, name="runs")
 
-# -- shared options ----------------------------------------------------------
+# -- shared options: each declared once ----------------------------------------------
 ConfigOpt = Annotated[Path, typer.Option("--config", "-c", help="YAML config file.", show_default=False)]
 SetOpt = Annotated[Optional[list[str]], typer.Option("--set", help="Override a config key: --set train.horizon=8 (repeatable).", show_default=False)]
-VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details and tracebacks.")]
-ExplainOpt = Annotated[bool, typer.Option("--explain", help="Print every reuse decision with its reason.")]
-QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors (for cron).")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
-LogOpt = Annotated[Optional[Path], typer.Option("--log-file", help="Append everything shown (and details) to this file.", show_default=False)]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).", show_default=False)]
-EngineOpt = Annotated[Optional[str], typer.Option("--engine", help="serial | local | dask (default: engine.kind).", show_default=False)]
-SchedulerOpt = Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address tcp://HOST:PORT.", show_default=False)]
-ReuseOpt = Annotated[Optional[bool], typer.Option("--allow-reuse/--no-allow-reuse", help="Reuse unchanged outputs (default: allow_reuse).", show_default=False)]
-WaitOpt = Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another mm using the datastore.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Show details and tracebacks.")]
 GroupsOpt = Annotated[Optional[list[str]], typer.Option("--groups", "-g", help="Only these groups: --groups Store=2,Brand=tropicana (repeatable).", show_default=False)]
+RunIdOpt = Annotated[Optional[str], typer.Option("--run-id", help="Use the models of this train run (default: the latest finished one).", show_default=False)]
+
+# One flag per RunOptions field (its default is the field's): what a command given run=RUN passes to the API.
+RUN_FLAGS = {
+    "jobs": Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes (default: all cores).", show_default=False)],
+    "engine": Annotated[Optional[str], typer.Option("--engine", help="serial | local | dask (default: engine.kind).", show_default=False)],
+    "scheduler": Annotated[Optional[str], typer.Option("--scheduler", help="Dask scheduler address tcp://HOST:PORT.", show_default=False)],
+    "allow_reuse": Annotated[Optional[bool], typer.Option("--allow-reuse/--no-allow-reuse", help="Reuse unchanged outputs (default: allow_reuse).", show_default=False)],
+    "wait": Annotated[float, typer.Option("--wait", min=0, help="Seconds to wait for another mm using the datastore.")],
+}
+RUN = tuple(RUN_FLAGS)
+LOCK = ("wait",)  # commands that only take the datastore lock
+
+# The Terminal's flags: (declaration, default).
+OUTPUT_FLAGS = {
+    "explain": (Annotated[bool, typer.Option("--explain", help="Print every reuse decision with its reason.")], False),
+    "verbose": (VerboseOpt, False),
+    "quiet": (Annotated[bool, typer.Option("--quiet", "-q", help="Only warnings and errors (for cron).")], False),
+    "json_": (JsonOpt, False),
+    "log_file": (Annotated[Optional[Path], typer.Option("--log-file", help="Append everything shown (and details) to this file.", show_default=False)], None),
+}
+STEP_OUTPUT = tuple(OUTPUT_FLAGS)
+OUTPUT = ("verbose", "quiet", "json_", "log_file")
+
+_INJECTED = ("config", "terminal", "options")
 
 
-def _terminal(quiet: bool, json_mode: bool, verbose: bool, log_file: Path | None) -> Terminal:
-    return Terminal(quiet=quiet, json_mode=json_mode, verbose=verbose, log_file=log_file)
+def _flag(name: str, annotation, default=inspect.Parameter.empty) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _guarded(fn):
+def _shared(config: bool, run: tuple[str, ...], output: tuple[str, ...]) -> tuple[list[inspect.Parameter], list[inspect.Parameter]]:
+    """The shared parameters a command takes: (before its own, after its own)."""
+    before = [_flag("config_path", ConfigOpt), _flag("overrides", SetOpt, None)] if config else []
+    defaults = {f.name: f.default for f in fields(RunOptions)}
+    after = [_flag(name, RUN_FLAGS[name], defaults[name]) for name in run]
+    after += [_flag(name, *OUTPUT_FLAGS[name]) for name in output]
+    return before, after
+
+
+def command(group: typer.Typer = app, *, name: str | None = None, config: bool = True, run: tuple[str, ...] = (), output: tuple[str, ...] = OUTPUT):
+    """Register ``body`` as a command with the shared options it names.
+
+    ``config``: --config and --set, loaded into the body's ``config``; ``run``: flags of RunOptions
+    fields, built into its ``options``; ``output``: the Terminal's flags, built into its ``terminal``.
+    The body returns the exit code; errors become messages (see ``_execute``).
+    """
+
+    def register(body):
+        own = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in inspect.signature(body, eval_str=True).parameters.values() if p.name not in _INJECTED]
+        wanted = set(inspect.signature(body).parameters) & set(_INJECTED)
+        before, after = _shared(config, run, output)
+
+        def wrapper(**kwargs):
+            terminal = _make_terminal(kwargs)
+            options = RunOptions(**{field: kwargs.pop(field) for field in run})
+            path, overrides = kwargs.pop("config_path", None), kwargs.pop("overrides", None)
+
+            def call():
+                given = {"config": _config(path, overrides) if config else None, "terminal": terminal, "options": options}
+                return body(**kwargs, **{k: v for k, v in given.items() if k in wanted})
+
+            _execute(terminal, call)
+
+        wrapper.__name__, wrapper.__qualname__, wrapper.__doc__ = body.__name__, body.__qualname__, body.__doc__
+        wrapper.__signature__ = inspect.Signature([*before, *own, *after])
+        group.command(name)(wrapper)
+        return wrapper
+
+    return register
+
+
+def _make_terminal(kwargs: dict) -> Terminal:
+    explain, verbose = kwargs.pop("explain", False), kwargs.pop("verbose", False)
+    return Terminal(quiet=kwargs.pop("quiet", False), json_mode=kwargs.pop("json_", False), verbose=verbose or explain, log_file=kwargs.pop("log_file", None))
+
+
+def _execute(terminal: Terminal, call) -> None:
     """Run a command body: MMError -> message + exit 1; bugs -> short message (traceback with -v)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        terminal: Terminal = kwargs.pop("_terminal")
+    code = EXIT_ERROR
+    try:
+        code = call() or 0
+    except (MMError, OSError) as raised:
+        exc = raised if isinstance(raised, MMError) else from_os_error(raised)
+        terminal.error(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
+        if terminal.verbose:
+            terminal.traceback()
+        if terminal.json_mode:
+            terminal.emit_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
+        code = exc.exit_code
+    except KeyboardInterrupt:
+        terminal.error("interrupted; finished groups are kept and the next run picks up from there")
+        code = 130
+    except Exception as exc:  # a bug: say so plainly, without a wall of traceback
+        terminal.error(f"unexpected error: {type(exc).__name__}: {exc}\n  this is a bug in mm; run again with --verbose for the traceback and please report it")
+        if terminal.verbose:
+            terminal.traceback()
         code = EXIT_ERROR
-        try:
-            code = fn(*args, terminal=terminal, **kwargs) or 0
-        except (MMError, OSError) as raised:
-            exc = raised if isinstance(raised, MMError) else from_os_error(raised)
-            terminal.error(exc.message + (f"\n  hint: {exc.hint}" if exc.hint else ""))
-            if terminal.verbose:
-                terminal.traceback()
-            if terminal.json_mode:
-                terminal.emit_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
-            code = exc.exit_code
-        except KeyboardInterrupt:
-            terminal.error("interrupted; finished groups are kept and the next run picks up from there")
-            code = 130
-        except Exception as exc:  # a bug: say so plainly, without a wall of traceback
-            terminal.error(f"unexpected error: {type(exc).__name__}: {exc}\n  this is a bug in mm; run again with --verbose for the traceback and please report it")
-            if terminal.verbose:
-                terminal.traceback()
-            code = EXIT_ERROR
-        finally:
-            terminal.close()
-        raise typer.Exit(code)
-
-    return wrapper
+    finally:
+        terminal.close()
+    raise typer.Exit(code)
 
 
 def _config(path: Path, overrides: list[str] | None):
@@ -91,155 +153,64 @@ def _config(path: Path, overrides: list[str] | None):
 
 # -- commands ----------------------------------------------------------------
 
-@app.command()
-def split(
-    config: ConfigOpt,
-    set_: SetOpt = None,
-    jobs: JobsOpt = None,
-    engine: EngineOpt = None,
-    scheduler: SchedulerOpt = None,
-    allow_reuse: ReuseOpt = None,
-    wait: WaitOpt = 0.0,
-    explain: ExplainOpt = False,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
-):
+@command(run=RUN, output=STEP_OUTPUT)
+def split(config, terminal, options):
     """Split the raw table into per-group train and inference partitions."""
-    _split_cmd(config, set_, jobs, engine, scheduler, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
-
-
-@_guarded
-def _split_cmd(config_path, overrides, jobs, engine, scheduler, allow_reuse, wait, terminal):
     from . import api
 
-    result = api.split(_config(config_path, overrides), terminal, jobs=jobs, engine=engine, scheduler=scheduler, allow_reuse=allow_reuse, wait=wait)
+    result = api.split(config, terminal, options=options)
     report_split(terminal, result)
     terminal.emit_json(result.to_dict())
     return 0
 
 
-@app.command()
+@command(run=RUN, output=STEP_OUTPUT)
 def train(
-    config: ConfigOpt,
-    set_: SetOpt = None,
+    config, terminal, options,
     groups: GroupsOpt = None,
     retry_failed: Annotated[bool, typer.Option("--retry-failed", help="Retrain only the groups that failed in the latest run.")] = False,
-    jobs: JobsOpt = None,
-    engine: EngineOpt = None,
-    scheduler: SchedulerOpt = None,
-    allow_reuse: ReuseOpt = None,
-    wait: WaitOpt = 0.0,
-    explain: ExplainOpt = False,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
 ):
     """Fit one model per group (AutoML over LightGBM and baselines), reusing unchanged groups."""
-    _train_cmd(config, set_, groups, retry_failed, jobs, engine, scheduler, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
-
-
-@_guarded
-def _train_cmd(config_path, overrides, groups, retry_failed, jobs, engine, scheduler, allow_reuse, wait, terminal):
     from . import api
 
-    result = api.train(
-        _config(config_path, overrides), terminal, groups=groups, retry_failed=retry_failed,
-        jobs=jobs, engine=engine, scheduler=scheduler, allow_reuse=allow_reuse, wait=wait,
-    )
+    result = api.train(config, terminal, groups=groups, retry_failed=retry_failed, options=options)
     report_train(terminal, result)
     terminal.emit_json(result.to_dict())
     return result.exit_code
 
 
-@app.command()
-def forecast(
-    config: ConfigOpt,
-    set_: SetOpt = None,
-    run_id: Annotated[Optional[str], typer.Option("--run-id", help="Use the models of this train run (default: the latest finished one).", show_default=False)] = None,
-    jobs: JobsOpt = None,
-    engine: EngineOpt = None,
-    scheduler: SchedulerOpt = None,
-    allow_reuse: ReuseOpt = None,
-    wait: WaitOpt = 0.0,
-    explain: ExplainOpt = False,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
-):
+@command(run=RUN, output=STEP_OUTPUT)
+def forecast(config, terminal, options, run_id: RunIdOpt = None):
     """Predict every inference row with its group's model."""
-    _forecast_cmd(config, set_, run_id, jobs, engine, scheduler, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
-
-
-@_guarded
-def _forecast_cmd(config_path, overrides, run_id, jobs, engine, scheduler, allow_reuse, wait, terminal):
     from . import api
 
-    result = api.forecast(
-        _config(config_path, overrides), terminal, run_id=run_id, jobs=jobs, engine=engine,
-        scheduler=scheduler, allow_reuse=allow_reuse, wait=wait,
-    )
+    result = api.forecast(config, terminal, run_id=run_id, options=options)
     report_forecast(terminal, result)
     terminal.emit_json(result.to_dict())
     return result.exit_code
 
 
-@app.command()
-def run(
-    config: ConfigOpt,
-    set_: SetOpt = None,
-    jobs: JobsOpt = None,
-    engine: EngineOpt = None,
-    scheduler: SchedulerOpt = None,
-    allow_reuse: ReuseOpt = None,
-    wait: WaitOpt = 0.0,
-    explain: ExplainOpt = False,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
-):
+@command(run=RUN, output=STEP_OUTPUT)
+def run(config, terminal, options):
     """Split, train and forecast in one go (what cron calls), reusing what is still valid."""
-    _run_cmd(config, set_, jobs, engine, scheduler, allow_reuse, wait, _terminal=_terminal(quiet, json_, verbose or explain, log_file))
-
-
-@_guarded
-def _run_cmd(config_path, overrides, jobs, engine, scheduler, allow_reuse, wait, terminal):
     from . import api
 
     reporters = {"split": report_split, "train": report_train, "forecast": report_forecast}
-    result = api.run(
-        _config(config_path, overrides), terminal, jobs=jobs, engine=engine, scheduler=scheduler,
-        allow_reuse=allow_reuse, wait=wait, on_step=lambda name, r: reporters[name](terminal, r),
-    )
+    result = api.run(config, terminal, options=options, on_step=lambda name, r: reporters[name](terminal, r))
     terminal.emit_json(result.to_dict())
     return result.exit_code
 
 
-@app.command()
+@command(run=LOCK)
 def clean(
-    config: ConfigOpt,
-    set_: SetOpt = None,
+    config, terminal, options,
     step: Annotated[str, typer.Option("--step", help="split | train | forecast | all")] = "all",
     yes: Annotated[bool, typer.Option("--yes", "-y", help="Really delete (default: dry run).")] = False,
-    wait: WaitOpt = 0.0,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
 ):
     """Remove step outputs from the datastore (a dry run unless --yes)."""
-    _clean_cmd(config, set_, step, yes, wait, _terminal=_terminal(quiet, json_, verbose, log_file))
-
-
-@_guarded
-def _clean_cmd(config_path, overrides, step, yes, wait, terminal):
     from . import api
 
-    result = api.clean(_config(config_path, overrides), terminal, step=step, yes=yes, wait=wait)
+    result = api.clean(config, terminal, step=step, yes=yes, options=options)
     verb = "would remove" if result.dry_run else "removed"
     if not result.entries:
         terminal.info(f"clean: nothing to remove for step {step}")
@@ -255,26 +226,16 @@ def _clean_cmd(config_path, overrides, step, yes, wait, terminal):
     return 0
 
 
-@app.command()
+@command()
 def report(
-    config: ConfigOpt,
-    set_: SetOpt = None,
+    config, terminal,
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="HTML file to write (default: <datastore>/outputs/report.html).", show_default=False)] = None,
     history: Annotated[int, typer.Option("--history", min=0, help="Periods of history per series in the group charts (0: all).")] = 156,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
 ):
     """Write one self-contained HTML report of the latest runs (works offline)."""
-    _report_cmd(config, set_, output, history, _terminal=_terminal(quiet, json_, verbose, log_file))
-
-
-@_guarded
-def _report_cmd(config_path, overrides, output, history, terminal):
     from . import api
 
-    result = api.report(_config(config_path, overrides), terminal, output=output, history=history)
+    result = api.report(config, terminal, output=output, history=history)
     terminal.facts(
         f"report: {result.path}",
         [
@@ -288,30 +249,19 @@ def _report_cmd(config_path, overrides, output, history, terminal):
     return 0
 
 
-@app.command()
+@command(run=LOCK)
 def export(
-    config: ConfigOpt,
-    set_: SetOpt = None,
+    config, terminal, options,
     fmt: Annotated[str, typer.Option("--format", help="onnx (needs: pip install 'manymodels[onnx]').")] = "onnx",
     output: Annotated[Optional[Path], typer.Option("--output", "-o", help="Folder to write (default: <datastore>/exports/<format>).", show_default=False)] = None,
     groups: GroupsOpt = None,
     run_id: Annotated[Optional[str], typer.Option("--run-id", help="Export the models of this train run (default: the latest finished one).", show_default=False)] = None,
     verify: Annotated[bool, typer.Option("--verify/--no-verify", help="Score each exported model with onnxruntime on its training rows and compare with mm.")] = True,
-    wait: WaitOpt = 0.0,
-    verbose: VerboseOpt = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
-    log_file: LogOpt = None,
 ):
     """Write every group's model as ONNX (LightGBM, linear) plus metadata, for scoring in a database."""
-    _export_cmd(config, set_, fmt, output, groups, run_id, verify, wait, _terminal=_terminal(quiet, json_, verbose, log_file))
-
-
-@_guarded
-def _export_cmd(config_path, overrides, fmt, output, groups, run_id, verify, wait, terminal):
     from . import api
 
-    r = api.export(_config(config_path, overrides), terminal, fmt=fmt, output=output, groups=groups, run_id=run_id, verify=verify, wait=wait)
+    r = api.export(config, terminal, fmt=fmt, output=output, groups=groups, run_id=run_id, verify=verify, options=options)
     check = f"{r.verified:,} checked with onnxruntime, largest relative difference {r.max_relative_diff:.2g}" if r.verified else "not checked (--no-verify)"
     terminal.facts(
         f"export: {r.status} ({r.format} -> {r.output})",
@@ -329,8 +279,9 @@ def _export_cmd(config_path, overrides, fmt, output, groups, run_id, verify, wai
     return r.exit_code
 
 
-@app.command()
+@command(config=False, output=("quiet", "json_"))
 def sample(
+    terminal,
     output: Annotated[Path, typer.Option("--output", "-o", help="File to write (a folder with --per-group-files).")] = Path("sample_data/oj_sales.csv"),
     stores: Annotated[int, typer.Option("--stores", min=1, help="Stores (3,991 gives the accelerator's 11,973 series).")] = 10,
     brands: Annotated[int, typer.Option("--brands", min=1, help="Brands per store.")] = 3,
@@ -339,15 +290,8 @@ def sample(
     seed: Annotated[int, typer.Option("--seed", help="Random seed.")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="csv | parquet")] = "csv",
     per_group_files: Annotated[bool, typer.Option("--per-group-files", help="One file per store x brand, as the accelerator had.")] = False,
-    quiet: QuietOpt = False,
-    json_: JsonOpt = False,
 ):
     """Generate simulated orange-juice sales in the accelerator's shape."""
-    _sample_cmd(output, stores, brands, weeks, future_weeks, seed, fmt, per_group_files, _terminal=_terminal(quiet, json_, False, None))
-
-
-@_guarded
-def _sample_cmd(output, stores, brands, weeks, future_weeks, seed, fmt, per_group_files, terminal):
     from .sample import generate_oj_sales, write_sample
 
     if fmt not in ("csv", "parquet"):
@@ -363,36 +307,29 @@ def _sample_cmd(output, stores, brands, weeks, future_weeks, seed, fmt, per_grou
 @runs_app.callback()
 def runs(
     ctx: typer.Context,
-    config: ConfigOpt = Path("mm.yaml"),
-    set_: SetOpt = None,
+    config_path: ConfigOpt = Path("mm.yaml"),
+    overrides: SetOpt = None,
     step: Annotated[Optional[str], typer.Option("--step", help="Only runs of this step.", show_default=False)] = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="Show the newest N runs.")] = 20,
     json_: JsonOpt = False,
     verbose: VerboseOpt = False,
 ):
     """List step runs, newest last (`mm runs show ID` for one)."""
-    ctx.obj = {"config": config, "set": set_, "json": json_, "verbose": verbose}
+    ctx.obj = {"config": config_path, "set": overrides, "json": json_, "verbose": verbose}
     if ctx.invoked_subcommand is None:
-        _runs_cmd(config, set_, step, limit, _terminal=_terminal(False, json_, verbose, None))
+        terminal = Terminal(json_mode=json_, verbose=verbose)
+        _execute(terminal, lambda: _list_runs(terminal, _config(config_path, overrides), step, limit))
 
 
-@_guarded
-def _runs_cmd(config_path, overrides, step, limit, terminal):
-    from .datastore import Datastore
-    from .runs import effective_status
+def _list_runs(terminal: Terminal, config, step: str | None, limit: int) -> int:
+    from . import api
 
-    store = Datastore(_config(config_path, overrides).datastore)
-    records = [r for r in store.list_runs() if step is None or r.get("step") == step][-limit:]
-    for r in records:
-        r["status"] = effective_status(r)
-    rows = [
-        (r["id"], r["step"], r["status"], r.get("started", "")[:19], _duration(r), _counts(r.get("counts", {})))
-        for r in records
-    ]
+    records = api.list_runs(config, step=step, limit=limit)
+    rows = [(r["id"], r["step"], r["status"], r.get("started", "")[:19], _duration(r), _counts(r.get("counts", {}))) for r in records]
     if not records:
-        terminal.info(f"no runs in datastore {store.root}")
+        terminal.info(f"no runs in datastore {config.datastore}")
     else:
-        terminal.table(f"runs in {store.root}", ["id", "step", "status", "started (UTC)", "duration", "groups"], rows)
+        terminal.table(f"runs in {config.datastore}", ["id", "step", "status", "started (UTC)", "duration", "groups"], rows)
     terminal.emit_json(records)
     return 0
 
@@ -401,62 +338,40 @@ def _runs_cmd(config_path, overrides, step, limit, terminal):
 def runs_show(
     ctx: typer.Context,
     run_id: Annotated[str, typer.Argument(help="Run id (see mm runs).")],
-    config: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.", show_default=False)] = None,
+    config_path: Annotated[Optional[Path], typer.Option("--config", "-c", help="YAML config file.", show_default=False)] = None,
     json_: JsonOpt = False,
     groups_limit: Annotated[int, typer.Option("--groups-limit", help="Per-group rows to print.")] = 30,
 ):
     """Details of one run: counts, and every group's status and reason."""
     obj = ctx.obj or {}
-    json_mode = json_ or obj.get("json", False)
-    _runs_show_cmd(config or obj.get("config") or Path("mm.yaml"), obj.get("set"), run_id, groups_limit, _terminal=_terminal(False, json_mode, obj.get("verbose", False), None))
+    terminal = Terminal(json_mode=json_ or obj.get("json", False), verbose=obj.get("verbose", False))
+    config_path = config_path or obj.get("config") or Path("mm.yaml")
+    _execute(terminal, lambda: _show_run(terminal, _config(config_path, obj.get("set")), run_id, groups_limit))
 
 
-@_guarded
-def _runs_show_cmd(config_path, overrides, run_id, groups_limit, terminal):
-    from .datastore import Datastore
-    from .runs import effective_status
+def _show_run(terminal: Terminal, config, run_id: str, groups_limit: int) -> int:
+    import json
 
-    store = Datastore(_config(config_path, overrides).datastore)
-    record = store.read_run(run_id)
-    record["status"] = effective_status(record)
-    groups = store.read_run_groups(run_id)
-    if not len(groups):  # an interrupted run: its journal lists the groups it finished
-        import pandas as pd
+    from . import api
 
-        groups = pd.DataFrame(store.read_journal(run_id))
+    details = api.show_run(config, run_id)
+    record, groups = details.record, details.groups
     keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "accuracy", "error", "reason"]
     terminal.facts(f"run {run_id}", [(k, json.dumps(record[k]) if isinstance(record[k], (dict, list)) else record[k]) for k in keys if k in record and record[k] not in (None, "", {}, [])])
     if len(groups):
         cols = [c for c in ("label", "status", "model", "model_version", "decision", "error") if c in groups.columns]
         shown = groups[cols].head(groups_limit).fillna("")
         terminal.table(f"groups ({len(groups)}; first {min(groups_limit, len(groups))})", cols, shown.astype(str).values.tolist())
-    document = {**record, "groups": json.loads(groups.to_json(orient="records")) if len(groups) else []}
-    terminal.emit_json(document)
+    terminal.emit_json(details.to_dict())
     return 0
 
 
-@app.command()
-def models(
-    config: ConfigOpt,
-    set_: SetOpt = None,
-    groups: GroupsOpt = None,
-    json_: JsonOpt = False,
-    verbose: VerboseOpt = False,
-    limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to print.")] = 50,
-):
+@command(output=("json_", "verbose"))
+def models(config, terminal, groups: GroupsOpt = None, limit: Annotated[int, typer.Option("--limit", "-n", help="Rows to print.")] = 50):
     """List stored model versions (newest first per group) with their tags."""
-    _models_cmd(config, set_, groups, limit, _terminal=_terminal(False, json_, verbose, None))
+    from . import api
 
-
-@_guarded
-def _models_cmd(config_path, overrides, groups, limit, terminal):
-    from .datastore import Datastore
-    from .registry import list_models
-    from .selection import GroupSelector
-
-    config = _config(config_path, overrides)
-    selector = GroupSelector(groups or [], config.data.group_columns)
-    found = list_models(Datastore(config.datastore), selector.matches if selector else None)
+    found = api.list_models(config, groups=groups)
     rows = [
         (",".join(f"{k}={v}" for k, v in m["group"].items()), m["version"], m["model"], m["run_id"], m["created"], _num(m.get("wape")))
         for m in found[:limit]
@@ -466,13 +381,13 @@ def _models_cmd(config_path, overrides, groups, limit, terminal):
     return 0
 
 
-@app.command()
-def version(json_: JsonOpt = False):
+@command(config=False, output=("json_",))
+def version(terminal):
     """Print the manymodels version."""
-    terminal = Terminal(json_mode=json_)
-    if not json_:
+    if not terminal.json_mode:
         terminal.out.print(f"manymodels {__version__}")
     terminal.emit_json({"version": __version__})
+    return 0
 
 
 # -- reports -----------------------------------------------------------------

@@ -2,37 +2,33 @@
 
 ``mm`` connects to a running scheduler (``--scheduler tcp://HOST:PORT``) and
 submits one task per batch of groups: the functions of ``tasks.py``, exactly
-as the local process pool runs them. At most ``3 x worker threads`` batches are
-in flight, so memory stays flat on both sides however many groups there are.
+as the local process pool runs them, on the same scheduling loop
+(``scheduling.run_batches``: a few batches per worker thread in flight, so
+memory stays flat on both sides however many groups there are).
 Workers read partitions and write models and forecasts themselves: the
 datastore must be a folder they all see (a shared file system) or an
 object-store URL (``s3://bucket/prefix``), and every worker needs the same
 manymodels installed (checked when connecting).
 
-The engine contract holds:
-
-- a worker that dies (killed, out of memory, machine lost): the scheduler
-  reruns its tasks on other workers, up to
-  ``distributed.scheduler.allowed-failures`` times (3 by default). The task
-  functions are idempotent, so a rerun gives the same result;
-- a batch the scheduler gives up on (``KilledWorker``), or whose function
-  raised, is rerun group by group, one group at a time, and a group that
-  still fails is reported failed (``engine.WORKER_DIED``, or the error)
-  without stopping the step.
+A worker that dies (killed, out of memory, machine lost): the Dask scheduler
+reruns its tasks on other workers, up to ``distributed.scheduler.allowed-failures``
+times (3 by default); the task functions are idempotent, so a rerun gives the
+same result. A batch the scheduler gives up on (``KilledWorker``) is reported
+to the loop as ``died``, which reruns it group by group alone, since Dask
+charges every task assigned to a dead worker, not only the one that killed it;
+a group that kills its worker every time is reported ``engine.WORKER_DIED``.
 """
 
 from __future__ import annotations
 
 import uuid
-from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Sequence
 
 from ._version import __version__
-from .engine import WORKER_DIED, Batch, CrashResult, describe_error, fail_batch
+from .engine import Batch, Finished, describe_error
 from .errors import MMError
 
 CONNECT_TIMEOUT_S = 20
-IN_FLIGHT_PER_THREAD = 3
 
 
 class DaskEngine:
@@ -58,6 +54,7 @@ class DaskEngine:
             self.client.close()
             raise
         self.jobs = max(1, sum(self.client.nthreads().values()))
+        self._completed = None  # distributed.as_completed of every submitted future, made on the first submit
 
     def _check_workers(self, scheduler: str) -> None:
         import importlib.metadata
@@ -74,50 +71,35 @@ class DaskEngine:
                 "install the same manymodels on every worker (they run its functions)",
             )
 
-    def map(self, fn, batches: Iterable[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
-        from distributed import as_completed
+    def check_sendable(self, fn: Callable, batch: Batch) -> None:
+        from distributed.protocol.pickle import dumps
 
-        pending = iter(batches)
-        running: dict[str, tuple[Batch, bool]] = {}  # task key -> (batch, is an isolated single group)
-        suspects: deque[Batch] = deque()  # groups of a batch that failed: rerun alone
-        completed = as_completed(loop=self.client.loop)
+        dumps(fn)  # what the client does to send them (pickle, else cloudpickle)
+        dumps(batch)
 
-        def submit(batch: Batch, single: bool) -> None:
-            future = self.client.submit(fn, batch, key=f"mm-{fn.__name__}-{uuid.uuid4().hex}", pure=False)
-            running[future.key] = (batch, single)
-            completed.add(future)
+    def submit(self, fn: Callable, batch: Batch):
+        future = self.client.submit(fn, batch, key=f"mm-{getattr(fn, '__name__', 'batch')}-{uuid.uuid4().hex}", pure=False)
+        if self._completed is None:
+            from distributed import as_completed
 
-        def refill() -> None:
-            if suspects:
-                # isolation: one group at a time with nothing else of ours running, so a
-                # worker's death is charged to exactly its group (Dask charges every task
-                # assigned to a dead worker, not only the one that killed it)
-                if not running:
-                    submit(suspects.popleft(), True)
-                return
-            while len(running) < self.jobs * IN_FLIGHT_PER_THREAD:
-                batch = next(pending, None)
-                if batch is None:
-                    return
-                submit(batch, False)
+            self._completed = as_completed(loop=self.client.loop)
+        self._completed.add(future)
+        return future
 
-        refill()
-        for future in completed:
-            batch, single = running.pop(future.key)
-            try:
-                results = future.result()
-            except Exception as exc:
-                _fail_if_disconnected(exc)
-                if single:
-                    reason = WORKER_DIED if _worker_died(exc) else describe_error(exc)
-                    yield batch, fail_batch(batch, crash_result, reason)
-                else:
-                    suspects.extend(batch.singles())
-            else:
-                yield batch, results
-            finally:
-                future.release()
-            refill()
+    def collect(self, handles: Sequence) -> list[Finished]:
+        wanted = {future.key for future in handles}
+        while True:
+            future = next(self._completed)
+            if future.key in wanted:
+                break
+            future.release()  # left by a loop that stopped early (the step failed): nobody waits for it
+        try:
+            return [Finished(future, future.result())]
+        except Exception as exc:
+            _fail_if_disconnected(exc)
+            return [Finished(future, error=exc, died=_worker_died(exc))]
+        finally:
+            future.release()
 
     def close(self) -> None:
         self.client.close()

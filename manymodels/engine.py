@@ -1,31 +1,32 @@
-"""Executors that run a per-batch function over many batches of groups.
+"""Executors: where the batches of a step run.
 
-``map(fn, batches, crash_result)`` yields ``(batch, results)`` in completion
-order, whatever runs underneath: ``serial`` (in this process: debugging, tiny
-jobs), ``local`` (a process pool, the default), ``dask`` (an existing Dask
-cluster, see dask_engine). A batch is a list of groups sharing one context;
-``fn(batch)`` returns one result per group, in the batch's order. Failures are
-results: a batch whose function raises, or whose worker process dies, is
-retried group by group, and a group that still fails is reported with
-``crash_result`` instead of stopping the run.
+The scheduling loop (``scheduling.run_batches``) decides what runs when; an
+executor only runs what it is given: ``submit(fn, batch)`` returns a handle at
+once, ``collect(handles)`` waits until at least one of them is finished and
+returns every finished one as a ``Finished`` (the function's results, or the
+error it raised, or that its worker died). Three executors:
 
-``batches`` may be any iterable, consumed lazily: an engine keeps a bounded
-number of batches in flight, so the caller can stream groups from disk and
-memory stays flat however many there are.
+- ``serial``: in this process, one batch at a time (debugging, tiny jobs);
+- ``local``: a pool of worker processes on this machine (the default);
+- ``dask``: an existing Dask cluster (see dask_engine).
+
+A batch is a list of groups sharing one context; ``fn(batch)`` returns one
+result per group, in the batch's order.
 """
 
 from __future__ import annotations
 
 import gc
+import itertools
 import multiprocessing
 import os
 import sys
-from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from collections import deque
 from dataclasses import dataclass
-from typing import Any
+from multiprocessing.reduction import ForkingPickler
+from typing import Any, Protocol
 
 
 @dataclass
@@ -65,10 +66,6 @@ def make_batches(context: Any, items: Iterable, jobs: int, n_items: int | None =
         yield Batch(context, chunk)
 
 
-def fail_batch(batch: Batch, crash_result: CrashResult, reason: str) -> list:
-    return [crash_result(item, reason) for item in batch.items]
-
-
 def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
@@ -80,29 +77,62 @@ def cpu_count() -> int:
         return os.cpu_count() or 1
 
 
+# -- the executor contract -----------------------------------------------------------
+
+@dataclass
+class Finished:
+    """A submitted batch that is done: its results, or why there are none."""
+
+    handle: Hashable
+    results: list | None = None  # one per group, when the function returned
+    error: BaseException | None = None  # what it raised, or how its worker was lost
+    died: bool = False  # the worker running it died (or the batch was lost with it), rather than the function raising
+
+
+class Executor(Protocol):
+    name: str
+    jobs: int  # batches it runs at the same time
+
+    def check_sendable(self, fn: Callable, batch: Batch) -> None:
+        """Raise if ``fn`` or ``batch`` cannot be sent to where the batches run."""
+
+    def submit(self, fn: Callable, batch: Batch) -> Hashable:
+        """Start ``fn(batch)`` (or queue it) and return at once."""
+
+    def collect(self, handles: Sequence[Hashable]) -> list[Finished]:
+        """Wait until at least one of ``handles`` is finished; every finished one."""
+
+    def close(self) -> None: ...
+
+
 class SerialEngine:
+    """In this process: a batch runs when it is collected, in the order submitted."""
+
     name = "serial"
     jobs = 1
 
-    def map(self, fn, batches: Iterable[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
-        for batch in batches:
-            try:
-                results = fn(batch)
-            except Exception as exc:  # fn should not raise; if it does, rerun group by group and report per group
-                if len(batch.items) == 1:
-                    yield batch, fail_batch(batch, crash_result, describe_error(exc))
-                    continue
-                for single in batch.singles():
-                    try:
-                        results = fn(single)
-                    except Exception as again:
-                        results = fail_batch(single, crash_result, describe_error(again))
-                    yield single, results
-                continue
-            yield batch, results
+    def __init__(self) -> None:
+        self._queued: dict[int, tuple[Callable, Batch]] = {}
+        self._ids = itertools.count()
+
+    def check_sendable(self, fn: Callable, batch: Batch) -> None:
+        pass  # nothing leaves the process
+
+    def submit(self, fn: Callable, batch: Batch) -> int:
+        handle = next(self._ids)
+        self._queued[handle] = (fn, batch)
+        return handle
+
+    def collect(self, handles: Sequence[int]) -> list[Finished]:
+        handle = min(handles)  # the oldest
+        fn, batch = self._queued.pop(handle)
+        try:
+            return [Finished(handle, fn(batch))]
+        except Exception as exc:
+            return [Finished(handle, error=exc)]
 
     def close(self) -> None:
-        pass
+        self._queued.clear()
 
 
 def _init_worker() -> None:
@@ -119,7 +149,11 @@ def _init_worker() -> None:
 
 
 class LocalEngine:
-    """A pool of worker processes on this machine."""
+    """A pool of worker processes on this machine.
+
+    A worker that dies breaks the whole pool: every batch in it is reported
+    lost (``died``) and the pool is started again for what comes next.
+    """
 
     name = "local"
 
@@ -137,52 +171,29 @@ class LocalEngine:
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker)
         return self._pool
 
-    def map(self, fn, batches: Iterable[Batch], crash_result: CrashResult) -> Iterator[tuple[Batch, list]]:
-        pending = iter(batches)
-        exhausted = False
-        suspects: deque[Batch] = deque()  # groups of a batch that failed: rerun alone
-        running: dict[Future, Batch] = {}
-        while not exhausted or suspects or running:
-            pool = self._start()
-            if suspects and not running:
-                # isolation: one group at a time, so a crash names exactly its group
-                batch = suspects.popleft()
-                future = pool.submit(fn, batch)
-                wait([future])
-                try:
-                    yield batch, future.result()
-                except BrokenProcessPool:
-                    self._restart()
-                    yield batch, fail_batch(batch, crash_result, WORKER_DIED)
-                except Exception as exc:
-                    yield batch, fail_batch(batch, crash_result, describe_error(exc))
-                continue
-            # keep a bounded number of batches in flight: memory stays flat for any group count
-            while not exhausted and not suspects and len(running) < self.jobs * 3:
-                batch = next(pending, None)
-                if batch is None:
-                    exhausted = True
-                    break
-                running[pool.submit(fn, batch)] = batch
-            if not running:
-                continue
-            done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-            broken = False
-            for future in done:
-                batch = running.pop(future)
-                try:
-                    yield batch, future.result()
-                except BrokenProcessPool:
-                    broken = True
-                    suspects.extend(batch.singles())
-                except Exception:
-                    suspects.extend(batch.singles())
-            if broken:
-                # every batch still in the dead pool is lost too: rerun them, group by group
-                for batch in running.values():
-                    suspects.extend(batch.singles())
-                running.clear()
-                self._restart()
+    def check_sendable(self, fn: Callable, batch: Batch) -> None:
+        ForkingPickler.dumps((fn, batch))  # what the pool does to send them
+
+    def submit(self, fn: Callable, batch: Batch):
+        return self._start().submit(fn, batch)
+
+    def collect(self, handles: Sequence) -> list[Finished]:
+        done, waiting = wait(handles, return_when=FIRST_COMPLETED)
+        finished = []
+        broken: BrokenProcessPool | None = None
+        for future in done:
+            try:
+                finished.append(Finished(future, future.result()))
+            except BrokenProcessPool as exc:
+                broken = exc
+                finished.append(Finished(future, error=exc, died=True))
+            except Exception as exc:
+                finished.append(Finished(future, error=exc))
+        if broken is not None:
+            # every batch still in the dead pool is lost with it
+            finished.extend(Finished(future, error=broken, died=True) for future in waiting)
+            self._restart()
+        return finished
 
     def _restart(self) -> None:
         if self._pool is not None:
@@ -198,7 +209,7 @@ class LocalEngine:
 ENGINES = ("serial", "local", "dask")
 
 
-def make_engine(kind: str, jobs: int | None, scheduler: str | None = None):
+def make_engine(kind: str, jobs: int | None, scheduler: str | None = None) -> Executor:
     if kind == "serial":
         return SerialEngine()
     if kind == "dask":

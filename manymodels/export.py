@@ -43,6 +43,7 @@ from .features import FeatureSpec, design_matrix
 from .kernels import group_data
 from .models import Fitted, average, finish, forward, inverse, predict_linear
 from .selection import GroupSelector
+from .options import RunOptions
 from .session import open_session
 from .timeindex import TimeAxis, calendar_features
 from .train import group_spec
@@ -94,16 +95,20 @@ def export(
     groups: list[str] | None = None,
     run_id: str | None = None,
     verify: bool = True,
-    wait: float = 0.0,
+    options: RunOptions | None = None,
+    **option_fields,
 ) -> ExportResult:
-    """Export the models of a train run (default: the latest finished one) to ``output``."""
+    """Export the models of a train run (default: the latest finished one) to ``output``.
+
+    Of the run options (``options``, or its fields as keywords), only ``wait`` matters.
+    """
     started = time.perf_counter()
     if fmt not in FORMATS:
         raise MMError(f"--format {fmt!r} is not supported", f"use one of: {', '.join(FORMATS)}")
     _require("onnx", "ONNX export needs the onnx package")
     if verify:
         _require("onnxruntime", "checking the exported models needs onnxruntime")
-    with open_session(config, terminal, wait=wait) as s:
+    with open_session(config, terminal, RunOptions.of(options, **option_fields)) as s:
         store, terminal = s.store, s.terminal
         record = registry.run_models(store, run_id)
         table = store.read_run_groups(record["id"])

@@ -23,6 +23,7 @@ from .config import Config
 from .console import Terminal
 from .datastore import Datastore, release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
+from .options import RunOptions
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
 from .split import PERIOD, check_column_names
@@ -90,15 +91,16 @@ def forecast(
     terminal: Terminal | None = None,
     *,
     run_id: str | None = None,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
+    options: RunOptions | None = None,
     session: Session | None = None,
+    **option_fields,
 ) -> ForecastResult:
-    """Forecast every inference row; write forecasting_output.csv and a run record."""
-    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait, session) as s:
+    """Forecast every inference row; write forecasting_output.csv and a run record.
+
+    ``run_id``: the train run whose models to use (default: the latest finished one).
+    ``options`` (or its fields as keywords, see RunOptions) say how it runs; in ``session``, the session's.
+    """
+    with open_session(config, terminal, RunOptions.of(options, **option_fields), session) as s:
         return _forecast(s, run_id)
 
 

@@ -6,10 +6,11 @@ from dataclasses import dataclass
 
 from .config import Config
 from .console import Terminal
-from .forecast import ForecastResult, _forecast
+from .forecast import ForecastResult, forecast
+from .options import RunOptions
 from .session import open_session
-from .split import SplitResult, _split
-from .train import TrainResult, _train
+from .split import SplitResult, split
+from .train import TrainResult, train
 
 
 @dataclass
@@ -26,29 +27,16 @@ class RunResult:
         return {"split": self.split.to_dict(), "train": self.train.to_dict(), "forecast": self.forecast.to_dict(), "exit_code": self.exit_code}
 
 
-def run(
-    config: Config,
-    terminal: Terminal | None = None,
-    *,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
-    on_step=None,
-) -> RunResult:
+def run(config: Config, terminal: Terminal | None = None, *, on_step=None, options: RunOptions | None = None, **option_fields) -> RunResult:
     """The nightly job: every step, one process pool, one datastore lock.
 
     ``on_step(name, result)`` is called after each step (the CLI prints its summary).
+    ``options`` (or its fields as keywords, see RunOptions) say how the steps run.
     """
-    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait) as s:
-        split_result = _split(s)
-        if on_step:
-            on_step("split", split_result)
-        train_result = _train(s, [], False)
-        if on_step:
-            on_step("train", train_result)
-        forecast_result = _forecast(s, None)
-        if on_step:
-            on_step("forecast", forecast_result)
-    return RunResult(split_result, train_result, forecast_result)
+    results = {}
+    with open_session(config, terminal, RunOptions.of(options, **option_fields)) as s:
+        for name, step in (("split", split), ("train", train), ("forecast", forecast)):
+            results[name] = step(config, session=s)
+            if on_step:
+                on_step(name, results[name])
+    return RunResult(**results)

@@ -149,6 +149,37 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def list_runs(store: Datastore, step: str | None = None, limit: int | None = None) -> list[dict]:
+    """The run records (of ``step``), oldest first, the newest ``limit`` of them; status as ``effective_status``."""
+    records = [r for r in store.list_runs() if step is None or r.get("step") == step]
+    if limit is not None:
+        records = records[-limit:] if limit else []
+    return [{**r, "status": effective_status(r)} for r in records]
+
+
+@dataclass
+class RunDetails:
+    """One run: its record and its per-group rows (an interrupted run's: those its journal lists)."""
+
+    record: dict
+    groups: Any  # pandas.DataFrame
+
+    def to_dict(self) -> dict:
+        rows = json.loads(self.groups.to_json(orient="records")) if len(self.groups) else []
+        return {**self.record, "groups": rows}
+
+
+def run_details(store: Datastore, run_id: str) -> RunDetails:
+    record = store.read_run(run_id)
+    record["status"] = effective_status(record)
+    groups = store.read_run_groups(run_id)
+    if not len(groups):  # an interrupted run: its journal lists the groups it finished
+        import pandas as pd
+
+        groups = pd.DataFrame(store.read_journal(run_id))
+    return RunDetails(record, groups)
+
+
 def latest_run(store: Datastore, step: str, usable_only: bool = True) -> dict | None:
     """The newest run of ``step`` (completed or partial when ``usable_only``)."""
     for record in reversed(store.list_runs()):

@@ -1,8 +1,8 @@
 """A session: what one command holds while it writes to a datastore.
 
-The datastore lock, the output terminal, the reuse switch and the engine (a
-process pool, or a connection to a Dask cluster, is started once and shared by
-the steps of ``mm run``).
+The datastore lock, the output terminal, the run options (resolved against the
+config) and the engine (a process pool, or a connection to a Dask cluster, is
+started once and shared by the steps of ``mm run``).
 """
 
 from __future__ import annotations
@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .engine import ENGINES, cpu_count, make_batches, make_engine
-from .errors import MMError
+from .engine import MAX_BATCH, Executor, make_batches, make_engine
+from .options import RunOptions
+from .scheduling import run_batches
 
 
 @dataclass
@@ -23,15 +24,16 @@ class Session:
     config: Config
     store: Datastore
     terminal: Terminal
-    allow_reuse: bool
-    engine_kind: str
-    jobs: int
-    scheduler: str | None = None
-    _engine: object | None = field(default=None, repr=False)
+    options: RunOptions  # resolved: no field left to the config
+    _engine: Executor | None = field(default=None, repr=False)
 
-    def engine(self):
+    @property
+    def allow_reuse(self) -> bool:
+        return self.options.allow_reuse
+
+    def engine(self) -> Executor:
         if self._engine is None:
-            self._engine = make_engine(self.engine_kind, self.jobs, self.scheduler)
+            self._engine = make_engine(self.options.engine, self.options.jobs, self.options.scheduler)
         return self._engine
 
     @property
@@ -39,22 +41,24 @@ class Session:
         """How many groups run at once: sizes the batches."""
         return self.engine().jobs
 
-    def execute(self, run, fn, crash_result, context, items: Iterable[dict], n: int, label: str) -> Iterator[list[tuple[dict, dict]]]:
+    def execute(self, run, fn, crash_result, context, items: Iterable, n: int, label: str, max_batch: int = MAX_BATCH) -> Iterator[list[tuple]]:
         """Run ``n`` items (streamed) on the engine in batches; yield each batch's (item, result) pairs.
 
-        The one scheduling loop of train and forecast: batches are formed as
-        workers free up, a progress bar counts groups, and if the loop stops
-        early (killed, Ctrl-C, an error) the run is recorded as interrupted.
+        Every step's work goes through here and ``scheduling.run_batches``: items
+        are batched (at most ``max_batch`` a batch) as workers free up, a progress
+        bar counts them, and if the loop stops early (killed, Ctrl-C, an error)
+        the run is recorded as interrupted.
         """
         done = 0
         finished = False
         try:
             with self.terminal.progress(label, total=n) as bar:
                 if n:
-                    for batch, results in self.engine().map(fn, make_batches(context, items, self.workers, n), crash_result):
+                    batches = make_batches(context, items, self.workers, n, max_batch)
+                    for batch, results in run_batches(self.engine(), fn, batches, crash_result):
                         yield list(zip(batch.items, results))
                         done += len(results)
-                        bar.advance(len(results), failed=sum(r["status"] == "failed" for r in results))
+                        bar.advance(len(results), failed=sum(_failed(r) for r in results))
             finished = True
         finally:
             if not finished:
@@ -66,40 +70,22 @@ class Session:
             self._engine = None
 
 
+def _failed(result) -> bool:
+    return result["status"] == "failed"
+
+
 @contextmanager
-def open_session(
-    config: Config,
-    terminal: Terminal | None = None,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
-    session: Session | None = None,
-) -> Iterator[Session]:
-    """Lock the datastore and set up a session, or reuse the caller's ``session``."""
+def open_session(config: Config, terminal: Terminal | None = None, options: RunOptions | None = None, session: Session | None = None) -> Iterator[Session]:
+    """Lock the datastore and set up a session, or reuse the caller's ``session`` (its options stand)."""
     if session is not None:
         yield session
         return
     terminal = terminal or Terminal(quiet=True)
-    kind = engine or config.engine.kind
-    scheduler = scheduler or config.engine.scheduler
-    if kind == "dask" and not scheduler:  # a usage error: say so now, not when the first group needs a worker
-        raise MMError("--engine dask needs the address of a running Dask scheduler", "pass --scheduler tcp://HOST:PORT, or set engine.scheduler in the config")
-    if kind not in ENGINES:
-        raise MMError(f"--engine {kind!r} is not an engine", f"use one of {', '.join(ENGINES)}")
+    options = (options or RunOptions()).resolved(config)
     store = Datastore(config.datastore)
     store.ensure()
-    lock = store.lock(wait).acquire(on_wait=terminal.info)
-    s = Session(
-        config=config,
-        store=store,
-        terminal=terminal,
-        allow_reuse=config.allow_reuse if allow_reuse is None else allow_reuse,
-        engine_kind=kind,
-        jobs=jobs or config.engine.jobs or cpu_count(),
-        scheduler=scheduler,
-    )
+    lock = store.lock(options.wait).acquire(on_wait=terminal.info)
+    s = Session(config=config, store=store, terminal=terminal, options=options)
     try:
         if lock.recovered:  # the last writer was killed: remove what it left half-done
             store.sweep_temporary_files()

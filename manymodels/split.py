@@ -43,6 +43,7 @@ from .datastore import Datastore, group_label, release_memory
 from .errors import InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
 from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
+from .options import RunOptions
 from .runs import Run
 from .session import Session, open_session
 from .tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
@@ -79,19 +80,12 @@ class SplitResult:
         return asdict(self)
 
 
-def split(
-    config: Config,
-    terminal: Terminal | None = None,
-    *,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
-    session: Session | None = None,
-) -> SplitResult:
-    """Turn the raw input into per-group train/inference partitions (or reuse them)."""
-    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait, session) as s:
+def split(config: Config, terminal: Terminal | None = None, *, options: RunOptions | None = None, session: Session | None = None, **option_fields) -> SplitResult:
+    """Turn the raw input into per-group train/inference partitions (or reuse them).
+
+    ``options`` (or its fields as keywords, see RunOptions) say how it runs; in ``session``, the session's.
+    """
+    with open_session(config, terminal, RunOptions.of(options, **option_fields), session) as s:
         return _split(s)
 
 
@@ -123,7 +117,7 @@ def _split(s: Session) -> SplitResult:
     terminal.detail(f"split: recomputed, {decision.reason}")
     terminal.info(f"split: reading {files.label}")
     try:
-        manifest = _compute(s, files, run.id)
+        manifest = _compute(s, files, run)
     except Exception as exc:
         run.finish("failed", {}, error=str(exc))
         raise
@@ -138,21 +132,21 @@ def _split(s: Session) -> SplitResult:
     return result
 
 
-def _compute(s: Session, files, run_id: str) -> dict:
+def _compute(s: Session, files, run: Run) -> dict:
     config, store = s.config, s.store
     d = config.data
-    scratch = store.scratch(run_id, "buckets")
+    scratch = store.scratch(run.id, "buckets")
     reading = _read_into_buckets(s, files, scratch, _bucket_count(files, s.workers))
     spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout, known_future=tuple(d.known_future_columns))
     context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
     buckets = sorted(reading.buckets)
-    scans = _on_buckets(s, split_scan_batch, context, buckets, None)
+    scans = _on_buckets(s, run, split_scan_batch, context, buckets, "split: checking")
     times, axis, cutoff_period, cutoff_text = _decide(config, reading, scans, files.label)
     columns = _column_order(config, reading.schema.names)
     spec = replace(spec, columns=tuple(columns), axis=axis.to_dict(), cutoff_period=cutoff_period)
     previous_keys = _split_keys(store)
     store.remove_split_manifest()  # partitions are about to change: the old split is no longer whole
-    written = _on_buckets(s, split_write_batch, replace(context, spec=spec), buckets, "split: writing partitions")
+    written = _on_buckets(s, run, split_write_batch, replace(context, spec=spec), buckets, "split: writing partitions")
     current_keys = _publish_groups(store, scratch, buckets)
     for key in _vanished(previous_keys, current_keys):
         store.remove_partition("train", key)
@@ -160,7 +154,7 @@ def _compute(s: Session, files, run_id: str) -> dict:
     summary = _summary(written, times, axis, cutoff_text)
     summary["warnings"] = reading.warnings + summary["warnings"]
     return {
-        "run_id": run_id,
+        "run_id": run.id,
         "axis": axis.to_dict(),
         "cutoff_period": cutoff_period,
         "group_columns": list(d.group_columns),
@@ -179,18 +173,14 @@ def _bucket_count(files, workers: int) -> int:
     return max(1, math.ceil(rows / ROWS_PER_BUCKET), min(2 * workers, math.ceil(rows / MIN_ROWS_PER_BUCKET)))
 
 
-def _on_buckets(s: Session, fn, context: SplitContext, buckets: list[int], label: str | None) -> list[dict]:
-    """Run a pass over the buckets on the engine; a bucket that fails fails the split."""
-    from .engine import Batch
-
+def _on_buckets(s: Session, run: Run, fn, context: SplitContext, buckets: list[int], label: str) -> list[dict]:
+    """Run a pass over the buckets on the engine, a bucket per task; a bucket that fails fails the split."""
     results = []
-    with s.terminal.progress(label or "split: checking", total=len(buckets)) as bar:
-        for _, out in s.engine().map(fn, (Batch(context, [b]) for b in buckets), split_crash):
-            for r in out:
-                if r["status"] != "ok":
-                    raise MMError(f"split failed on bucket {r['bucket']}: {r['error']}", "run with --verbose, or report this bug")
-                results.append(r)
-            bar.advance(len(out))
+    for done in s.execute(run, fn, split_crash, context, buckets, len(buckets), label, max_batch=1):
+        for _, r in done:
+            if r["status"] != "ok":
+                raise MMError(f"split failed on bucket {r['bucket']}: {r['error']}", "run with --verbose, or report this bug")
+            results.append(r)
     return sorted(results, key=lambda r: r["bucket"])
 
 

@@ -27,6 +27,7 @@ from .datastore import Datastore
 from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
+from .options import RunOptions
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
 from .session import Session, open_session
@@ -125,15 +126,15 @@ def train(
     *,
     groups: list[str] | None = None,
     retry_failed: bool = False,
-    allow_reuse: bool | None = None,
-    jobs: int | None = None,
-    engine: str | None = None,
-    scheduler: str | None = None,
-    wait: float = 0.0,
+    options: RunOptions | None = None,
     session: Session | None = None,
+    **option_fields,
 ) -> TrainResult:
-    """Fit (or reuse) one model per group; write training_output.csv and a run record."""
-    with open_session(config, terminal, allow_reuse, jobs, engine, scheduler, wait, session) as s:
+    """Fit (or reuse) one model per group; write training_output.csv and a run record.
+
+    ``options`` (or its fields as keywords, see RunOptions) say how it runs; in ``session``, the session's.
+    """
+    with open_session(config, terminal, RunOptions.of(options, **option_fields), session) as s:
         return _train(s, groups or [], retry_failed)
 
 

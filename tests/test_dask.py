@@ -22,6 +22,7 @@ from manymodels.dask_engine import DaskEngine  # noqa: E402
 from manymodels.datastore import Datastore  # noqa: E402
 from manymodels.engine import WORKER_DIED, Batch  # noqa: E402
 from manymodels.errors import MMError  # noqa: E402
+from manymodels.scheduling import run_batches  # noqa: E402
 from manymodels.sample import generate_oj_sales  # noqa: E402
 
 from .cluster import Cluster  # noqa: E402
@@ -126,7 +127,7 @@ def test_a_group_that_kills_its_worker_every_time_is_reported_failed(tmp_path: P
     try:
         engine = DaskEngine(c.address)
         batches = [Batch(None, ["a", "b"]), Batch(None, ["c", "poison", "d"]), Batch(None, ["e"])]
-        results = {item: r for batch, out in engine.map(_crash_on_poison, batches, _dead) for item, r in zip(batch.items, out)}
+        results = {item: r for batch, out in run_batches(engine, _crash_on_poison, batches, _dead) for item, r in zip(batch.items, out)}
         engine.close()
     finally:
         c.stop()
@@ -142,3 +143,21 @@ def test_workers_with_another_manymodels_are_refused(cluster: Cluster, monkeypat
     with pytest.raises(MMError) as err:
         DaskEngine(cluster.address)
     assert f"has manymodels {mm.__version__}; this mm is 9.9.9" in err.value.message and "same manymodels" in err.value.hint
+
+
+def test_a_batch_the_cluster_cannot_be_sent_fails_once_before_any_task(cluster: Cluster):
+    import threading
+
+    from manymodels.tasks import split_scan_batch
+
+    engine = DaskEngine(cluster.address)
+    try:
+        batches = [Batch(lambda: "cloudpickle sends this", ["a"])] * 3
+        assert engine.check_sendable(split_scan_batch, batches[0]) is None  # a lambda goes by value
+        locked = [Batch(threading.Lock(), [f"g{i}"]) for i in range(10)]
+        with pytest.raises(MMError) as err:
+            list(run_batches(engine, split_scan_batch, locked, _dead))
+        assert "cannot send split_scan_batch and its batch (lock) to the dask engine's workers" in err.value.message
+        assert not [key for key in engine.client.who_has() if str(key).startswith("mm-split_scan_batch-")]  # nothing was submitted
+    finally:
+        engine.close()
