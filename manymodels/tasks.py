@@ -26,6 +26,7 @@ from .datastore import Datastore, release_memory
 from .engine import Batch
 from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
 from .partitioning import BucketSpec
+from .results import Reason, Status, TrainRow
 
 _STORES: dict[str, Datastore] = {}
 
@@ -47,8 +48,19 @@ class TrainContext:
     keep_versions: int
     deadline: float | None = None
 
+    def row(self, item: dict, **outcome) -> TrainRow:
+        """The row of ``item``'s group in this run."""
+        return TrainRow.of_item(item, run_id=self.run_id, **outcome)
 
-def train_batch(batch: Batch) -> list[dict]:
+    def failed(self, item: dict, reason: Reason, error: str, **outcome) -> TrainRow:
+        return self.row(item, status=Status.FAILED, reason=reason, error=error, **outcome)
+
+    def crash(self, item: dict, message: str) -> TrainRow:
+        """The row of a group the engine could not run (the engines' ``crash_result``)."""
+        return self.failed(item, _crash_reason(message), message)
+
+
+def train_batch(batch: Batch) -> list[TrainRow]:
     ctx: TrainContext = batch.context
     return _released([train_one(ctx, item) for item in batch.items])
 
@@ -66,24 +78,28 @@ def _what(exc: Exception) -> str:
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
-def train_one(ctx: TrainContext, item: dict) -> dict:
+def _crash_reason(message: str) -> Reason:
+    """The engines' message for a group they could not run says when its worker died (engine.WORKER_DIED)."""
+    return Reason.WORKER_DIED if "died" in message else Reason.ERROR
+
+
+def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     store = _store(ctx.root)
     key = item["key"]
-    base = {"key": key, "fingerprint": item["fingerprint"], "parts": item["parts"], "decision": item["decision"]}
     try:
         frame = store.read_partition("train", key)
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}", "duration_s": 0.0}
+        return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     versions = store.model_versions(key)
     if versions:
-        done = _already_fitted(store, key, versions[-1], item, ctx.run_id)
+        done = _already_fitted(ctx, store, versions[-1], item)
         if done is not None:
-            return {**base, **done}
+            return done
     stored = _stored_tuning(store, key, item.get("previous_version"))
     with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
         result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
-    if result["status"] != "trained":
-        return {**base, **{k: result[k] for k in ("status", "reason", "error", "duration_s")}}
+    if result["status"] != Status.TRAINED:
+        return ctx.failed(item, Reason(result["reason"]), result["error"], duration_s=result["duration_s"])
     version = (versions[-1] if versions else 0) + 1
     meta = {
         **result["meta"],
@@ -101,56 +117,59 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
     store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
         store.remove_model(key, old)
-    return {
-        **base,
-        "status": "trained",
-        "reason": "",
-        "error": "",
-        "model": result["model"],
-        "model_version": version,
-        "metrics": result["metrics"],
-        "scores": result["scores"],
-        "n_trials": result["n_trials"],
-        "tuning_source": meta["tuning"].get("source", ""),
-        "note": result.get("note", ""),
-        "duration_s": result["duration_s"],
-    }
+    return ctx.row(
+        item,
+        status=Status.TRAINED,
+        trained_in_run=ctx.run_id,
+        model=result["model"],
+        model_version=version,
+        metrics=result["metrics"],
+        scores=result["scores"],
+        n_trials=result["n_trials"],
+        tuning=meta["tuning"].get("source", ""),
+        note=result.get("note", ""),
+        duration_s=result["duration_s"],
+    )
 
 
-def _already_fitted(store: Datastore, key: str, version: int, item: dict, run_id: str) -> dict | None:
+def _already_fitted(ctx: TrainContext, store: Datastore, version: int, item: dict) -> TrainRow | None:
     """The newest model version, if it was fitted from exactly these inputs.
 
     Fitted by this very run: the task is running again (Dask reran it after its
     worker died), so it reports that model as its own work: retries are
     idempotent. Fitted by an earlier, interrupted run: adopted, when reuse is allowed.
     """
+    key = item["key"]
     try:
         meta = store.read_model_meta(key, version)
     except (OSError, ValueError):
         return None
     if meta.get("fingerprint") != item["fingerprint"] or not store.has_model(key, version, booster=has_booster(meta)):
         return None
-    if meta.get("run_id") == run_id:
-        return {**_model_result(meta, version), "status": "trained", "tuning_source": (meta.get("tuning") or {}).get("source", ""), "duration_s": meta.get("duration_s", 0.0)}
+    tuning = meta.get("tuning") or {}
+    if meta.get("run_id") == ctx.run_id:
+        return _stored_model_row(ctx, item, meta, version, status=Status.TRAINED, tuning=tuning.get("source", ""), duration_s=meta.get("duration_s", 0.0))
     if not item.get("adopt"):
         return None
-    return {**_model_result(meta, version), "decision": f"reused: finished by run {meta.get('run_id')}, which was interrupted"}
+    return _stored_model_row(ctx, item, meta, version, decision=f"reused: finished by run {meta.get('run_id')}, which was interrupted")
 
 
-def _model_result(meta: dict, version: int) -> dict:
-    return {
-        "status": "reused",
-        "reason": "",
-        "error": "",
-        "model": meta["kind"],
-        "model_version": version,
-        "trained_in_run": meta.get("run_id"),
-        "metrics": meta.get("metrics", {}),
-        "scores": meta.get("candidate_scores", {}),
-        "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
-        "tuning_source": "adopted",
-        "duration_s": 0.0,
-    }
+def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, **outcome) -> TrainRow:
+    """The row of a model already on disk, from its metadata: reused (adopted) unless ``outcome`` says otherwise."""
+    return ctx.row(
+        item,
+        **{
+            "status": Status.REUSED,
+            "model": meta["kind"],
+            "model_version": version,
+            "trained_in_run": meta.get("run_id"),
+            "metrics": meta.get("metrics", {}),
+            "scores": meta.get("candidate_scores", {}),
+            "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
+            "tuning": "adopted",
+            **outcome,
+        },
+    )
 
 
 def _stored_tuning(store: Datastore, key: str, version: int | None) -> dict | None:
@@ -170,19 +189,6 @@ def _should_tune(item: dict, stored: dict | None) -> bool:
     if policy == "never":
         return False
     return stored is None or stored.get("space") != item.get("space")
-
-
-def train_crash(item: dict, reason: str) -> dict:
-    return {
-        "key": item["key"],
-        "fingerprint": item["fingerprint"],
-        "parts": item["parts"],
-        "decision": item["decision"],
-        "status": "failed",
-        "reason": "worker_died" if "died" in reason else "error",
-        "error": reason,
-        "duration_s": 0.0,
-    }
 
 
 # -- forecast ----------------------------------------------------------------

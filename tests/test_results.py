@@ -1,10 +1,46 @@
 """The typed group rows: one field per groups-table column, one way to and from files."""
 
 import ast
+import json
 from pathlib import Path
 
+import pytest
+
+import manymodels as mm
 from manymodels import automl, kernels, models
-from manymodels.results import ForecastRow, Reason, Status
+from manymodels.config import load_config
+from manymodels.datastore import Datastore
+from manymodels.registry import run_rows
+from manymodels.results import ForecastRow, Reason, Status, TrainRow
+from manymodels.train import GROUPS_SCHEMA as TRAIN_GROUPS
+
+from .conftest import small_config, small_table
+
+
+@pytest.mark.parametrize("row_type, schema", [(TrainRow, TRAIN_GROUPS)])
+def test_every_row_field_is_a_groups_table_column(row_type, schema):
+    """A field added to a row but not to its table (or the reverse) would be dropped silently."""
+    row = row_type(key="k", label="g=a", values=["a"], status=Status.FAILED)
+    assert set(row.to_dict()) == set(schema.names)
+
+
+def test_rows_read_back_the_same_from_the_journal_and_the_groups_table(tmp_path: Path):
+    """A worker's row, as JSON in the journal and as parquet in the run's table, is one row."""
+    path = tmp_path / "t.csv"
+    frame = small_table(groups=("a", "b", "c"), weeks=30)
+    frame[(frame["g"] != "c") | (frame.index % 32 < 3) | frame["y"].isna()].to_csv(path, index=False)  # c: 3 weeks of history
+    config = load_config(small_config(tmp_path, str(path), forecast={"quantiles": [0.1, 0.9]}))
+    result = mm.run(config)
+    assert (result.train.trained, result.train.failed, result.forecast.no_model) == (2, 1, 1)
+    store = Datastore(config.datastore)
+    journal = {r.key: r for r in map(TrainRow.from_dict, store.read_journal(result.train.run_id))}
+    table = {r.key: r for r in run_rows(store, result.train.run_id, TrainRow)}
+    assert journal == table and len(table) == 3
+    by_label = {r.label: r for r in table.values()}
+    assert by_label["g=c"].status is Status.FAILED and by_label["g=c"].reason is Reason.TOO_SHORT and not by_label["g=c"].has_model
+    assert by_label["g=a"].status is Status.TRAINED and by_label["g=a"].model_version == 1 and by_label["g=a"].trained_in_run == result.train.run_id
+    for row in table.values():
+        assert TrainRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
 
 
 def test_an_older_groups_table_row_reads_with_defaults():
