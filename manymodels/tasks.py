@@ -25,8 +25,9 @@ from . import partitioning
 from .datastore import Datastore, release_memory
 from .engine import Batch
 from .kernels import GroupSpec, fit_group, forecast_group, has_booster, horizon_steps
+from .metrics import scores
 from .partitioning import BucketSpec
-from .results import Reason, Status, TrainRow
+from .results import ForecastRow, Reason, Status, TrainRow
 
 _STORES: dict[str, Datastore] = {}
 
@@ -202,8 +203,15 @@ class ForecastContext:
     quantile_columns: tuple[str, ...]
     output_columns: tuple[str, ...]  # inference columns to carry, in order
 
+    def failed(self, item: dict, reason: Reason, error: str) -> ForecastRow:
+        return ForecastRow.of_item(item, status=Status.FAILED, reason=reason, error=error)
 
-def forecast_batch(batch: Batch) -> list[dict]:
+    def crash(self, item: dict, message: str) -> ForecastRow:
+        """The row of a group the engine could not run (the engines' ``crash_result``)."""
+        return self.failed(item, _crash_reason(message), message)
+
+
+def forecast_batch(batch: Batch) -> list[ForecastRow]:
     ctx: ForecastContext = batch.context
     return _released([forecast_one(ctx, item) for item in batch.items])
 
@@ -211,40 +219,60 @@ def forecast_batch(batch: Batch) -> list[dict]:
 STEP_COLUMN = "_mm_step"  # periods after the series' last known value; internal, not in the CSV
 
 
-def forecast_one(ctx: ForecastContext, item: dict) -> dict:
+def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     store = _store(ctx.root)
     key, version = item["key"], int(item["model_version"])
-    base = {"key": key, "fingerprint": item["fingerprint"], "parts": item["parts"], "model_version": version, "decision": item["decision"]}
     try:
         inference = store.read_partition_table("inference", key)
         future = inference.to_pandas()
         # no train rows in this split (the model is from an earlier one): nothing to read, not a missing file
         history = store.read_partition("train", key) if item.get("n_train", 1) else future.iloc[0:0]
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}"}
+        return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     try:
         meta = store.read_model_meta(key, version)
         text = store.read_model_text(key, version) if has_booster(meta) else None
         if text is not None and not booster_text_ok(text):
             raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
     except FileNotFoundError as exc:
-        return {**base, "status": "failed", "reason": "model_missing", "error": f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again"}
+        return ctx.failed(item, Reason.MODEL_MISSING, f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again")
     except (ValueError, KeyError, TypeError) as exc:  # the bytes are there but are not a model: move them aside
         moved = store.quarantine_model(key, version)
         where = f"; moved aside as {', '.join(m.rsplit('/', 1)[-1] + '.corrupt' for m in moved)}, so the next 'mm train' fits this group again" if moved else ""
-        return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read ({type(exc).__name__}: {exc}){where}"}
+        return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read ({type(exc).__name__}: {exc}){where}")
     except OSError as exc:
-        return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read: {exc}"}
+        return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read: {exc}")
     try:
         with np.errstate(all="ignore"):  # overflow on huge values is handled below, not printed by every worker
             matrix = forecast_group(history, future, meta, text, ctx.spec)
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+        return ctx.failed(item, Reason.ERROR, f"{type(exc).__name__}: {exc}")
     missing = ~np.isfinite(matrix[:, 0])
     if missing.any():
-        return {**base, "status": "failed", "reason": "no_prediction", "error": _no_prediction(future, missing, meta, ctx.spec)}
-    store.write_forecast(key, item["fingerprint"], _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx))
-    return {**base, "status": "forecast", "reason": "", "error": "", "n_missing_prediction": 0}
+        return ctx.failed(item, Reason.NO_PREDICTION, _no_prediction(future, missing, meta, ctx.spec))
+    table = _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx)
+    store.write_forecast(key, item["fingerprint"], table)
+    return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **measure_forecast(table, ctx))
+
+
+def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask, actual, prediction) of a forecast table's rows that have both an actual and a prediction."""
+    actual = table[ctx.spec.target_column].to_numpy(zero_copy_only=False).astype(float)
+    pred = table[ctx.prediction_column].to_numpy(zero_copy_only=False).astype(float)
+    ok = ~(np.isnan(actual) | np.isnan(pred))
+    return ok, actual[ok], pred[ok]
+
+
+def measure_forecast(table: pa.Table, ctx: ForecastContext) -> dict:
+    """A group's forecast against the actuals among its inference rows: the ``ForecastRow``
+    fields ``metrics``, ``n_actual`` and, per quantile column, the actuals at or below it."""
+    ok, actual, pred = forecast_actuals(table, ctx)
+    if not ok.any():
+        return {"metrics": {}, "n_actual": 0, "below_quantile": {}}
+    below = {name: int(np.sum(actual <= table[name].to_numpy(zero_copy_only=False).astype(float)[ok])) for name in ctx.quantile_columns}
+    with np.errstate(all="ignore"):
+        metrics = scores(actual, pred)
+    return {"metrics": metrics, "n_actual": int(ok.sum()), "below_quantile": below}
 
 
 def booster_text_ok(text: str) -> bool:
@@ -274,20 +302,6 @@ def _forecast_table(inference: pa.Table, matrix: np.ndarray, version: int, steps
     out = out.append_column("model_version", pa.array(np.full(n, version, dtype=np.int64)))
     out = out.append_column("run_id", pa.array([ctx.train_run_id] * n, pa.string()))
     return out.append_column(STEP_COLUMN, pa.array(np.asarray(steps, dtype=np.float64)))
-
-
-def forecast_crash(item: dict, reason: str) -> dict:
-    return {
-        "key": item["key"],
-        "fingerprint": item["fingerprint"],
-        "parts": item["parts"],
-        "model_version": item["model_version"],
-        "decision": item["decision"],
-        "status": "failed",
-        "reason": "worker_died" if "died" in reason else "error",
-        "error": reason,
-    }
-
 
 
 # -- split ---------------------------------------------------------------------

@@ -10,6 +10,7 @@ import manymodels as mm
 from manymodels import automl, kernels, models
 from manymodels.config import load_config
 from manymodels.datastore import Datastore
+from manymodels.forecast import GROUPS_SCHEMA as FORECAST_GROUPS
 from manymodels.registry import run_rows
 from manymodels.results import ForecastRow, Reason, Status, TrainRow
 from manymodels.train import GROUPS_SCHEMA as TRAIN_GROUPS
@@ -17,7 +18,7 @@ from manymodels.train import GROUPS_SCHEMA as TRAIN_GROUPS
 from .conftest import small_config, small_table
 
 
-@pytest.mark.parametrize("row_type, schema", [(TrainRow, TRAIN_GROUPS)])
+@pytest.mark.parametrize("row_type, schema", [(TrainRow, TRAIN_GROUPS), (ForecastRow, FORECAST_GROUPS)])
 def test_every_row_field_is_a_groups_table_column(row_type, schema):
     """A field added to a row but not to its table (or the reverse) would be dropped silently."""
     row = row_type(key="k", label="g=a", values=["a"], status=Status.FAILED)
@@ -41,6 +42,10 @@ def test_rows_read_back_the_same_from_the_journal_and_the_groups_table(tmp_path:
     assert by_label["g=a"].status is Status.TRAINED and by_label["g=a"].model_version == 1 and by_label["g=a"].trained_in_run == result.train.run_id
     for row in table.values():
         assert TrainRow.from_dict(json.loads(json.dumps(row.to_dict()))) == row
+
+    forecasts = {r.label: r for r in run_rows(store, result.forecast.run_id, ForecastRow)}
+    assert forecasts["g=c"].status is Status.NO_MODEL and forecasts["g=c"].reason is Reason.NO_MODEL
+    assert forecasts["g=a"].has_forecast and forecasts["g=a"].n_actual == 0 and forecasts["g=a"].metrics == {}  # future rows: no actuals
 
 
 def test_an_older_groups_table_row_reads_with_defaults():
