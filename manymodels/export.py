@@ -42,6 +42,7 @@ from .errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
 from .features import FeatureSpec, design_matrix
 from .kernels import group_data
 from .models import Fitted, average, finish, forward, inverse, predict_linear
+from .results import TrainRow
 from .selection import GroupSelector
 from .options import RunOptions
 from .session import open_session
@@ -111,14 +112,13 @@ def export(
     with open_session(config, terminal, RunOptions.of(options, **option_fields)) as s:
         store, terminal = s.store, s.terminal
         record = registry.run_models(store, run_id)
-        table = store.read_run_groups(record["id"])
         manifest = store.read_split_manifest()
         if manifest is None:
             raise UpstreamMissing(f"no split in datastore {store.root}: the export needs its time axis", "run 'mm split -c CONFIG' (or 'mm run') first")
         spec = group_spec(config, manifest)
         selector = GroupSelector(groups or [], config.data.group_columns)
-        rows = [registry.decode_row(r) for r in table.to_dict("records")]
-        rows = sorted((r for r in rows if not selector or selector.matches(r["values"])), key=lambda r: r["label"])
+        rows = registry.run_rows(store, record["id"], TrainRow)
+        rows = sorted((r for r in rows if not selector or selector.matches(r.values)), key=lambda r: r.label)
         if output is None and not store.is_folder:
             raise MMError(f"the datastore {store.root} is not a folder: the export needs a local one", "pass --output FOLDER")
         target = Path(output) if output else store.export_dir(fmt)
@@ -178,14 +178,14 @@ class _OnnxExporter:
         self.store, self.config, self.spec, self.manifest, self.record, self.verify = store, config, spec, manifest, record, verify
         self.axis = TimeAxis.from_dict(manifest["axis"])
 
-    def group(self, row: dict, folder: Path) -> dict:
-        version = row.get("model_version")
-        entry = {"values": row["values"], "label": row["label"], "key": row["key"], "model": row.get("model") or "", "model_version": version, "status": "", "reason": "", "file": "", "metadata_file": "", "max_relative_diff": None, "note": ""}
-        if row.get("status") not in ("trained", "reused") or version is None:
-            return {**entry, "status": "no_model", "reason": row.get("reason") or "failed", "note": row.get("error") or "no model in this train run"}
+    def group(self, row: TrainRow, folder: Path) -> dict:
+        version = row.model_version
+        entry = {"values": row.values, "label": row.label, "key": row.key, "model": row.model or "", "model_version": version, "status": "", "reason": "", "file": "", "metadata_file": "", "max_relative_diff": None, "note": ""}
+        if not row.has_model:
+            return {**entry, "status": "no_model", "reason": row.reason.value or "failed", "note": row.error or "no model in this train run"}
         from .onnx_graphs import Unsupported
 
-        key, version = row["key"], int(version)
+        key = row.key
         try:
             meta = self.store.read_model_meta(key, version)
             document = self.metadata(row, meta)
@@ -243,7 +243,7 @@ class _OnnxExporter:
         return model, lambda m: self._check_linear(m, key, meta)
 
     # metadata ---------------------------------------------------------------------
-    def metadata(self, row: dict, meta: dict) -> dict:
+    def metadata(self, row: TrainRow, meta: dict) -> dict:
         kind, state, info = meta["kind"], meta["state"], meta["info"]
         spec, d = self.spec, self.config.data
         transform = state.get("transform", "none")
@@ -251,9 +251,9 @@ class _OnnxExporter:
             "format": "onnx",
             "mm_version": __version__,
             "exported": _now(),
-            "group": meta.get("group") or dict(zip(d.group_columns, row["values"])),
-            "label": row["label"],
-            "key": row["key"],
+            "group": meta.get("group") or dict(zip(d.group_columns, row.values)),
+            "label": row.label,
+            "key": row.key,
             "model": {
                 "kind": kind,
                 "version": meta.get("version"),

@@ -13,7 +13,7 @@ import heapq
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
@@ -21,22 +21,23 @@ import pyarrow as pa
 from . import cache, registry
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, release_memory
+from .datastore import release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .options import RunOptions
+from .results import ForecastRow, Reason, Status, TrainRow
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from .session import Session, open_session
 from .split import PERIOD, check_column_names
 from .spool import Spool
 from .timeindex import NS_PER_DAY
-from .metrics import scores
-from .tasks import STEP_COLUMN, ForecastContext, forecast_batch, forecast_crash
+from .tasks import STEP_COLUMN, ForecastContext, forecast_actuals, forecast_batch, measure_forecast
 from .train import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "n_inference", "train_hash", "inference_hash"]
 
-# The run's groups table (mm runs show, and the next forecast run's explanations).
+# The run's groups table (mm runs show, mm report, and the next forecast run's explanations):
+# one column per ForecastRow field.
 GROUPS_SCHEMA = pa.schema(
     [
         *GROUP_IDENTITY,
@@ -44,6 +45,9 @@ GROUPS_SCHEMA = pa.schema(
         *GROUP_OUTCOME,
         ("model_version", pa.int64()),
         ("n_missing_prediction", pa.int64()),
+        ("metrics", pa.string()),
+        ("n_actual", pa.int64()),
+        ("below_quantile", pa.string()),
         ("n_out_of_range", pa.int64()),  # known-future values outside the series' training range
         ("n_capped", pa.int64()),  # rows capped by forecast.cap_factor
         ("checks", pa.string()),  # JSON: the first cases of both, named
@@ -140,20 +144,22 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
             if g["n_inference"] == 0:
                 continue
             ident = {"key": g["key"], "label": g["label"], "values": json.loads(g["values"]), "n_rows": int(g["n_inference"])}
-            m = spool.get("models", g["key"])
-            version = None if m is None or _missing(m.get("model_version")) else int(m["model_version"])
-            if m is None or m.get("status") == "failed" or version is None:
-                why = "not in the train run" if m is None else (m.get("error") or "training failed")
-                _keep(spool, {**ident, "status": "no_model", "reason": "no_model", "error": f"no model in train run {train_run_id}: {why}"})
+            found = spool.get("models", g["key"])
+            model = TrainRow.from_dict(found) if found else None
+            if model is None or not model.has_model:
+                why = "not in the train run" if model is None else (model.error or "training failed")
+                _keep(spool, ForecastRow(**ident, status=Status.NO_MODEL, reason=Reason.NO_MODEL, error=f"no model in train run {train_run_id}: {why}"))
                 continue
-            parts = cache.with_version({"model": f"{m['fingerprint']}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
+            version = model.model_version
+            parts = cache.with_version({"model": f"{model.fingerprint}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
             fingerprint = cache.fingerprint(parts)
             exists = s.store.has_forecast(g["key"], fingerprint)
             decision = cache.decide(spool.get("previous", g["key"]), parts, s.allow_reuse, exists, "forecast")
-            if decision.reuse:
+            if decision.reuse:  # measured when the output is written (see _finish)
                 s.terminal.detail(f"{g['label']}: forecast reused, {decision.reason}")
-                checked = {k: v for k, v in (spool.get("previous", g["key"]) or {}).items() if k in CHECK_FIELDS}  # same forecast, same findings
-                _keep(spool, {**ident, "status": "reused", "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version, **checked})
+                previous = spool.get("previous", g["key"]) or {}
+                checked = {k: previous[k] for k in CHECK_FIELDS if k in previous}  # the same forecast: the same findings
+                _keep(spool, ForecastRow.from_dict({**ident, "status": Status.REUSED, "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version, **checked}))
                 continue
             s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
             spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}", "n_train": int(g["n_train"])})
@@ -161,52 +167,52 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
     return to_run
 
 
-def _keep(spool: Spool, row: dict) -> None:
-    spool.add("rows", row, sort=row["label"])
+def _keep(spool: Spool, row: ForecastRow) -> None:
+    spool.add("rows", row.to_dict(), sort=row.label)
 
 
 def _run(s: Session, spool: Spool, run: Run, context: ForecastContext, n_run: int) -> None:
-    for done in s.execute(run, forecast_batch, forecast_crash, context, spool.rows("todo"), n_run, f"forecast: {n_run} groups"):
-        for item, r in done:
-            _keep(spool, {**{k: item[k] for k in ("key", "label", "values", "n_rows")}, **r})
-            if r["status"] == "failed":
-                s.terminal.detail(f"{item['label']}: forecast failed, {r['error']}")
-
-
-def _missing(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
+    for done in s.execute(run, forecast_batch, context.crash, context, spool.rows("todo"), n_run, f"forecast: {n_run} groups"):
+        for _, row in done:
+            _keep(spool, row)
+            if row.status is Status.FAILED:
+                s.terminal.detail(f"{row.label}: forecast failed, {row.error}")
 
 
 def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: ForecastContext, elapsed: float) -> ForecastResult:
     store = s.store
-    counts = {k: 0 for k in ("forecast", "reused", "failed", "no_model")}
+    counts = {k: 0 for k in (Status.FORECAST, Status.REUSED, Status.FAILED, Status.NO_MODEL)}
     failures: list[dict] = []
     findings = Findings()
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
     with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
-        def forecasts():
-            """The rows in group order, tallied and stored on the way, that have a forecast."""
-            for r in spool.rows("rows"):
-                counts[r["status"]] = counts.get(r["status"], 0) + 1
-                groups.add(r)
-                findings.add(r)
-                if r["status"] in ("failed", "no_model"):
-                    failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
-                else:
-                    yield r
-
-        tally = _write_output(store, f, forecasts(), context)
-    store.mark_split_damaged(sum(f["reason"] == "partition_missing" for f in failures))
-    status = "partial" if counts["failed"] or counts["no_model"] else "completed"
+        output = _Output(f, context)
+        for row in map(ForecastRow.from_dict, spool.rows("rows")):
+            counts[row.status] += 1
+            if row.has_forecast:
+                table = store.read_forecast(row.key, row.fingerprint)
+                if row.status is Status.REUSED:
+                    # Measured from the file it reuses, which is read for the CSV anyway: right
+                    # whichever earlier run wrote it (not only the last one), and also when that
+                    # run's groups table has no measures (an older mm).
+                    row = replace(row, **measure_forecast(table, context))
+                output.add(row, table)
+            else:
+                failures.append(row.failure())
+            findings.add(row)
+            groups.add(row.to_dict())
+        tally = output.close()
+    store.mark_split_damaged(sum(f["reason"] == Reason.PARTITION_MISSING for f in failures))
+    status = "partial" if counts[Status.FAILED] or counts[Status.NO_MODEL] else "completed"
     result = ForecastResult(
         run_id=run.id,
         status=status,
         train_run_id=train_record["id"],
         n_groups=sum(counts.values()),
-        forecast=counts["forecast"],
-        reused=counts["reused"],
-        failed=counts["failed"],
-        no_model=counts["no_model"],
+        forecast=counts[Status.FORECAST],
+        reused=counts[Status.REUSED],
+        failed=counts[Status.FAILED],
+        no_model=counts[Status.NO_MODEL],
         n_rows=tally.rows,
         rows_beyond_horizon=tally.beyond_horizon,
         duration_s=round(elapsed, 3),
@@ -232,69 +238,62 @@ class Findings:
         self.groups = {"out_of_range": 0, "capped": 0}
         self.examples: dict[str, list[str]] = {"out_of_range": [], "capped": []}
 
-    def add(self, row: dict) -> None:
-        named = _json_field(row.get("checks"))
+    def add(self, row: ForecastRow) -> None:
         for what in self.n:
-            n = row.get(f"n_{what}")
-            if _missing(n) or not n:
+            n = getattr(row, f"n_{what}")
+            if not n:
                 continue
-            self.n[what] += int(n)
+            self.n[what] += n
             self.groups[what] += 1
             room = self.EXAMPLES - len(self.examples[what])
-            self.examples[what] += named.get(what, [])[: max(0, room)]
+            self.examples[what] += row.checks.get(what, [])[: max(0, room)]
 
     def summary(self, what: str) -> dict:
         return {"n": self.n[what], "groups": self.groups[what], "examples": self.examples[what]} if self.n[what] else {}
 
 
-def _json_field(value) -> dict:
-    if isinstance(value, dict):
-        return value
-    try:
-        return json.loads(value) if isinstance(value, str) and value else {}
-    except ValueError:
-        return {}
-
-
 CHUNK_ROWS = 10_000  # rows of forecasting_output.csv written at a time (~6 MB of tables)
 
 
-def _write_output(store: Datastore, f, rows, context: ForecastContext) -> Tally:
-    """Concatenate the groups' forecasts into one CSV ``f`` (in chunks; the caller publishes it
-    atomically), measuring accuracy against any actuals on the way."""
-    axis = context.spec.time_axis
-    daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
-    date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
-    header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
-    tally = Tally(context)
-    chunk: list[pa.Table] = []
-    size = 0
+class _Output:
+    """forecasting_output.csv: the groups' forecasts concatenated (in chunks; the caller
+    publishes the file atomically), with the run's accuracy tallied on the way."""
 
-    def flush() -> None:
-        nonlocal chunk, size
-        if not chunk:
+    def __init__(self, f, context: ForecastContext):
+        axis = context.spec.time_axis
+        daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
+        self.date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
+        self.header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
+        self.f = f
+        self.tally = Tally(context)
+        self.chunk: list[pa.Table] = []
+        self.size = 0
+
+    def add(self, row: ForecastRow, table: pa.Table) -> None:
+        self.tally.add(row, table)
+        self.chunk.append(table)
+        self.size += table.num_rows
+        if self.size >= CHUNK_ROWS:
+            self._flush()
+
+    def _flush(self) -> None:
+        if not self.chunk:
             return
-        frame = pa.concat_tables(chunk, promote_options="permissive").to_pandas()
-        frame.to_csv(f, header=tally.rows == 0, index=False, columns=[c for c in header if c in frame.columns], date_format=date_format)
-        tally.rows += len(frame)
-        chunk, size = [], 0
+        frame = pa.concat_tables(self.chunk, promote_options="permissive").to_pandas()
+        frame.to_csv(self.f, header=self.tally.rows == 0, index=False, columns=[c for c in self.header if c in frame.columns], date_format=self.date_format)
+        self.tally.rows += len(frame)
+        self.chunk, self.size = [], 0
         release_memory()
 
-    for r in rows:
-        table = store.read_forecast(r["key"], r["fingerprint"])
-        tally.add(r["label"], table)
-        chunk.append(table)
-        size += table.num_rows
-        if size >= CHUNK_ROWS:
-            flush()
-    flush()
-    if tally.rows == 0:
-        f.write(",".join(header) + "\n")
-    return tally
+    def close(self) -> Tally:
+        self._flush()
+        if self.tally.rows == 0:
+            self.f.write(",".join(self.header) + "\n")
+        return self.tally
 
 
 class Tally:
-    """Accuracy of the forecasts against the actuals in the inference rows, group by group."""
+    """Accuracy of the forecasts against the actuals in the inference rows, pooled over the groups."""
 
     def __init__(self, context: ForecastContext):
         self.context = context
@@ -307,30 +306,26 @@ class Tally:
         self._worst: list[tuple[float, int, str, dict]] = []  # a min-heap of the N worst groups by WAPE
         self._seen = 0
 
-    def add(self, label: str, table: pa.Table) -> None:
-        c = self.context
+    def add(self, row: ForecastRow, table: pa.Table) -> None:
+        """One group: its forecast ``table`` for the pooled errors, its row's measures for the rest."""
         steps = table[STEP_COLUMN].to_numpy(zero_copy_only=False).astype(float)
-        self.beyond_horizon += int(np.sum(steps > c.spec.horizon))
-        actual = table[c.spec.target_column].to_numpy(zero_copy_only=False).astype(float)
-        pred = table[c.prediction_column].to_numpy(zero_copy_only=False).astype(float)
-        ok = ~(np.isnan(actual) | np.isnan(pred))
-        if not ok.any():
+        self.beyond_horizon += int(np.sum(steps > self.context.spec.horizon))
+        if not row.n_actual:
             return
-        a, p = actual[ok], pred[ok]
+        _, a, p = forecast_actuals(table, self.context)
         err = np.abs(p - a)
         nz = a != 0
         denom = np.abs(a) + np.abs(p)
-        self.n += int(ok.sum())
+        self.n += row.n_actual
         self.n_ape += int(nz.sum())
         self.sum_ape += float(np.sum(err[nz] / np.abs(a[nz])))
         self.sum_sape += float(np.sum(np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)))
         self.sum_abs_err += float(err.sum())
         self.sum_abs_actual += float(np.abs(a).sum())
         self.sum_sq_err += float(np.sum((p - a) ** 2))
-        for name in c.quantile_columns:
-            q = table[name].to_numpy(zero_copy_only=False).astype(float)[ok]
-            self.below[name] += int(np.sum(a <= q))
-        self._keep_if_worst(label, scores(a, p))
+        for name in self.below:
+            self.below[name] += row.below_quantile.get(name, 0)
+        self._keep_if_worst(row.label, row.metrics)
 
     WORST = 5
 

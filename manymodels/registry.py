@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, TypeVar
 
 from .datastore import Datastore
+from .results import GroupRow
 from .runs import effective_status, latest_run
 from .spool import Spool
+
+Row = TypeVar("Row", bound=GroupRow)
 
 
 def load_run_groups(store: Datastore, run_id: str | None, spool: Spool, table: str) -> int:
@@ -32,6 +36,13 @@ def load_run_groups(store: Datastore, run_id: str | None, spool: Spool, table: s
     for batch in store.iter_run_groups(run_id):
         n += spool.put_many(table, (decode_row(row) for row in batch.to_pylist()))
     return n
+
+
+def run_rows(store: Datastore, run_id: str, row_type: type[Row]) -> Iterator[Row]:
+    """A run's groups table as typed rows (``TrainRow`` or ``ForecastRow``), streamed."""
+    for batch in store.iter_run_groups(run_id):
+        for doc in batch.to_pylist():
+            yield row_type.from_dict(doc)
 
 
 def train_state(store: Datastore, spool: Spool, table: str = "previous") -> dict | None:

@@ -33,7 +33,8 @@ from .console import Terminal
 from .datastore import Datastore, atomic_write_text
 from .errors import MMError, UpstreamMissing
 from .metrics import METRIC_NAMES
-from .registry import JSON_COLUMNS
+from .registry import run_rows
+from .results import ForecastRow, GroupRow, Status, TrainRow
 from .runs import effective_status, latest_run
 from .split import PERIOD
 from .timeindex import NS_PER_DAY, TimeAxis
@@ -114,21 +115,21 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
         split_groups = store.read_split_groups()
     except UpstreamMissing:
         split_groups = pd.DataFrame()
-    train_groups = _decoded(store.read_run_groups(train_record["id"])) if train_record else pd.DataFrame()
-    forecast_groups = _decoded(store.read_run_groups(forecast_record["id"])) if forecast_record else pd.DataFrame()
-    idents = [t[["key", "label", "values"]] for t in (split_groups, train_groups, forecast_groups) if len(t)]
-    if not idents:
+    train_rows = _rows_by_key(store, train_record, TrainRow)
+    forecast_rows = _rows_by_key(store, forecast_record, ForecastRow)
+    ident = _identities(split_groups, train_rows, forecast_rows)
+    if not ident:
         raise UpstreamMissing(f"the latest runs in datastore {store.root} list no groups", "run 'mm run -c CONFIG' again, then 'mm report'")
-    ident = pd.concat(idents, ignore_index=True).drop_duplicates("key").sort_values("label", kind="stable").reset_index(drop=True)
-    keys = ident["key"].tolist()
+    keys = [key for key, _, _ in ident]
     group_columns = list(manifest["group_columns"]) if manifest else list(config.data.group_columns)
-    values = [json.loads(v) if isinstance(v, str) else list(v) for v in ident["values"]]
+    values = [v for _, _, v in ident]
 
-    train = _align(train_groups, keys)
-    forecast = _align(forecast_groups, keys)
-    durations = _model_durations(store, keys, train)
+    # each run's row of each group, in table order (None: the run has no row for the group)
+    train = [train_rows.get(k) for k in keys]
+    forecast = [forecast_rows.get(k) for k in keys]
+    durations = _model_durations(store, train)
     chart = ChartData(store, config, manifest, history)
-    lines = chart.lines(keys, split_groups, train)
+    lines = chart.lines(keys, split_groups, train, forecast)
     offsets, lengths, position = [], [], 0
     for line in lines:
         offsets.append(position if line else -1)
@@ -136,22 +137,22 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
         position += len(line) + 1  # lines are joined by "\n"
 
     table: dict[str, Any] = {
-        "label": ident["label"].tolist(),
+        "label": [label for _, label, _ in ident],
         "cols": {c: _categorical([v[i] if i < len(v) else None for v in values]) for i, c in enumerate(group_columns)},
-        "train_status": _categorical(_column(train, "status")),
-        "model": _categorical([m if s in ("trained", "reused") else None for m, s in zip(_column(train, "model"), _column(train, "status"))]),
-        "version": [_int(v) for v in _column(train, "model_version")],
-        "train_reason": _categorical(_column(train, "reason")),
-        "train_error": [_short(e) for e in _column(train, "error")],
-        "decision": _categorical(_column(train, "decision")),
-        "tuning": _categorical(_column(train, "tuning")),
+        "train_status": _categorical(_each(train, lambda r: r.status)),
+        "model": _categorical(_each(train, lambda r: r.model if r.has_model else None)),
+        "version": _each(train, lambda r: r.model_version),
+        "train_reason": _categorical(_each(train, lambda r: r.reason)),
+        "train_error": _each(train, lambda r: _short(r.error)),
+        "decision": _categorical(_each(train, lambda r: r.decision)),
+        "tuning": _categorical(_each(train, lambda r: r.tuning)),
         "duration": _rounded(durations),
-        "n_train_rows": [_int(v) for v in _column(train, "n_train_rows")],
+        "n_train_rows": _each(train, lambda r: r.n_train_rows),
         "bt": {m: _rounded(_metric(train, m)) for m in METRIC_NAMES},
-        "fc_status": _categorical(_column(forecast, "status")),
-        "fc_reason": _categorical(_column(forecast, "reason")),
-        "fc_error": [_short(e) for e in _column(forecast, "error")],
-        "fc_decision": _categorical(_column(forecast, "decision")),
+        "fc_status": _categorical(_each(forecast, lambda r: r.status)),
+        "fc_reason": _categorical(_each(forecast, lambda r: r.reason)),
+        "fc_error": _each(forecast, lambda r: _short(r.error)),
+        "fc_decision": _categorical(_each(forecast, lambda r: r.decision)),
         "fc": {m: _rounded(_metric(forecast, m)) for m in METRIC_NAMES},
         "off": offsets,
         "len": lengths,
@@ -197,14 +198,16 @@ class ChartData:
         series = manifest.get("series_columns", d.series_key) if manifest else d.series_key
         self.series_columns = [c for c in series if c not in group_columns]
 
-    def lines(self, keys: list[str], split_groups: pd.DataFrame, train: pd.DataFrame) -> list[str]:
-        extras = self._extras(train)
+    def lines(self, keys: list[str], split_groups: pd.DataFrame, train: list[TrainRow | None], forecast: list[ForecastRow | None]) -> list[str]:
+        extras = [_extras(r) if r is not None else {} for r in train]
         if self.manifest is None:  # partitions were cleaned: no charts, the tables still work
             return [_line(e) if e else "" for e in extras]
         axis = TimeAxis.from_dict(self.manifest["axis"])
         with_train = set(split_groups["key"][split_groups["n_train"] > 0]) if len(split_groups) else set()
         hist = self._history([k for k in keys if k in with_train])
-        future = self._forecasts(keys, axis)
+        # which forecast file is current for each group: the one of the latest forecast run
+        fingerprints = {r.key: r.fingerprint for r in forecast if r is not None and r.has_forecast}
+        future = self._forecasts(keys, axis, fingerprints)
         out = []
         for key, extra in zip(keys, extras):
             series: dict[str, dict] = {}
@@ -219,19 +222,6 @@ class ChartData:
             entry = {**extra, "s": list(series.values())} if series else extra
             self.n_charts += bool(series)
             out.append(_line(entry) if entry else "")
-        return out
-
-    def _extras(self, train: pd.DataFrame) -> list[dict]:
-        """What the page shows beside a chart besides the table: candidate scores, notes."""
-        notes = _column(train, "note")
-        out = []
-        for scores, note in zip(_column(train, "scores"), notes):
-            entry: dict[str, Any] = {}
-            if isinstance(scores, dict) and scores:
-                entry["scores"] = {k: _round_scalar(v) for k, v in scores.items()}
-            if note:
-                entry["note"] = note
-            out.append(entry)
         return out
 
     def _history(self, keys: list[str]) -> dict[str, list[tuple[str, np.ndarray, np.ndarray]]]:
@@ -251,9 +241,8 @@ class ChartData:
             out.setdefault(key, []).append((name, p, v))
         return out
 
-    def _forecasts(self, keys: list[str], axis: TimeAxis) -> dict[str, list[tuple[str, np.ndarray, dict]]]:
+    def _forecasts(self, keys: list[str], axis: TimeAxis, fingerprints: dict[str, str]) -> dict[str, list[tuple[str, np.ndarray, dict]]]:
         store, prediction = self.store, self.config.forecast.prediction_column
-        fingerprints = self._forecast_fingerprints()
         first = next((k for k in keys if k in fingerprints), None)
         schema = store.forecast_schema(first, fingerprints[first]) if first else None
         if schema is None:
@@ -281,17 +270,6 @@ class ChartData:
             out.setdefault(key, []).append((name, period[lo:hi], cols))
         return out
 
-    def _forecast_fingerprints(self) -> dict[str, str]:
-        """Which forecast file is current for each group: the ones of the latest forecast run."""
-        record = latest_run(self.store, "forecast")
-        if record is None:
-            return {}
-        groups = self.store.read_run_groups(record["id"])
-        if not len(groups) or "fingerprint" not in groups:
-            return {}
-        done = groups[groups["status"].isin(["forecast", "reused"])]
-        return dict(zip(done["key"], done["fingerprint"]))
-
     def _series_names(self, table: pd.DataFrame) -> np.ndarray:
         if not self.series_columns:
             return np.full(len(table), "", dtype=object)
@@ -302,6 +280,16 @@ class ChartData:
         for p in parts[1:]:
             name = name + "," + p
         return name.to_numpy(dtype=object)
+
+
+def _extras(row: TrainRow) -> dict:
+    """What the page shows beside a group's chart besides the table: candidate scores, notes."""
+    entry: dict[str, Any] = {}
+    if row.scores:
+        entry["scores"] = {k: _round_scalar(v) for k, v in row.scores.items()}
+    if row.note:
+        entry["note"] = row.note
+    return entry
 
 
 def _segments(keys: np.ndarray, series: np.ndarray):
@@ -342,71 +330,54 @@ def _safe(text: str) -> str:
 
 # -- tables -------------------------------------------------------------------
 
-def _decoded(table: pd.DataFrame) -> pd.DataFrame:
-    if not len(table):
-        return table
-    table = table.copy()
-    for column in JSON_COLUMNS & set(table.columns):
-        table[column] = [_json_or_none(v) for v in table[column]]
-    return table
+def _rows_by_key(store: Datastore, record: dict | None, row_type: type[GroupRow]) -> dict[str, Any]:
+    """A run's rows by group key (none without a run)."""
+    return {r.key: r for r in run_rows(store, record["id"], row_type)} if record else {}
 
 
-def _json_or_none(value):
-    if isinstance(value, str):
-        try:
-            return json.loads(value)
-        except ValueError:
-            return None
-    return value if isinstance(value, (dict, list)) else None
+def _identities(split_groups: pd.DataFrame, *runs: dict[str, GroupRow]) -> list[tuple[str, str, list]]:
+    """(key, label, values) of every group of the split and of the runs, in label order."""
+    found: dict[str, tuple[str, list]] = {}
+    if len(split_groups):
+        for key, label, values in zip(split_groups["key"], split_groups["label"], split_groups["values"]):
+            found.setdefault(key, (label, json.loads(values) if isinstance(values, str) else list(values)))
+    for rows in runs:
+        for r in rows.values():
+            found.setdefault(r.key, (r.label, r.values))
+    return sorted(((key, label, values) for key, (label, values) in found.items()), key=lambda g: g[1])
 
 
-def _align(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    """``table``'s rows in the order of ``keys`` (empty rows for keys it lacks)."""
-    if not len(table):
-        return pd.DataFrame(index=range(len(keys)))
-    return table.drop_duplicates("key", keep="last").set_index("key").reindex(keys).reset_index(drop=True)
+def _each(rows: list, get) -> list:
+    """``get(row)`` of each row, None where there is no row."""
+    return [None if r is None else get(r) for r in rows]
 
 
-def _column(table: pd.DataFrame, name: str) -> list:
-    if name not in table.columns:
-        return [None] * len(table)
-    return [None if _missing(v) else v for v in table[name].tolist()]
+def _metric(rows: list, name: str) -> list:
+    return _each(rows, lambda r: r.metrics.get(name))
 
 
-def _metric(table: pd.DataFrame, name: str) -> list:
-    return [(m or {}).get(name) if isinstance(m, dict) else None for m in _column(table, "metrics")]
-
-
-def _model_durations(store: Datastore, keys: list[str], train: pd.DataFrame) -> list[float | None]:
+def _model_durations(store: Datastore, train: list[TrainRow | None]) -> list[float | None]:
     """Seconds each group's current model took to train, also for models reused from earlier runs."""
-    status, trained_in = _column(train, "status"), _column(train, "trained_in_run")
     earlier: dict[tuple[str, str], float] = {}
-    for run_id in {r for r, s in zip(trained_in, status) if r and s == "reused"}:
-        table = store.read_run_groups(run_id)
-        if len(table) and {"key", "status", "duration_s"} <= set(table.columns):
-            done = table[table["status"] == "trained"]
-            earlier.update({(run_id, k): float(d) for k, d in zip(done["key"], done["duration_s"])})
-    out: list[float | None] = []
-    for key, seconds, s, run_id in zip(keys, _column(train, "duration_s"), status, trained_in):
-        out.append(seconds if s == "trained" else earlier.get((run_id, key)) if s == "reused" else None)
-    return out
+    for run_id in {r.trained_in_run for r in train if r is not None and r.status is Status.REUSED and r.trained_in_run}:
+        earlier.update({(run_id, r.key): r.duration_s for r in run_rows(store, run_id, TrainRow) if r.status is Status.TRAINED})
+    return _each(train, lambda r: r.duration_s if r.status is Status.TRAINED else earlier.get((r.trained_in_run, r.key)) if r.status is Status.REUSED else None)
 
 
-def _summary(store, manifest, train_record, forecast_record, train, forecast, durations) -> dict:
-    status = _column(train, "status")
-    fc_status = _column(forecast, "status")
-    n_failed = sum(1 for t, f in zip(status, fc_status) if t == "failed" or f in ("failed", "no_model"))  # groups
-    out: dict[str, Any] = {"n_failed": n_failed, "split": None, "train": None, "forecast": None}
+def _summary(store, manifest, train_record, forecast_record, train: list[TrainRow | None], forecast: list[ForecastRow | None], durations) -> dict:
+    trained = [r for r in train if r is not None]
+    failed = [(t is not None and t.status is Status.FAILED) or (f is not None and not f.has_forecast) for t, f in zip(train, forecast)]
+    out: dict[str, Any] = {"n_failed": sum(failed), "split": None, "train": None, "forecast": None}  # groups
     if manifest:
         out["split"] = {"run_id": manifest.get("run_id"), **{k: v for k, v in (manifest.get("summary") or {}).items() if k != "warnings"}}
     if train_record:
-        medians = {m: _median(_metric(train, m), status) for m in METRIC_NAMES}
+        medians = {m: _median([r.metrics.get(m) for r in trained if r.has_model]) for m in METRIC_NAMES}
         seconds = [d for d in durations if d is not None]
         out["train"] = {
             **_run_facts(train_record),
             "winners": train_record.get("winners") or {},
             "median_backtest": {m: v for m, v in medians.items() if v is not None},
-            "tuned": sum(1 for n, s in zip(_column(train, "n_trials"), status) if s == "trained" and (n or 0) > 0),
+            "tuned": sum(1 for r in trained if r.status is Status.TRAINED and r.n_trials > 0),
             "training_seconds": {"total": round(sum(seconds), 3), "median": _round_scalar(float(np.median(seconds))) if seconds else None},
         }
     if forecast_record:
@@ -431,17 +402,16 @@ def _run_facts(record: dict) -> dict:
     }
 
 
-def _coverage(forecast: pd.DataFrame) -> dict[str, float]:
-    below = _column(forecast, "below_quantile")
-    n_actual = [int(v) if v is not None else 0 for v in _column(forecast, "n_actual")]
-    total = sum(n for n, s in zip(n_actual, _column(forecast, "status")) if s in ("forecast", "reused"))
+def _coverage(forecast: list[ForecastRow | None]) -> dict[str, float]:
+    """Per quantile column, the share of the actuals at or below it, over every group's forecast."""
+    done = [r for r in forecast if r is not None and r.has_forecast]
+    total = sum(r.n_actual for r in done)
     if not total:
         return {}
     sums: dict[str, int] = {}
-    for b, s in zip(below, _column(forecast, "status")):
-        if isinstance(b, dict) and s in ("forecast", "reused"):
-            for name, count in b.items():
-                sums[name] = sums.get(name, 0) + int(count)
+    for r in done:
+        for name, count in r.below_quantile.items():
+            sums[name] = sums.get(name, 0) + int(count)
     return {name: round(count / total, 4) for name, count in sorted(sums.items(), key=lambda kv: _quantile_of(kv[0]))}
 
 
@@ -503,17 +473,13 @@ def _round_scalar(value):
     return _rounded([value])[0]
 
 
-def _median(values: list, status: list) -> float | None:
-    ok = [v for v, s in zip(values, status) if v is not None and s in ("trained", "reused") and math.isfinite(v)]
+def _median(values: list) -> float | None:
+    ok = [v for v in values if v is not None and math.isfinite(v)]
     return _round_scalar(float(np.median(ok))) if ok else None
 
 
 def _missing(value) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA
-
-
-def _int(value) -> int | None:
-    return None if _missing(value) else int(value)
 
 
 def _short(value) -> str | None:

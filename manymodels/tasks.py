@@ -16,7 +16,6 @@ rewritten whole.
 from __future__ import annotations
 
 import datetime as dt
-import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,7 +25,9 @@ from . import partitioning
 from .datastore import Datastore, release_memory
 from .engine import Batch
 from .kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
+from .metrics import scores
 from .partitioning import BucketSpec
+from .results import ForecastRow, Reason, Status, TrainRow
 
 _STORES: dict[str, Datastore] = {}
 
@@ -48,8 +49,19 @@ class TrainContext:
     keep_versions: int
     deadline: float | None = None
 
+    def row(self, item: dict, **outcome) -> TrainRow:
+        """The row of ``item``'s group in this run."""
+        return TrainRow.of_item(item, run_id=self.run_id, **outcome)
 
-def train_batch(batch: Batch) -> list[dict]:
+    def failed(self, item: dict, reason: Reason, error: str, **outcome) -> TrainRow:
+        return self.row(item, status=Status.FAILED, reason=reason, error=error, **outcome)
+
+    def crash(self, item: dict, message: str) -> TrainRow:
+        """The row of a group the engine could not run (the engines' ``crash_result``)."""
+        return self.failed(item, _crash_reason(message), message)
+
+
+def train_batch(batch: Batch) -> list[TrainRow]:
     ctx: TrainContext = batch.context
     return _released([train_one(ctx, item) for item in batch.items])
 
@@ -67,24 +79,28 @@ def _what(exc: Exception) -> str:
     return getattr(exc, "message", None) or f"{type(exc).__name__}: {exc}"
 
 
-def train_one(ctx: TrainContext, item: dict) -> dict:
+def _crash_reason(message: str) -> Reason:
+    """The engines' message for a group they could not run says when its worker died (engine.WORKER_DIED)."""
+    return Reason.WORKER_DIED if "died" in message else Reason.ERROR
+
+
+def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     store = _store(ctx.root)
     key = item["key"]
-    base = {"key": key, "fingerprint": item["fingerprint"], "parts": item["parts"], "decision": item["decision"]}
     try:
         frame = store.read_partition("train", key)
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}", "duration_s": 0.0}
+        return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     versions = store.model_versions(key)
     if versions:
-        done = _already_fitted(store, key, versions[-1], item, ctx.run_id)
+        done = _already_fitted(ctx, store, versions[-1], item)
         if done is not None:
-            return {**base, **done}
+            return done
     stored = _stored_tuning(store, key, item.get("previous_version"))
     with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
         result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
-    if result["status"] != "trained":
-        return {**base, **{k: result[k] for k in ("status", "reason", "error", "duration_s")}}
+    if result["status"] != Status.TRAINED:
+        return ctx.failed(item, Reason(result["reason"]), result["error"], duration_s=result["duration_s"])
     version = (versions[-1] if versions else 0) + 1
     meta = {
         **result["meta"],
@@ -102,59 +118,62 @@ def train_one(ctx: TrainContext, item: dict) -> dict:
     store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
         store.remove_model(key, old)
-    return {
-        **base,
-        "status": "trained",
-        "reason": "",
-        "error": "",
-        "model": result["model"],
-        "model_version": version,
-        "metrics": result["metrics"],
-        "scores": result["scores"],
-        "n_trials": result["n_trials"],
-        "tuning_source": meta["tuning"].get("source", ""),
-        "note": result.get("note", ""),
-        "candidate_errors": result.get("candidate_errors") or {},
-        "duration_s": result["duration_s"],
-    }
+    return ctx.row(
+        item,
+        status=Status.TRAINED,
+        trained_in_run=ctx.run_id,
+        model=result["model"],
+        model_version=version,
+        metrics=result["metrics"],
+        scores=result["scores"],
+        n_trials=result["n_trials"],
+        tuning=meta["tuning"].get("source", ""),
+        note=result.get("note", ""),
+        candidate_errors=result.get("candidate_errors") or {},
+        duration_s=result["duration_s"],
+    )
 
 
-def _already_fitted(store: Datastore, key: str, version: int, item: dict, run_id: str) -> dict | None:
+def _already_fitted(ctx: TrainContext, store: Datastore, version: int, item: dict) -> TrainRow | None:
     """The newest model version, if it was fitted from exactly these inputs.
 
     Fitted by this very run: the task is running again (Dask reran it after its
     worker died), so it reports that model as its own work: retries are
     idempotent. Fitted by an earlier, interrupted run: adopted, when reuse is allowed.
     """
+    key = item["key"]
     try:
         meta = store.read_model_meta(key, version)
     except (OSError, ValueError):
         return None
     if meta.get("fingerprint") != item["fingerprint"] or not store.has_model(key, version, booster=has_booster(meta)):
         return None
-    if meta.get("run_id") == run_id:
-        return {**_model_result(meta, version), "status": "trained", "tuning_source": (meta.get("tuning") or {}).get("source", ""), "duration_s": meta.get("duration_s", 0.0)}
+    tuning = meta.get("tuning") or {}
+    if meta.get("run_id") == ctx.run_id:
+        return _stored_model_row(ctx, item, meta, version, status=Status.TRAINED, tuning=tuning.get("source", ""), duration_s=meta.get("duration_s", 0.0))
     if not item.get("adopt"):
         return None
-    return {**_model_result(meta, version), "decision": f"reused: finished by run {meta.get('run_id')}, which was interrupted"}
+    return _stored_model_row(ctx, item, meta, version, decision=f"reused: finished by run {meta.get('run_id')}, which was interrupted")
 
 
-def _model_result(meta: dict, version: int) -> dict:
-    return {
-        "status": "reused",
-        "reason": "",
-        "error": "",
-        "model": meta["kind"],
-        "model_version": version,
-        "trained_in_run": meta.get("run_id"),
-        "metrics": meta.get("metrics", {}),
-        "scores": meta.get("candidate_scores", {}),
-        "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
-        "tuning_source": "adopted",
-        "note": (meta.get("tuning") or {}).get("note", ""),
-        "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
-        "duration_s": 0.0,
-    }
+def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, **outcome) -> TrainRow:
+    """The row of a model already on disk, from its metadata: reused (adopted) unless ``outcome`` says otherwise."""
+    return ctx.row(
+        item,
+        **{
+            "status": Status.REUSED,
+            "model": meta["kind"],
+            "model_version": version,
+            "trained_in_run": meta.get("run_id"),
+            "metrics": meta.get("metrics", {}),
+            "scores": meta.get("candidate_scores", {}),
+            "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
+            "tuning": "adopted",
+            "note": (meta.get("tuning") or {}).get("note", ""),
+            "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
+            **outcome,
+        },
+    )
 
 
 def _stored_tuning(store: Datastore, key: str, version: int | None) -> dict | None:
@@ -176,19 +195,6 @@ def _should_tune(item: dict, stored: dict | None) -> bool:
     return stored is None or stored.get("space") != item.get("space")
 
 
-def train_crash(item: dict, reason: str) -> dict:
-    return {
-        "key": item["key"],
-        "fingerprint": item["fingerprint"],
-        "parts": item["parts"],
-        "decision": item["decision"],
-        "status": "failed",
-        "reason": "worker_died" if "died" in reason else "error",
-        "error": reason,
-        "duration_s": 0.0,
-    }
-
-
 # -- forecast ----------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -201,8 +207,15 @@ class ForecastContext:
     output_columns: tuple[str, ...]  # inference columns to carry, in order
     cap_factor: float | None = None  # forecast.cap_factor
 
+    def failed(self, item: dict, reason: Reason, error: str) -> ForecastRow:
+        return ForecastRow.of_item(item, status=Status.FAILED, reason=reason, error=error)
 
-def forecast_batch(batch: Batch) -> list[dict]:
+    def crash(self, item: dict, message: str) -> ForecastRow:
+        """The row of a group the engine could not run (the engines' ``crash_result``)."""
+        return self.failed(item, _crash_reason(message), message)
+
+
+def forecast_batch(batch: Batch) -> list[ForecastRow]:
     ctx: ForecastContext = batch.context
     return _released([forecast_one(ctx, item) for item in batch.items])
 
@@ -210,50 +223,62 @@ def forecast_batch(batch: Batch) -> list[dict]:
 STEP_COLUMN = "_mm_step"  # periods after the series' last known value; internal, not in the CSV
 
 
-def forecast_one(ctx: ForecastContext, item: dict) -> dict:
+def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     store = _store(ctx.root)
     key, version = item["key"], int(item["model_version"])
-    base = {"key": key, "fingerprint": item["fingerprint"], "parts": item["parts"], "model_version": version, "decision": item["decision"]}
     try:
         inference = store.read_partition_table("inference", key)
         future = inference.to_pandas()
         # no train rows in this split (the model is from an earlier one): nothing to read, not a missing file
         history = store.read_partition("train", key) if item.get("n_train", 1) else future.iloc[0:0]
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "partition_missing", "error": f"{_what(exc)}; {REWRITE}"}
+        return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     try:
         meta = store.read_model_meta(key, version)
         text = store.read_model_text(key, version) if has_booster(meta) else None
         if text is not None and not booster_text_ok(text):
             raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
     except FileNotFoundError as exc:
-        return {**base, "status": "failed", "reason": "model_missing", "error": f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again"}
+        return ctx.failed(item, Reason.MODEL_MISSING, f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again")
     except (ValueError, KeyError, TypeError) as exc:  # the bytes are there but are not a model: move them aside
         moved = store.quarantine_model(key, version)
         where = f"; moved aside as {', '.join(m.rsplit('/', 1)[-1] + '.corrupt' for m in moved)}, so the next 'mm train' fits this group again" if moved else ""
-        return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read ({type(exc).__name__}: {exc}){where}"}
+        return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read ({type(exc).__name__}: {exc}){where}")
     except OSError as exc:
-        return {**base, "status": "failed", "reason": "model_unreadable", "error": f"model v{version} cannot be read: {exc}"}
+        return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read: {exc}")
     try:
         with np.errstate(all="ignore"):  # overflow on huge values is handled below, not printed by every worker
             matrix = forecast_group(history, future, meta, text, ctx.spec)
     except Exception as exc:
-        return {**base, "status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+        return ctx.failed(item, Reason.ERROR, f"{type(exc).__name__}: {exc}")
     missing = ~np.isfinite(matrix[:, 0])
     if missing.any():
-        return {**base, "status": "failed", "reason": "no_prediction", "error": _no_prediction(future, missing, meta, ctx.spec)}
+        return ctx.failed(item, Reason.NO_PREDICTION, _no_prediction(future, missing, meta, ctx.spec))
     matrix, checks = check_forecast(history, future, matrix, meta, ctx.spec, ctx.cap_factor)
-    store.write_forecast(key, item["fingerprint"], _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx))
-    return {
-        **base,
-        "status": "forecast",
-        "reason": "",
-        "error": "",
-        "n_missing_prediction": 0,
-        "n_out_of_range": checks.n_out_of_range,
-        "n_capped": checks.n_capped,
-        "checks": json.dumps({"out_of_range": checks.out_of_range, "capped": checks.capped}),
-    }
+    table = _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx)
+    store.write_forecast(key, item["fingerprint"], table)
+    found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
+    return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
+
+
+def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(mask, actual, prediction) of a forecast table's rows that have both an actual and a prediction."""
+    actual = table[ctx.spec.target_column].to_numpy(zero_copy_only=False).astype(float)
+    pred = table[ctx.prediction_column].to_numpy(zero_copy_only=False).astype(float)
+    ok = ~(np.isnan(actual) | np.isnan(pred))
+    return ok, actual[ok], pred[ok]
+
+
+def measure_forecast(table: pa.Table, ctx: ForecastContext) -> dict:
+    """A group's forecast against the actuals among its inference rows: the ``ForecastRow``
+    fields ``metrics``, ``n_actual`` and, per quantile column, the actuals at or below it."""
+    ok, actual, pred = forecast_actuals(table, ctx)
+    if not ok.any():
+        return {"metrics": {}, "n_actual": 0, "below_quantile": {}}
+    below = {name: int(np.sum(actual <= table[name].to_numpy(zero_copy_only=False).astype(float)[ok])) for name in ctx.quantile_columns}
+    with np.errstate(all="ignore"):
+        metrics = scores(actual, pred)
+    return {"metrics": metrics, "n_actual": int(ok.sum()), "below_quantile": below}
 
 
 def booster_text_ok(text: str) -> bool:
@@ -283,20 +308,6 @@ def _forecast_table(inference: pa.Table, matrix: np.ndarray, version: int, steps
     out = out.append_column("model_version", pa.array(np.full(n, version, dtype=np.int64)))
     out = out.append_column("run_id", pa.array([ctx.train_run_id] * n, pa.string()))
     return out.append_column(STEP_COLUMN, pa.array(np.asarray(steps, dtype=np.float64)))
-
-
-def forecast_crash(item: dict, reason: str) -> dict:
-    return {
-        "key": item["key"],
-        "fingerprint": item["fingerprint"],
-        "parts": item["parts"],
-        "model_version": item["model_version"],
-        "decision": item["decision"],
-        "status": "failed",
-        "reason": "worker_died" if "died" in reason else "error",
-        "error": reason,
-    }
-
 
 
 # -- split ---------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import time
 from array import array
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import pandas as pd
@@ -28,17 +28,18 @@ from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
 from .kernels import GroupSpec
 from .metrics import METRIC_NAMES
 from .options import RunOptions
+from .results import Reason, Status, TrainRow
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
 from .session import Session, open_session
 from .split import PERIOD
 from .spool import Spool
-from .tasks import TrainContext, train_batch, train_crash
+from .tasks import TrainContext, train_batch
 
 TRAINING_OUTPUT = "training_output.csv"
 CSV_CHUNK = 5000
 
-# The run's groups table: what forecast and the next train run read back.
+# The run's groups table: what forecast and the next train run read back (one column per TrainRow field).
 GROUPS_SCHEMA = pa.schema(
     [
         *GROUP_IDENTITY,
@@ -60,6 +61,7 @@ GROUPS_SCHEMA = pa.schema(
     ]
 )
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
+NOT_SELECTED = "not selected: kept"  # the decision of a group outside --groups / --retry-failed
 
 
 @dataclass
@@ -189,28 +191,30 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     for batch in store.iter_split_groups(columns=SPLIT_FIELDS):
         for g in batch.to_pylist():
             values = json.loads(g["values"])
-            prev = spool.get("previous", g["key"])
-            chosen = (selector.matches(values) if selector else True) and (not retry_failed or (prev is not None and prev.get("status") == "failed"))
+            recorded = spool.get("previous", g["key"])  # the last train run's row, as the cache reads it
+            prev = TrainRow.from_dict(recorded) if recorded else None
+            chosen = (selector.matches(values) if selector else True) and (not retry_failed or (prev is not None and prev.status is Status.FAILED))
             if not chosen:
                 if prev is not None:  # keep the group's current model in this run's registry
-                    _keep(spool, {**prev, "run_id": run.id, "decision": "not selected: kept", "duration_s": 0.0})
+                    _keep(spool, replace(prev, run_id=run.id, decision=NOT_SELECTED, duration_s=0.0))
                 continue
             selected += 1
             if g["n_train"] == 0:
-                _keep(spool, _failed_row(g, run.id, "no_history", "no training rows: every row of this group is after the cutoff or has no target"))
+                why = "no training rows: every row of this group is after the cutoff or has no target"
+                _keep(spool, TrainRow(**_ident(g), status=Status.FAILED, reason=Reason.NO_HISTORY, error=why, decision="failed", run_id=run.id))
                 continue
             parts = cache.with_version({"data": g["train_hash"], "config": config_fp, "axis": axis_fp})
-            version = prev.get("model_version") if prev else None
+            version = prev.model_version if prev else None
             intact = (
-                bool(version)
-                and prev.get("status") in ("trained", "reused")
-                and prev.get("fingerprint") == cache.fingerprint(parts)
-                and store.has_model(g["key"], int(version), booster=prev.get("model") in ("lightgbm", "ensemble"))
+                prev is not None
+                and prev.has_model
+                and prev.fingerprint == cache.fingerprint(parts)
+                and store.has_model(g["key"], version, booster=prev.model in ("lightgbm", "ensemble"))
             )
-            decision = cache.decide(prev, parts, s.allow_reuse, intact, "model")
+            decision = cache.decide(recorded, parts, s.allow_reuse, intact, "model")
             if decision.reuse:
                 terminal.detail(f"{g['label']}: reused, {decision.reason}")
-                _keep(spool, {**prev, **_ident(g), "status": "reused", "decision": f"reused: {decision.reason}", "run_id": run.id, "duration_s": 0.0})
+                _keep(spool, replace(prev, **_ident(g), status=Status.REUSED, decision=f"reused: {decision.reason}", run_id=run.id, duration_s=0.0))
                 continue
             terminal.detail(f"{g['label']}: retrain, {decision.reason}")
             spool.add(
@@ -230,20 +234,19 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     return selected, to_fit
 
 
-def _keep(spool: Spool, row: dict) -> None:
-    spool.add("rows", row, sort=row["label"])
+def _keep(spool: Spool, row: TrainRow) -> None:
+    spool.add("rows", row.to_dict(), sort=row.label)
 
 
 def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int) -> None:
     """Fit the spooled groups on the engine; journal and spool each result as it arrives."""
     with s.store.open_journal(run.id) as journal:
-        for done in s.execute(run, train_batch, train_crash, context, spool.rows("fit"), n_fit, f"train: fitting {n_fit} groups"):
-            for item, r in done:
-                row = _result_row(item, r, run.id)
-                journal.write(row)
+        for done in s.execute(run, train_batch, context.crash, context, spool.rows("fit"), n_fit, f"train: fitting {n_fit} groups"):
+            for _, row in done:
+                journal.write(row.to_dict())
                 _keep(spool, row)
-                if r["status"] == "failed":
-                    s.terminal.detail(f"{row['label']}: failed, {row['error']}")
+                if row.status is Status.FAILED:
+                    s.terminal.detail(f"{row.label}: failed, {row.error}")
             journal.flush()
 
 
@@ -258,66 +261,33 @@ def _ident(g: dict) -> dict:
     }
 
 
-def _failed_row(g: dict, run_id: str, reason: str, error: str) -> dict:
-    return {**_ident(g), "status": "failed", "reason": reason, "error": error, "decision": "failed", "run_id": run_id, "model_version": None, "duration_s": 0.0}
-
-
-def _result_row(item: dict, r: dict, run_id: str) -> dict:
-    row = {
-        **{k: item[k] for k in ("key", "label", "values", "n_train_rows", "train_start", "train_end")},
-        "status": r["status"],
-        "decision": r.get("decision", ""),
-        "reason": r.get("reason", ""),
-        "error": r.get("error", ""),
-        "fingerprint": r["fingerprint"],
-        "parts": r["parts"],
-        "run_id": run_id,
-        "trained_in_run": r.get("trained_in_run") or (run_id if r["status"] == "trained" else None),
-        "duration_s": r.get("duration_s", 0.0),
-    }
-    if r["status"] in ("trained", "reused"):
-        row.update(
-            {
-                "model": r["model"],
-                "model_version": r["model_version"],
-                "metrics": r["metrics"],
-                "scores": r["scores"],
-                "n_trials": r["n_trials"],
-                "tuning": r.get("tuning_source", ""),
-                "note": r.get("note", ""),
-                "candidate_errors": r.get("candidate_errors") or {},
-            }
-        )
-    return row
-
-
 class _Summary:
     """What the result reports, accumulated row by row (a few numbers per group at most)."""
 
     def __init__(self) -> None:
-        self.counts = {"trained": 0, "reused": 0, "failed": 0}
+        self.counts = {Status.TRAINED: 0, Status.REUSED: 0, Status.FAILED: 0}
         self.tuned = 0
         self.winners: dict[str, int] = {}
         self.metrics = {m: array("d") for m in ("mape", "smape", "wape")}
         self.failures: list[dict] = []
         self.partitions_missing = 0
 
-    def add(self, r: dict) -> None:
-        ok = r["status"] in ("trained", "reused")
-        if r.get("decision") != "not selected: kept":
-            self.counts[r["status"]] = self.counts.get(r["status"], 0) + 1
-        if r["status"] == "trained" and (r.get("n_trials") or 0) > 0:  # searched now, not a stored decision
+    def add(self, r: TrainRow) -> None:
+        ok = r.status in (Status.TRAINED, Status.REUSED)
+        if r.decision != NOT_SELECTED:
+            self.counts[r.status] += 1
+        if r.status is Status.TRAINED and r.n_trials > 0:  # searched now, not a stored decision
             self.tuned += 1
-        if ok and r.get("model"):
-            self.winners[r["model"]] = self.winners.get(r["model"], 0) + 1
-        if ok and isinstance(r.get("metrics"), dict):
+        if ok and r.model:
+            self.winners[r.model] = self.winners.get(r.model, 0) + 1
+        if ok:
             for m, values in self.metrics.items():
-                v = r["metrics"].get(m)
+                v = r.metrics.get(m)
                 if v is not None and v == v:
                     values.append(v)
-        if r["status"] == "failed":
-            self.failures.append({"group": r["label"], "reason": r.get("reason", ""), "error": r.get("error", "")})
-            self.partitions_missing += r.get("reason") == "partition_missing"
+        if r.status is Status.FAILED:
+            self.failures.append(r.failure())
+            self.partitions_missing += r.reason is Reason.PARTITION_MISSING
 
     def medians(self) -> dict[str, float]:
         return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
@@ -330,11 +300,11 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
     out_path = store.output_path(TRAINING_OUTPUT)
     # the run's groups table is published before training_output.csv: a failure writing either keeps the previous output
     with store.output_file(TRAINING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
-        chunk: list[dict] = []
+        chunk: list[TrainRow] = []
         header = True
-        for r in spool.rows("rows"):
+        for r in map(TrainRow.from_dict, spool.rows("rows")):
             summary.add(r)
-            groups.add(_storable(r))
+            groups.add(r.to_dict())
             chunk.append(r)
             if len(chunk) >= CSV_CHUNK:
                 training_output(chunk, config).to_csv(f, index=False, header=header)
@@ -342,14 +312,14 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
         if chunk or header:
             training_output(chunk, config).to_csv(f, index=False, header=header)
     store.mark_split_damaged(summary.partitions_missing)
-    status = "partial" if summary.counts["failed"] else "completed"
+    status = "partial" if summary.counts[Status.FAILED] else "completed"
     result = TrainResult(
         run_id=run.id,
         status=status,
         n_groups=selected,
-        trained=summary.counts["trained"],
-        reused=summary.counts["reused"],
-        failed=summary.counts["failed"],
+        trained=summary.counts[Status.TRAINED],
+        reused=summary.counts[Status.REUSED],
+        failed=summary.counts[Status.FAILED],
         tuned=summary.tuned,
         duration_s=round(elapsed, 3),
         output=str(out_path),
@@ -361,53 +331,43 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
     return result
 
 
-def _storable(r: dict) -> dict:
-    out = dict(r)
-    if out.get("model_version") is not None:
-        out["model_version"] = int(out["model_version"])
-    return out
-
-
 def training_output_columns(config: Config) -> list[str]:
     candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
     fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates"]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
 
-def _dropped(errors) -> str:
+def _dropped(errors: dict[str, str]) -> str:
     """``candidate: why`` for every candidate left out of the group's choice."""
-    if isinstance(errors, str):
-        errors = json.loads(errors) if errors else {}
-    return "; ".join(f"{kind}: {why}" for kind, why in (errors or {}).items())
+    return "; ".join(f"{kind}: {why}" for kind, why in errors.items())
 
 
-def training_output(rows: list[dict], config: Config) -> pd.DataFrame:
+def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
     """The binding training_output.csv table: one row per group of this run."""
     columns = list(config.data.group_columns)
     records = []
     candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
     for r in rows:
-        metrics = r.get("metrics") if isinstance(r.get("metrics"), dict) else {}
-        scores = r.get("scores") if isinstance(r.get("scores"), dict) else {}
-        record = dict(zip(columns, r["values"]))
+        failed = r.status is Status.FAILED
+        record = dict(zip(columns, r.values))
         record.update(
             {
-                "status": r["status"],
-                "model": r.get("model") if r["status"] != "failed" else "",
-                "model_version": r.get("model_version") if r["status"] != "failed" else None,
-                "run_id": r["run_id"],
-                "n_train_rows": r.get("n_train_rows"),
-                "train_start": r.get("train_start"),
-                "train_end": r.get("train_end"),
-                **{m: metrics.get(m) for m in METRIC_NAMES},
-                "duration_s": r.get("duration_s", 0.0),
-                "error": r.get("error", "") if r["status"] == "failed" else "",
-                "trained_in_run": r.get("trained_in_run") or "",
-                "decision": r.get("decision", ""),
-                "n_trials": r.get("n_trials", 0),
-                "tuning": "; ".join(t for t in (r.get("tuning", ""), r.get("note", "")) if t),
-                "dropped_candidates": _dropped(r.get("candidate_errors")),
-                **{f"score_{c}": scores.get(c) for c in candidates},
+                "status": r.status.value,
+                "model": "" if failed else r.model,
+                "model_version": None if failed else r.model_version,
+                "run_id": r.run_id,
+                "n_train_rows": r.n_train_rows,
+                "train_start": r.train_start,
+                "train_end": r.train_end,
+                **{m: r.metrics.get(m) for m in METRIC_NAMES},
+                "duration_s": r.duration_s,
+                "error": r.error if failed else "",
+                "trained_in_run": r.trained_in_run or "",
+                "decision": r.decision,
+                "n_trials": r.n_trials,
+                "tuning": "; ".join(t for t in (r.tuning, r.note) if t),
+                "dropped_candidates": _dropped(r.candidate_errors),
+                **{f"score_{c}": r.scores.get(c) for c in candidates},
             }
         )
         records.append(record)

@@ -174,3 +174,41 @@ def test_group_values_cannot_break_the_page(tmp_path: Path, oj_frame: pd.DataFra
     assert set(brands) == {"</script><script>alert(1)</script>", "café ☕"}
     for off, length in zip(data["groups"]["off"], data["groups"]["len"]):
         assert json.loads(series[off: off + length])["s"][0]["y"]  # every line found by its offset
+
+
+def _group_forecast_measures(output: pd.DataFrame, quantiles: list[str]) -> tuple[dict[str, float], dict[str, float]]:
+    """WAPE of each group and the pooled coverage of each quantile, from forecasting_output.csv itself."""
+    output = output.assign(label="Store=" + output["Store"].astype(str) + ",Brand=" + output["Brand"])
+    err = (output["Prediction"] - output["Quantity"]).abs()
+    sums = pd.DataFrame({"label": output["label"], "err": err, "actual": output["Quantity"].abs()}).groupby("label").sum()
+    wape = (100 * sums["err"] / sums["actual"]).to_dict()
+    coverage = {q: float((output["Quantity"] <= output[q]).mean()) for q in quantiles}
+    return wape, coverage
+
+
+def test_report_measures_each_groups_forecast_against_the_holdout_actuals(tmp_path: Path, oj_frame: pd.DataFrame):
+    """With split.holdout the inference rows carry their actuals: the report shows each group's
+    forecast metrics and the interval coverage, for forecasts made by the run and for those it reused."""
+    path = tmp_path / "sales.parquet"
+    oj_frame[oj_frame["Quantity"].notna()].to_parquet(path)  # no future weeks: the 4 held-out weeks are the inference rows
+    config = load_config(write_config(tmp_path, str(path), split={"holdout": 4}, forecast={"quantiles": [0.1, 0.5, 0.9]}))
+    result = mm.run(config)
+    assert result.exit_code == 0 and result.forecast.forecast == 6 and result.forecast.accuracy["n_rows"] == 24
+    quantiles = ["Prediction_q10", "Prediction_q50", "Prediction_q90"]
+    wape, coverage = _group_forecast_measures(pd.read_csv(result.forecast.output), quantiles)
+
+    made = embedded(Path(mm.report(config).path).read_text(encoding="utf-8"))[0]
+    again = mm.forecast(config)
+    assert again.reused == 6 and again.forecast == 0  # reused forecasts are measured again, from their files
+    reused = embedded(Path(mm.report(config).path).read_text(encoding="utf-8"))[0]
+
+    for data, decision in ((made, "forecast: no previous forecast"), (reused, "reused: unchanged")):
+        groups, summary = data["groups"], data["summary"]["forecast"]
+        assert {groups["fc_decision"]["levels"][c] for c in groups["fc_decision"]["codes"]} == {decision}
+        assert groups["fc"]["wape"] == pytest.approx([wape[label] for label in groups["label"]], rel=1e-3)
+        assert all(isinstance(v, (int, float)) for m in ("mape", "smape", "rmse") for v in groups["fc"][m])
+        assert data["metrics"][0]["id"] == "fc_wape"  # the page opens on forecast WAPE when there are actuals
+        assert list(summary["coverage"]) == quantiles
+        assert summary["coverage"] == pytest.approx(coverage, abs=1e-4)
+        assert summary["coverage"] == pytest.approx(result.forecast.coverage, abs=1e-4)  # the run's own tally agrees
+    assert reused["groups"]["fc"] == made["groups"]["fc"]
