@@ -101,7 +101,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     manifest = load_split(store, config, terminal)
     check_column_names(config, [c for c in manifest["columns"] if c != PERIOD], "the split's columns")  # forecast.* may have changed since
     train_record = registry.run_models(store, run_id)
-    config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
+    config_fp = cache.config_fingerprint(config, cache.FORECAST)
     with Spool(store.local_scratch()) as spool:
         registry.load_run_groups(store, train_record["id"], spool, "models")
         previous = latest_run(store, "forecast", usable_only=False)  # only explains what changed

@@ -98,7 +98,7 @@ def split(
 def _split(s: Session) -> SplitResult:
     config, store, terminal = s.config, s.store, s.terminal
     files = find_input_files(config.data.path, exclude=store.root if store.is_folder else None)
-    config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
+    config_fp = cache.config_fingerprint(config, cache.SPLIT)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = store.read_split_manifest()
     intact = (
