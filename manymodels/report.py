@@ -31,7 +31,7 @@ from ._version import __version__
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore, atomic_write_text
-from .errors import MMError, UpstreamMissing
+from .errors import DamagedFile, MMError, UpstreamMissing
 from .metrics import METRIC_NAMES
 from .registry import JSON_COLUMNS
 from .runs import effective_status, latest_run
@@ -382,7 +382,10 @@ def _model_durations(store: Datastore, keys: list[str], train: pd.DataFrame) -> 
     status, trained_in = _column(train, "status"), _column(train, "trained_in_run")
     earlier: dict[tuple[str, str], float] = {}
     for run_id in {r for r, s in zip(trained_in, status) if r and s == "reused"}:
-        table = store.read_run_groups(run_id)
+        try:
+            table = store.read_run_groups(run_id)
+        except DamagedFile:
+            continue  # an earlier run's damaged table: the durations of its models are unknown
         if len(table) and {"key", "status", "duration_s"} <= set(table.columns):
             done = table[table["status"] == "trained"]
             earlier.update({(run_id, k): float(d) for k, d in zip(done["key"], done["duration_s"])})

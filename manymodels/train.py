@@ -143,7 +143,7 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         _check_some_group_is_long_enough(store, config)
     config_fp = cache.config_fingerprint(config, cache.TRAIN)
     with Spool(store.local_scratch()) as spool:
-        registry.train_state(store, spool)
+        registry.train_state(store, spool, s.terminal.warn)
         run = Run(store, "train", config_fp).begin()
         selected, n_fit = _plan(s, spool, run, GroupSelector(group_specs, config.data.group_columns), retry_failed, manifest, config_fp)
         if retry_failed and not n_fit:
