@@ -20,6 +20,7 @@ import argparse
 import json
 import sys
 import time
+from dataclasses import replace
 from multiprocessing import Pool
 from pathlib import Path
 
@@ -30,7 +31,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from manymodels.config import AutoMLConfig  # noqa: E402
-from manymodels.kernels import GroupSpec, fit_group, forecast_group  # noqa: E402
+from manymodels.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group  # noqa: E402
 from manymodels.split import PERIOD  # noqa: E402
 from manymodels.timeindex import TimeAxis  # noqa: E402
 
@@ -57,7 +58,7 @@ def make_spec(overrides: dict, series_columns=()) -> GroupSpec:
         target_transform="auto",
         params={},
         num_boost_round=300,
-        automl=automl,
+        automl=AutoMLSpec.of(automl, space="explore"),
         quantiles=(),
         seed=0,
     )
@@ -77,10 +78,7 @@ def one_group(args):
     out["_winner"] = result["model"]
     out["_scores"] = result["scores"]
     for kind in forced:
-        a = dict(spec.automl)
-        a["candidates"] = [kind]
-        a["reference"] = None
-        s = GroupSpec(**{**spec.__dict__, "automl": a})
+        s = replace(spec, automl=replace(spec.automl, candidates=(kind,), reference=None))
         r = fit_group(history, s)
         out[kind] = forecast_group(history, future, r["meta"], r["model_text"], s)[:, 0]
     return out

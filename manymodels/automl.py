@@ -193,8 +193,8 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metric = spec.automl.get("metric", "wape")
-    calibrate = bool(spec.automl.get("calibrate", True)) and len(folds) >= 2
+    metric = spec.automl.metric
+    calibrate = spec.automl.calibrate and len(folds) >= 2
     n_rows = int(np.sum(~np.isnan(data.panel.y)))
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(3, min(8, n_trials // 3)), multivariate=True)
     pruner = optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
@@ -280,15 +280,8 @@ def _objectives(nonnegative: bool, positive: bool) -> list[str]:
     return ["l2", "l1", "mape", "poisson", "tweedie"] if positive else ["l2", "l1", "mape"]
 
 
-def search_space_fingerprint(automl_config: dict) -> str:
-    """Changes when a new search would give different parameters (not on timeouts)."""
-    from .cache import digest
-
-    keys = ("candidates", "n_trials", "folds", "metric", "reference", "evidence", "calibrate")
-    return digest(SEARCH_SPACE_VERSION, {k: automl_config.get(k) for k in keys})
-
-
-# Bump when the search space itself changes, so stored parameters are retuned.
+# Bump when the search space itself changes, so stored parameters are retuned
+# (it enters cache.search_space_fingerprint, with the AutoML settings).
 SEARCH_SPACE_VERSION = 2
 
 

@@ -17,38 +17,85 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from ._version import __version__
+from .automl import SEARCH_SPACE_VERSION
 from .datastore import Datastore, file_sha256
 
-# Config sections whose values change what each step produces.
-SPLIT_SECTIONS = ("data", "split")
-# train.automl minus retune and the time budgets: switching a weekly cron entry to
-# retune=always, or giving tuning more time, must not invalidate every model.
-TRAIN_SECTIONS = (
-    "train.horizon",
-    "train.min_history",
-    "train.params",
-    "train.num_boost_round",
-    "train.features",
-    "train.seed",
-    "train.automl.enabled",
-    "train.automl.candidates",
-    "train.automl.n_trials",
-    "train.automl.folds",
-    "train.automl.metric",
-    "train.automl.reference",
-    "train.automl.evidence",
-    "train.automl.calibrate",
-    "forecast.quantiles",
+if TYPE_CHECKING:
+    from .config import Config
+
+# -- which config keys a fingerprint covers --------------------------------------
+#
+# By exclusion, as DVC does: a fingerprint covers every key of the config
+# sections its artefact is made from, except the keys listed in ``excluded``
+# with the reason they change nothing in it. A key added to a covered section
+# is covered without anyone having to remember it (forgetting costs a retrain,
+# never a stale model); tests/test_fingerprints.py walks every field of the
+# config model and fails on a key whose place nobody has decided.
+
+
+@dataclass(frozen=True)
+class Coverage:
+    """The config an artefact is made from: whole ``sections`` minus the ``excluded`` keys."""
+
+    sections: tuple[str, ...]
+    excluded: dict[str, str] = field(default_factory=dict)  # dotted key -> why it changes nothing
+
+
+# The partitions and the time axis.
+SPLIT = Coverage(("data", "split"))
+# A group's model. split.* is not listed: it changes a model only through the rows
+# of its train partition, whose content hash is a part of its own.
+TRAIN = Coverage(
+    ("data", "train", "forecast.quantiles"),
+    {
+        "data.path": "where the input is read from: the rows it holds enter as the train partition's hash",
+        "train.automl.retune": "when to search again, not what is searched: a weekly cron entry with retune=always must not invalidate every model",
+        "train.automl.timeout_per_group": "a time budget: giving tuning more time must not invalidate every model",
+        "train.automl.timeout_total": "a time budget, as timeout_per_group",
+    },
 )
-FORECAST_SECTIONS = ("forecast",)
+# A group's forecast; the model it is made with is a part of its own.
+FORECAST = Coverage(("forecast",))
+# The AutoML search: with retune: if_changed, a stored decision (winner, LightGBM
+# parameters, calibration) is refit unless this changes (README, 'Tune rarely').
+SEARCH = Coverage(
+    ("train.automl",),
+    {
+        "train.automl.enabled": "with AutoML off there is no search (and the model's fingerprint covers the switch)",
+        "train.automl.retune": "when to search again, not what is searched",
+        "train.automl.timeout_per_group": "a time budget, not a search setting",
+        "train.automl.timeout_total": "a time budget, not a search setting",
+    },
+)
+# Keys in no fingerprint: where and how mm runs, not what it computes.
+UNCOVERED = {
+    "datastore": "where artefacts are kept",
+    "engine": "how groups are scheduled: serial, a process pool and Dask give the same models",
+    "registry": "how many old model versions are kept",
+    "tracking": "where runs are logged",
+    "allow_reuse": "whether fingerprints are consulted at all",
+}
+FINGERPRINTS = {"split": SPLIT, "train": TRAIN, "forecast": FORECAST, "search": SEARCH}
+
+
+def config_fingerprint(config: Config, coverage: Coverage) -> str:
+    """The ``config`` part of a step's fingerprints (and of its run record)."""
+    return config.section_fingerprint(*coverage.sections, exclude=coverage.excluded)
+
+
+def search_space_fingerprint(config: Config) -> str:
+    """Changes when a new AutoML search could choose differently (not on retune or the timeouts)."""
+    settings = config.sections(*SEARCH.sections, exclude=SEARCH.excluded)
+    return digest(SEARCH_SPACE_VERSION, settings["train.automl"])
+
 
 # What a changed part means, per kind of artefact.
 CHANGE_LABELS = {

@@ -4,6 +4,12 @@ Unknown keys, wrong types and impossible values fail here, at load time, with
 the key path and a hint (``train.automl.metric: must be one of mape, smape, ...``),
 not deep inside a step. Relative paths are relative to the config file, so a
 config works from any working directory (and from cron).
+
+A new key enters the fingerprints of the section it is added to by itself
+(``cache.Coverage``: whole sections minus an explicit exclude list), so
+changing it redoes what it may change; tests/test_fingerprints.py makes the
+author decide whether that is right. Defaults are written here only: the
+kernels receive resolved values (``kernels.GroupSpec``, ``kernels.AutoMLSpec``).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Literal
 
@@ -251,16 +258,25 @@ class Config(_Section):
         p = self.forecast.prediction_column
         return [p, *(f"{p}_q{q * 100:g}" for q in self.forecast.quantiles), "model_version", "run_id"]
 
-    def section_fingerprint(self, *sections: str) -> str:
-        """A stable hash of the named config sections (``'data'``, ``'train.features'``...)."""
+    def sections(self, *sections: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
+        """The named sections (``'data'``, ``'train.automl'``...) as plain values, keyed by name,
+        without the ``exclude`` keys (dotted paths inside them, e.g. ``'train.automl.retune'``)."""
         dumped = self.model_dump(mode="json")
-        picked = {}
-        for dotted in sections:
-            node: Any = dumped
-            for part in dotted.split("."):
+        picked = {dotted: _node(dumped, dotted) for dotted in sections}
+        for dotted in exclude:
+            section = next((s for s in sections if dotted.startswith(s + ".")), None)
+            if section is None:
+                raise KeyError(f"{dotted} is not inside any of {sections}")
+            *parents, name = dotted[len(section) + 1 :].split(".")
+            node = picked[section]
+            for part in parents:
                 node = node[part]
-            picked[dotted] = node
-        blob = json.dumps(picked, sort_keys=True, separators=(",", ":"))
+            del node[name]  # a KeyError for a key that does not exist: an exclusion cannot silently go stale
+        return picked
+
+    def section_fingerprint(self, *sections: str, exclude: Iterable[str] = ()) -> str:
+        """A stable hash of the named config sections, minus the ``exclude`` keys (see ``sections``)."""
+        blob = json.dumps(self.sections(*sections, exclude=exclude), sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
     def with_overrides(self, overrides: list[str]) -> Config:
@@ -268,6 +284,12 @@ class Config(_Section):
         raw = self.model_dump(mode="json")
         raw = apply_overrides(raw, overrides)
         return _validate(raw, self.source or "<config>", base_dir=None, source=self.source)
+
+
+def _node(tree: dict[str, Any], dotted: str) -> Any:
+    for part in dotted.split("."):
+        tree = tree[part]
+    return tree
 
 
 def load_config(path: str | Path, overrides: list[str] | None = None) -> Config:

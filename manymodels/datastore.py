@@ -54,7 +54,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from .errors import MMError, UpstreamMissing
+from .errors import DamagedFile, MMError, UpstreamMissing
 
 FORMAT_VERSION = 1
 TMP_PREFIX = ".tmp-"
@@ -65,6 +65,17 @@ STEP_DIRS = {
 }
 MODEL_CODEC = "zstd"
 MODEL_LEVEL = 1
+
+# How each kind of metadata file is written again when it is found damaged (DamagedFile's hint).
+REDO_SPLIT = "run 'mm split' (or 'mm run'): a split whose manifest is damaged is done again"
+REWRITE_SPLIT = "run 'mm split --no-allow-reuse', which writes the split again (groups whose rows did not change keep their models)"
+REDO_RUN_GROUPS = {
+    "train": "run 'mm train' (or 'mm run') again: it writes a new table, adopting the models whose inputs did not change",
+    "forecast": "run 'mm forecast' (or 'mm run') again: it writes a new table",
+}
+OTHER_RUN = "pick another run from 'mm runs' (a damaged train run's models are adopted by the next 'mm train' when their inputs did not change)"
+REDO_MARKER = "delete that file and run the command again: mm writes it anew (it only records the datastore's format)"
+REDO_FORECAST = "delete that file and run 'mm forecast' (or 'mm run') again: that group is forecast again"
 
 
 # -- group identity ----------------------------------------------------------
@@ -161,6 +172,22 @@ class AtomicFile:
             os.replace(self.tmp, self.path)
         else:
             _unlink_quietly(self.tmp)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """Whether reading a file failed on its bytes (cut short, not JSON or Parquet), not on the machine.
+
+    json and pyarrow report such bytes as ValueError (ArrowInvalid is one), or as an
+    OSError with no errno (a Parquet footer that does not deserialize)."""
+    if isinstance(exc, FileNotFoundError):
+        return False
+    return isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno is None)
+
+
+def _problem(exc: BaseException) -> str:
+    if isinstance(exc, json.JSONDecodeError):
+        return f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
+    return (str(exc).splitlines() or [type(exc).__name__])[0]
 
 
 def _unlink_quietly(path: str | Path) -> None:
@@ -541,7 +568,7 @@ class Datastore:
         if self.is_folder and self.root.exists() and not self.root.is_dir():
             raise MMError(f"datastore {self.root} is a file, not a folder", "point 'datastore' in the config at a folder")
         try:
-            info = json.loads(self.files.read(self.MARKER))
+            info = self._read_json(self.MARKER, REDO_MARKER)
         except FileNotFoundError:
             try:
                 if self.is_folder:
@@ -550,6 +577,8 @@ class Datastore:
             except PermissionError:
                 raise MMError(f"cannot create datastore {self.root}: permission denied", "choose a writable folder for 'datastore'") from None
             return
+        if not isinstance(info.get("format", 0), int):
+            raise DamagedFile(self.marker, f"format {info.get('format')!r} is not a number", REDO_MARKER)
         if info.get("format", 0) > FORMAT_VERSION:
             raise MMError(f"datastore {self.root} was written by a newer mm (format {info.get('format')})", "upgrade manymodels")
 
@@ -643,6 +672,10 @@ class Datastore:
             table = pq.ParquetFile(self.files.source(self.SPLIT_GROUPS)).read(columns=["key", "train_hash", "inference_hash"])
         except FileNotFoundError:
             return {}
+        except Exception as exc:
+            if not is_damage(exc):
+                raise
+            return {}  # nothing to compare with: every partition is written again
         found = table.filter(pc.is_in(table["key"], value_set=pa.array(keys, table.schema.field("key").type)))
         return {row["key"]: row for row in found.to_pylist()}
 
@@ -655,9 +688,14 @@ class Datastore:
 
     def iter_split_groups(self, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
         try:
-            yield from self._iter_parquet(self.SPLIT_GROUPS, columns, batch_size)
+            yield from self._iter_parquet(self.SPLIT_GROUPS, columns, batch_size, REWRITE_SPLIT)
         except FileNotFoundError:
             raise UpstreamMissing(f"no split in datastore {self.root}", "run 'mm split -c CONFIG' first") from None
+
+    def check_split_groups(self) -> None:
+        """Raise DamagedFile when split/groups.parquet is cut short (its footer, read alone, is cheap)."""
+        with self._reading(self.SPLIT_GROUPS, REWRITE_SPLIT):
+            pq.ParquetFile(self.files.source(self.SPLIT_GROUPS)).metadata
 
     def write_split_manifest(self, manifest: dict) -> None:
         # written after groups.parquet: the manifest is what marks the split complete
@@ -665,7 +703,10 @@ class Datastore:
 
     def mark_split_damaged(self, n_groups: int) -> None:
         """Partitions of the split turned out to be missing: the next split rewrites them instead of reusing it."""
-        manifest = self.read_split_manifest()
+        try:
+            manifest = self.read_split_manifest()
+        except DamagedFile:
+            return  # the next split does it all again anyway
         if manifest is not None and n_groups:
             manifest["damaged"] = int(manifest.get("damaged", 0)) + n_groups
             self.write_split_manifest(manifest)
@@ -675,14 +716,15 @@ class Datastore:
         self.files.delete(self.SPLIT_MANIFEST)
 
     def read_split_manifest(self) -> dict | None:
+        """The manifest of the current split; None when there is none; DamagedFile when it cannot be read."""
         try:
-            return json.loads(self.files.read(self.SPLIT_MANIFEST))
+            return self._read_json(self.SPLIT_MANIFEST, REDO_SPLIT)
         except FileNotFoundError:
             return None
 
     def read_split_groups(self) -> pd.DataFrame:
         try:
-            return pq.ParquetFile(self.files.source(self.SPLIT_GROUPS)).read().to_pandas()
+            return self._read_parquet(self.SPLIT_GROUPS, REWRITE_SPLIT).to_pandas()
         except FileNotFoundError:
             raise UpstreamMissing(f"no split in datastore {self.root}", "run 'mm split -c CONFIG' first") from None
 
@@ -763,10 +805,11 @@ class Datastore:
         rel = self._forecast(key, fingerprint)
         if not self.files.exists(rel):
             return None
-        return pq.ParquetFile(self.files.source(rel)).schema_arrow
+        with self._reading(rel, REDO_FORECAST):
+            return pq.ParquetFile(self.files.source(rel)).schema_arrow
 
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
-        return pq.ParquetFile(self.files.source(self._forecast(key, fingerprint))).read()
+        return self._read_parquet(self._forecast(key, fingerprint), REDO_FORECAST)
 
     def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str], fingerprints: dict[str, str] | None = None) -> pa.Table:
         """``columns`` of many groups' files in one multi-threaded scan, plus a ``_mm_key`` column.
@@ -795,12 +838,15 @@ class Datastore:
                 names.append(files[tagged.fragment.path])
             table = pa.Table.from_batches(parts, schema=schema) if parts else schema.empty_table()
             lengths = [b.num_rows for b in parts]
-        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
-            # files whose column types differ: read them one by one, letting pyarrow unify
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError, OSError) as exc:
+            if isinstance(exc, OSError) and not is_damage(exc):
+                raise
+            # files whose column types differ: read them one by one, letting pyarrow unify (and naming a damaged one)
             tables = []
             for p in files:
-                names_in_file = pq.read_schema(p, filesystem=filesystem).names
-                tables.append(pq.read_table(p, columns=[c for c in wanted if c in names_in_file], filesystem=filesystem))
+                with self._reading(rel_of(files[p]), REDO_FORECAST if kind == "forecast" else REWRITE_SPLIT):
+                    names_in_file = pq.read_schema(p, filesystem=filesystem).names
+                    tables.append(pq.read_table(p, columns=[c for c in wanted if c in names_in_file], filesystem=filesystem))
             table = pa.concat_tables(tables, promote_options="permissive")
             names, lengths = list(files.values()), [t.num_rows for t in tables]
         key_column = pa.array(np.repeat(np.array(names, dtype=object), lengths) if names else [], pa.string())
@@ -812,7 +858,7 @@ class Datastore:
 
     def read_run(self, run_id: str) -> dict:
         try:
-            return json.loads(self.files.read(self._run(run_id)))
+            return self._read_json(self._run(run_id), OTHER_RUN)
         except FileNotFoundError:
             raise MMError(f"no run {run_id!r} in datastore {self.root}", "list runs with 'mm runs'") from None
 
@@ -821,25 +867,30 @@ class Datastore:
         return self._parquet_writer(self._run(run_id, ".groups.parquet"), schema)
 
     def iter_run_groups(self, run_id: str, columns: list[str] | None = None, batch_size: int = 4096) -> Iterator[pa.RecordBatch]:
+        """A run's groups table, streamed (nothing when it has none; DamagedFile when it cannot be read)."""
         try:
-            yield from self._iter_parquet(self._run(run_id, ".groups.parquet"), columns, batch_size)
+            yield from self._iter_parquet(self._run(run_id, ".groups.parquet"), columns, batch_size, _redo_run_groups(run_id))
         except FileNotFoundError:
             return
 
     def read_run_groups(self, run_id: str) -> pd.DataFrame:
         try:
-            return pq.ParquetFile(self.files.source(self._run(run_id, ".groups.parquet"))).read().to_pandas()
+            return self._read_parquet(self._run(run_id, ".groups.parquet"), _redo_run_groups(run_id)).to_pandas()
         except FileNotFoundError:
             return pd.DataFrame()
 
     def list_runs(self) -> list[dict]:
+        """Every run record, oldest first. A record that cannot be read is listed as status
+        ``damaged`` (its step and start time read from its id), never taken for a usable run."""
         records = []
         for name in self.files.names("runs"):
             if name.endswith(".json"):
                 try:
-                    records.append(json.loads(self.files.read(f"runs/{name}")))
-                except (OSError, ValueError):
-                    continue
+                    records.append(self._read_json(f"runs/{name}", OTHER_RUN))
+                except DamagedFile as exc:
+                    records.append(damaged_run(name[: -len(".json")], exc))
+                except OSError:
+                    continue  # removed meanwhile (mm clean)
         records.sort(key=lambda r: (str(r.get("started", "")), str(r.get("id", ""))))
         return records
 
@@ -867,13 +918,26 @@ class Datastore:
 
     # input hashing state --------------------------------------------------
     def read_input_state(self) -> dict:
+        """What the input files hashed to last time; {} when unknown or damaged (they are hashed again)."""
         try:
-            return json.loads(self.files.read(self.INPUT_STATE))
+            state = json.loads(self.files.read(self.INPUT_STATE))
         except (FileNotFoundError, ValueError):
             return {}
+        return state if isinstance(state, dict) else {}
 
     def write_input_state(self, state: dict) -> None:
         self.files.write(self.INPUT_STATE, _json_text(state).encode())
+
+    # reading back what mm wrote ------------------------------------------------
+    @contextmanager
+    def _reading(self, rel: str, hint: str):
+        """A read that fails on the file's bytes (``is_damage``) raises DamagedFile, naming it, with ``hint``."""
+        try:
+            yield
+        except Exception as exc:
+            if not is_damage(exc):
+                raise
+            raise DamagedFile(self.files.location(rel), _problem(exc), hint) from None
 
     # parquet tables, streamed ------------------------------------------------
     @contextmanager
@@ -882,13 +946,28 @@ class Datastore:
             with pq.ParquetWriter(f, schema, compression="snappy") as writer:
                 yield writer
 
-    def _iter_parquet(self, rel: str, columns, batch_size: int) -> Iterator[pa.RecordBatch]:
-        handle = pq.ParquetFile(self.files.source(rel))
-        if handle.metadata.num_rows == 0:
-            return
-        for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
-            yield batch
-            release_memory()
+    def _iter_parquet(self, rel: str, columns, batch_size: int, hint: str) -> Iterator[pa.RecordBatch]:
+        """Batches of a Parquet file mm wrote; DamagedFile (with ``hint``) when its bytes are not Parquet."""
+        with self._reading(rel, hint):
+            handle = pq.ParquetFile(self.files.source(rel))
+            if handle.metadata.num_rows == 0:
+                return
+            for batch in handle.iter_batches(batch_size=batch_size, columns=columns):
+                yield batch
+                release_memory()
+
+    def _read_parquet(self, rel: str, hint: str) -> pa.Table:
+        with self._reading(rel, hint):
+            return pq.ParquetFile(self.files.source(rel)).read()
+
+    def _read_json(self, rel: str, hint: str) -> dict:
+        """A JSON object mm wrote; FileNotFoundError when absent, DamagedFile (with ``hint``) when not one."""
+        data = self.files.read(rel)
+        with self._reading(rel, hint):
+            document = json.loads(data)  # ValueError: not JSON, or bytes that are not UTF-8
+        if not isinstance(document, dict):
+            raise DamagedFile(self.files.location(rel), f"a JSON {type(document).__name__}, not an object", hint)
+        return document
 
 
     # cleaning -------------------------------------------------------------
@@ -900,6 +979,25 @@ class Datastore:
                 f"refusing to touch {path}: it is outside the datastore {root} (through a symlink)",
                 "nothing was removed; remove that symlink, or the files it leads to, yourself",
             )
+
+
+def damaged_run(run_id: str, damage: DamagedFile) -> dict:
+    """What ``list_runs`` shows for a record that cannot be read: its id says its step and start."""
+    parts = run_id.split("-")  # runs.new_run_id: YYYYmmdd-HHMMSS-<step>-<hex>
+    try:
+        started = dt.datetime.strptime(f"{parts[0]}-{parts[1]}", "%Y%m%d-%H%M%S").isoformat()
+    except (IndexError, ValueError):
+        started = ""
+    return {"id": run_id, "step": _step_of(run_id), "status": "damaged", "started": started, "error": damage.message, "path": damage.path}
+
+
+def _step_of(run_id: str) -> str:
+    return "-".join(run_id.split("-")[2:-1]) or "?"
+
+
+def _redo_run_groups(run_id: str) -> str:
+    step = _step_of(run_id)
+    return REDO_RUN_GROUPS.get(step, f"run 'mm {step}' (or 'mm run') again: it writes a new table")
 
 
 def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:

@@ -47,6 +47,18 @@ class DatastoreLocked(MMError):
     """Another mm process holds the datastore lock."""
 
 
+class DamagedFile(MMError):
+    """A file mm wrote cannot be read back (cut short, overwritten by something else).
+
+    Where a step can do again what the file records, it treats it as missing and
+    warns; elsewhere this reaches the user (exit 1) with the file and the command
+    that writes it again."""
+
+    def __init__(self, path: object, problem: str, hint: str):
+        super().__init__(f"{path} is damaged ({problem})", hint)
+        self.path = str(path)
+
+
 def closest(name: str, choices: Iterable[str]) -> str | None:
     """The choice that looks most like ``name`` (for 'did you mean' hints)."""
     choices = [str(c) for c in choices]

@@ -114,11 +114,11 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
     manifest = load_split(store, config, terminal)
     check_column_names(config, [c for c in manifest["columns"] if c != PERIOD], "the split's columns")  # forecast.* may have changed since
     train_record = registry.run_models(store, run_id)
-    config_fp = config.section_fingerprint(*cache.FORECAST_SECTIONS)
+    config_fp = cache.config_fingerprint(config, cache.FORECAST)
     with Spool(store.local_scratch()) as spool:
         registry.load_run_groups(store, train_record["id"], spool, "models")
         previous = latest_run(store, "forecast", usable_only=False)  # only explains what changed
-        registry.load_run_groups(store, previous["id"] if previous else None, spool, "previous")
+        registry.load_run_groups(store, previous["id"] if previous else None, spool, "previous", lambda m: terminal.warn(f"{m}; it only explains what changed"))
         run = Run(store, "forecast", config_fp, extra={"train_run_id": train_record["id"]}).begin()
         terminal.detail(f"forecast: using the models of train run {train_record['id']}")
         n_run = _plan(s, spool, train_record["id"], config_fp)

@@ -9,7 +9,7 @@ serial engine, a process pool or a Dask worker. A group's failure is a result
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any
 
 import lightgbm as lgb
@@ -41,15 +41,37 @@ class GroupSpec:
     windows: Any
     calendar: bool
     target_transform: str
-    params: dict = field(default_factory=dict)
-    num_boost_round: int = 300
-    automl: dict = field(default_factory=dict)
-    quantiles: tuple[float, ...] = ()
-    seed: int = 0
+    params: dict
+    num_boost_round: int
+    automl: AutoMLSpec
+    quantiles: tuple[float, ...]
+    seed: int
 
     @property
     def time_axis(self) -> TimeAxis:
         return TimeAxis.from_dict(self.axis)
+
+
+@dataclass(frozen=True)
+class AutoMLSpec:
+    """train.automl as the kernels read it. No defaults here: every value comes resolved from the config."""
+
+    enabled: bool
+    candidates: tuple[str, ...]
+    n_trials: int
+    folds: int
+    metric: str
+    timeout_per_group: float | None
+    reference: str | None
+    evidence: float
+    calibrate: bool
+    space: str  # cache.search_space_fingerprint: a stored decision made under another one is searched again
+
+    @classmethod
+    def of(cls, settings: dict, space: str) -> AutoMLSpec:
+        """From the config's train.automl values (``AutoMLConfig.model_dump()``); a missing one is a KeyError."""
+        values = {f.name: settings[f.name] for f in fields(cls) if f.name != "space"}
+        return cls(**{**values, "candidates": tuple(values["candidates"])}, space=space)
 
 
 class GroupFailure(Exception):
@@ -152,7 +174,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
         raise GroupFailure("too_short", f"too_short: {n_periods} periods with a target, train.min_history is {spec.min_history}")
-    if np.sum(~np.isnan(y)) < 2 and not spec.automl.get("enabled"):  # bagging would leave LightGBM no row at all
+    if np.sum(~np.isnan(y)) < 2 and not spec.automl.enabled:  # bagging would leave LightGBM no row at all
         raise GroupFailure("too_short", f"too_short: 1 row with a target; LightGBM needs at least 2 (train.min_history is {spec.min_history})")
     info = describe_group(frame, spec)
     data = group_data(frame, spec, info, y)
@@ -161,7 +183,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     candidates = _candidates(spec, data)
     transform = _transform(spec, data)
     out_of_time = deadline is not None and time.time() >= deadline
-    if spec.automl.get("enabled") and stored and stored.get("winner") in candidates and (not tune or out_of_time):
+    if spec.automl.enabled and stored and stored.get("winner") in candidates and (not tune or out_of_time):
         decision = _stored_decision(stored, out_of_time)
     else:
         decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
@@ -212,7 +234,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             else:
                 evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
         except Exception as exc:
-            if not a.get("enabled"):
+            if not a.enabled:
                 raise  # no other candidate to fall back on: the group fails with this reason
             errors[kind] = _reason(exc)
     if "ensemble" in candidates and "ensemble" not in errors:
@@ -223,11 +245,11 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
     if not evaluated:
         raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    metric = a.get("metric", "wape") if a.get("enabled") else "wape"
-    calibrate = bool(a.get("enabled")) and bool(a.get("calibrate", True)) and len(folds) >= 2
+    metric = a.metric if a.enabled else "wape"
+    calibrate = a.enabled and a.calibrate and len(folds) >= 2
     judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
     order = [k for k in candidates if k in evaluated]
-    winner = automl.pick_winner(judged, metric, order, a.get("reference"), float(a.get("evidence", 0.0)) if a.get("enabled") else 0.0)
+    winner = automl.pick_winner(judged, metric, order, a.reference, a.evidence if a.enabled else 0.0)
     chosen = evaluated[winner]
     # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log
     output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else transform
@@ -243,7 +265,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "n_trials": lightgbm.get("n_trials", 0),
         "tuned": lightgbm.get("source") == "tuned",
         "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
-        "space": automl.search_space_fingerprint(a),
+        "space": a.space,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": _search_note(folds, lightgbm),
         "candidate_errors": errors,
@@ -269,7 +291,7 @@ def _refit_or_fall_back(decision: dict, data: GroupData, rows: np.ndarray, spec:
         try:
             return decision, _refit(decision, data, rows, spec, transform)
         except Exception as exc:
-            if not spec.automl.get("enabled"):
+            if not spec.automl.enabled:
                 raise
             errors = {**(decision.get("candidate_errors") or {}), decision["winner"]: f"fit on all rows: {_reason(exc)}"}
             decision = _search(data, spec, candidates, transform, stored, False, deadline, dropped=errors)
@@ -288,14 +310,14 @@ def _members(kind: str) -> tuple[str, ...]:
 
 
 def _n_folds(spec: GroupSpec) -> int:
-    return int(spec.automl.get("folds", 3)) if spec.automl.get("enabled") else 1
+    return spec.automl.folds if spec.automl.enabled else 1
 
 
 def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
-    if not spec.automl.get("enabled"):
+    if not spec.automl.enabled:
         return ["lightgbm"]
     out = []
-    for kind in spec.automl.get("candidates", ["lightgbm"]):
+    for kind in spec.automl.candidates:
         if kind == "seasonal_naive" and not data.spec.season_length:
             continue  # no season length known: nothing to be seasonal about
         if kind in ("linear", "ensemble") and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
@@ -329,17 +351,17 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tu
     base = {**default_lightgbm_params(n_rows, spec.seed), **spec.params, "_num_boost_round": spec.num_boost_round, "_transform": transform}
     a = spec.automl
     previous = ((stored or {}).get("params") or {}).get("lightgbm")
-    if not a.get("enabled") or a.get("n_trials", 0) == 0:
+    if not a.enabled or a.n_trials == 0:
         return _target_fits_objective(base, data), {"n_trials": 0, "source": "config"}
     if not tune or not folds:
         if previous:
             return dict(previous), {"n_trials": 0, "source": "stored"}
         return _target_fits_objective(base, data), {"n_trials": 0, "source": "defaults (" + ("too short to tune" if not folds else "not tuned") + ")"}
-    timeout = a.get("timeout_per_group")
+    timeout = a.timeout_per_group
     if deadline is not None:
         remaining = max(deadline - time.time(), 0.1)
         timeout = min(timeout, remaining) if timeout else remaining
-    search = automl.tune_lightgbm(data, folds, base, transform, spec, a.get("n_trials", 20), timeout)
+    search = automl.tune_lightgbm(data, folds, base, transform, spec, a.n_trials, timeout)
     return search.best, {"n_trials": search.n_trials, "source": "tuned", "failed_trials": search.n_failed, "first_failure": search.first_failure}
 
 

@@ -17,24 +17,37 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .datastore import Datastore
+from .errors import DamagedFile, MMError
 from .results import GroupRow
-from .runs import effective_status, latest_run
+from .runs import effective_status
 from .spool import Spool
 
 Row = TypeVar("Row", bound=GroupRow)
 
+# After a damaged record or groups table of a train run, the next train decides
+# each group from scratch; this is what makes that cheap.
+ADOPTED = "a model that run finished is adopted, not fitted again, when its inputs did not change"
 
-def load_run_groups(store: Datastore, run_id: str | None, spool: Spool, table: str) -> int:
-    """Stream a run's per-group rows into ``spool[table]``, keyed by group; how many."""
+
+def load_run_groups(store: Datastore, run_id: str | None, spool: Spool, table: str, warn: Callable[[str], None] | None = None) -> int:
+    """Stream a run's per-group rows into ``spool[table]``, keyed by group; how many.
+
+    A damaged table raises DamagedFile; with ``warn``, it is a miss instead: the
+    rows read before the damage are kept, and ``warn`` is told."""
     if run_id is None:
         return 0
     n = 0
-    for batch in store.iter_run_groups(run_id):
-        n += spool.put_many(table, (decode_row(row) for row in batch.to_pylist()))
+    try:
+        for batch in store.iter_run_groups(run_id):
+            n += spool.put_many(table, (decode_row(row) for row in batch.to_pylist()))
+    except DamagedFile as exc:
+        if warn is None:
+            raise
+        warn(f"{exc.message}: {n:,} group(s) read from it" if n else exc.message)
     return n
 
 
@@ -45,20 +58,46 @@ def run_rows(store: Datastore, run_id: str, row_type: type[Row]) -> Iterator[Row
             yield row_type.from_dict(doc)
 
 
-def train_state(store: Datastore, spool: Spool, table: str = "previous") -> dict | None:
+def latest_train_run(store: Datastore) -> tuple[dict | None, list[dict]]:
+    """The latest usable train run (``runs.latest_run``), and the damaged train run
+    records newer than it (``Datastore.list_runs``), oldest first."""
+    latest, damaged = None, []
+    for record in reversed(store.list_runs()):
+        if record.get("step") != "train":
+            continue
+        if record.get("status") == "damaged":
+            damaged.insert(0, record)
+        elif record.get("status") in ("completed", "partial"):
+            latest = record
+            break
+    return latest, damaged
+
+
+def train_state(store: Datastore, spool: Spool, warn: Callable[[str], None], table: str = "previous") -> dict | None:
     """The latest usable train run; what it recorded for each group goes to ``spool[table]``.
 
     Groups finished by a later, interrupted run are not listed here: their model
     files carry the fingerprint they were fitted from, and a worker adopts such
-    a file instead of fitting again (see ``tasks.train_one``).
+    a file instead of fitting again (see ``tasks.train_one``). The same goes for
+    a later run whose record is damaged, and for the groups of the latest run
+    when its groups table is: ``warn`` is told, and they are decided afresh.
     """
-    latest = latest_run(store, "train")
-    load_run_groups(store, latest["id"] if latest else None, spool, table)
+    latest, damaged = latest_train_run(store)
+    for record in damaged:
+        warn(f"{record['error']}: that train run is ignored ({ADOPTED})")
+
+    def groups_damaged(message: str) -> None:
+        warn(f"{message}; the other groups are decided as if that train run had not happened ({ADOPTED})")
+
+    load_run_groups(store, latest["id"] if latest else None, spool, table, groups_damaged)
     return latest
 
 
 def run_models(store: Datastore, run_id: str | None) -> dict:
-    """The train run to forecast with: ``run_id``, or the latest usable one."""
+    """The train run to forecast with: ``run_id``, or the latest usable one.
+
+    Not an older one when the latest train run's record is damaged: its models
+    may be newer (DamagedFile, with how to go on)."""
     from .errors import UpstreamMissing
 
     if run_id:
@@ -68,7 +107,12 @@ def run_models(store: Datastore, run_id: str | None) -> dict:
         if record.get("status") not in ("completed", "partial"):
             raise UpstreamMissing(f"train run {run_id} did not finish (status {effective_status(record)})", "pick a finished train run from 'mm runs'")
     else:
-        record = latest_run(store, "train")
+        record, damaged = latest_train_run(store)
+        if damaged:
+            raise MMError(
+                f"{damaged[-1]['error']}: it is the record of the latest train run",
+                f"run 'mm train' (or 'mm run') again: {ADOPTED}; or forecast with the models of an earlier train run: --run-id RUN (see 'mm runs')",
+            )
         if record is None:
             raise UpstreamMissing(f"no finished train run in datastore {store.root}", "run 'mm train -c CONFIG' first")
     return record

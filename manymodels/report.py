@@ -31,7 +31,7 @@ from ._version import __version__
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore, atomic_write_text
-from .errors import MMError, UpstreamMissing
+from .errors import DamagedFile, MMError, UpstreamMissing
 from .metrics import METRIC_NAMES
 from .registry import run_rows
 from .results import ForecastRow, GroupRow, Status, TrainRow
@@ -360,7 +360,10 @@ def _model_durations(store: Datastore, train: list[TrainRow | None]) -> list[flo
     """Seconds each group's current model took to train, also for models reused from earlier runs."""
     earlier: dict[tuple[str, str], float] = {}
     for run_id in {r.trained_in_run for r in train if r is not None and r.status is Status.REUSED and r.trained_in_run}:
-        earlier.update({(run_id, r.key): r.duration_s for r in run_rows(store, run_id, TrainRow) if r.status is Status.TRAINED})
+        try:
+            earlier.update({(run_id, r.key): r.duration_s for r in run_rows(store, run_id, TrainRow) if r.status is Status.TRAINED})
+        except DamagedFile:
+            continue  # an earlier run's damaged table: the durations of its models are unknown
     return _each(train, lambda r: r.duration_s if r.status is Status.TRAINED else earlier.get((r.trained_in_run, r.key)) if r.status is Status.REUSED else None)
 
 

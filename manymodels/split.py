@@ -40,7 +40,7 @@ from . import cache
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore, group_label, release_memory
-from .errors import InputDataError, MMError, examples
+from .errors import DamagedFile, InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
 from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
 from .options import RunOptions
@@ -92,9 +92,9 @@ def split(config: Config, terminal: Terminal | None = None, *, options: RunOptio
 def _split(s: Session) -> SplitResult:
     config, store, terminal = s.config, s.store, s.terminal
     files = find_input_files(config.data.path, exclude=store.root if store.is_folder else None)
-    config_fp = config.section_fingerprint(*cache.SPLIT_SECTIONS)
+    config_fp = cache.config_fingerprint(config, cache.SPLIT)
     parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
-    previous = store.read_split_manifest()
+    previous = _previous_split(s)
     intact = (
         previous is not None
         and previous.get("fingerprint") == cache.fingerprint(parts)
@@ -130,6 +130,18 @@ def _split(s: Session) -> SplitResult:
     result = SplitResult(run.id, False, decision.reason, **manifest["summary"])
     run.finish("completed", {"groups": result.n_groups, "written": result.groups_written}, reason=decision.reason)
     return result
+
+
+def _previous_split(s: Session) -> dict | None:
+    """The manifest of the split in the datastore, or None: none, or damaged (warned; it is done again)."""
+    try:
+        manifest = s.store.read_split_manifest()
+        if manifest is not None and s.store.has_split_groups():
+            s.store.check_split_groups()
+        return manifest
+    except DamagedFile as exc:
+        s.terminal.warn(f"{exc.message}: the split is done again")
+        return None
 
 
 def _compute(s: Session, files, run: Run) -> dict:
@@ -551,7 +563,10 @@ def _column_order(config: Config, present) -> list[str]:
 def _split_keys(store: Datastore) -> pa.ChunkedArray | None:
     if not store.has_split_groups():
         return None
-    return pa.chunked_array([batch.column(0).cast(pa.string()) for batch in store.iter_split_groups(columns=["key"])], pa.string())
+    try:
+        return pa.chunked_array([batch.column(0).cast(pa.string()) for batch in store.iter_split_groups(columns=["key"])], pa.string())
+    except DamagedFile:
+        return None  # the old split's groups are unknown: partitions of groups gone from the input stay, unread
 
 
 def _publish_groups(store: Datastore, scratch: str, buckets: list[int]) -> pa.ChunkedArray:

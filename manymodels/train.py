@@ -20,12 +20,11 @@ import pandas as pd
 import pyarrow as pa
 
 from . import cache, registry
-from .automl import search_space_fingerprint
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
 from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
-from .kernels import GroupSpec
+from .kernels import AutoMLSpec, GroupSpec
 from .metrics import METRIC_NAMES
 from .options import RunOptions
 from .results import Reason, Status, TrainRow
@@ -105,7 +104,7 @@ def group_spec(config: Config, manifest: dict) -> GroupSpec:
         target_transform=t.features.target_transform,
         params=dict(t.params),
         num_boost_round=t.num_boost_round,
-        automl=t.automl.model_dump(mode="json"),
+        automl=AutoMLSpec.of(t.automl.model_dump(mode="json"), cache.search_space_fingerprint(config)),
         quantiles=tuple(config.forecast.quantiles),
         seed=t.seed,
     )
@@ -116,7 +115,7 @@ def load_split(store: Datastore, config: Config, terminal: Terminal) -> dict:
     manifest = store.read_split_manifest()
     if manifest is None or not store.has_split_groups():
         raise UpstreamMissing(f"no split in datastore {store.root}", "run 'mm split -c CONFIG' first (or 'mm run', which splits, trains and forecasts)")
-    current = config.section_fingerprint(*cache.SPLIT_SECTIONS)
+    current = cache.config_fingerprint(config, cache.SPLIT)
     if (manifest.get("parts") or {}).get("config") != current:
         terminal.warn("the split was made with a different data/split config; run 'mm split' (or 'mm run') to redo it")
     return manifest
@@ -146,9 +145,9 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
     manifest = load_split(store, config, s.terminal)
     if not group_specs and not retry_failed:
         _check_some_group_is_long_enough(store, config)
-    config_fp = config.section_fingerprint(*cache.TRAIN_SECTIONS)
+    config_fp = cache.config_fingerprint(config, cache.TRAIN)
     with Spool(store.local_scratch()) as spool:
-        registry.train_state(store, spool)
+        registry.train_state(store, spool, s.terminal.warn)
         run = Run(store, "train", config_fp).begin()
         selected, n_fit = _plan(s, spool, run, GroupSelector(group_specs, config.data.group_columns), retry_failed, manifest, config_fp)
         if retry_failed and not n_fit:
@@ -186,7 +185,7 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     store, terminal = s.store, s.terminal
     axis_fp = cache.digest(manifest["axis"])
     automl = s.config.train.automl
-    space = search_space_fingerprint(automl.model_dump(mode="json"))
+    space = cache.search_space_fingerprint(s.config)
     selected = to_fit = 0
     for batch in store.iter_split_groups(columns=SPLIT_FIELDS):
         for g in batch.to_pylist():

@@ -8,7 +8,8 @@ import pandas as pd
 import pytest
 
 from manymodels.features import FeatureSpec, lag_features
-from manymodels.kernels import GroupSpec, fit_group, forecast_group
+from manymodels.config import AutoMLConfig
+from manymodels.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group
 from manymodels.split import PERIOD
 from manymodels.timeindex import TimeAxis
 
@@ -36,6 +37,7 @@ def weekly_group(n_weeks=80, future=6, seed=0, series=("a",), gaps=()):
 
 
 def spec_for(series_columns=(), automl=None, **overrides):
+    """A spec as train.group_spec builds it; ``automl``: train.automl keys, the others from the config's defaults."""
     axis = TimeAxis("fixed", WEEK_NS, 0, "W-THU", 52).to_dict()
     base = dict(
         group_columns=("store",),
@@ -53,7 +55,7 @@ def spec_for(series_columns=(), automl=None, **overrides):
         target_transform="auto",
         params={},
         num_boost_round=60,
-        automl=automl or {"enabled": False},
+        automl=AutoMLSpec.of(AutoMLConfig(**(automl or {"enabled": False})).model_dump(mode="json"), space="test"),
         quantiles=(0.1, 0.5, 0.9),
         seed=1,
     )

@@ -11,9 +11,9 @@ import pytest
 
 import manymodels as mm
 from manymodels import automl, kernels, models
-from manymodels.config import load_config
+from manymodels.config import AutoMLConfig, load_config
 from manymodels.datastore import Datastore
-from manymodels.kernels import GroupSpec, cap_forecast, known_future_out_of_range
+from manymodels.kernels import AutoMLSpec, GroupSpec, cap_forecast, known_future_out_of_range
 from manymodels.split import PERIOD
 
 from .conftest import write_config
@@ -97,15 +97,14 @@ def _zero_start_group(automl_config: dict, months: int = 54):
     spec = GroupSpec(
         group_columns=("agency", "sku"), series_columns=(), time_column="month", target_column="volume", period_column=PERIOD,
         known_future_columns=("price", "promo"), axis=axis, horizon=6, min_history=12, lags="auto", windows="auto", calendar=True,
-        target_transform="auto", automl={**load_config_defaults(), **automl_config}, quantiles=(0.1, 0.9), seed=0,
+        target_transform="auto", params={}, num_boost_round=100, automl=_automl(automl_config), quantiles=(0.1, 0.9), seed=0,
     )
     return frame, spec
 
 
-def load_config_defaults() -> dict:
-    from manymodels.config import AutoMLConfig
-
-    return AutoMLConfig().model_dump(mode="json")
+def _automl(settings: dict) -> AutoMLSpec:
+    """train.automl as the train step resolves it: ``settings`` over the config's defaults."""
+    return AutoMLSpec.of(AutoMLConfig(**settings).model_dump(mode="json"), space="test")
 
 
 def test_a_trial_that_raises_is_pruned_and_noted_not_a_group_failure(tmp_path: Path, monkeypatch):
@@ -226,6 +225,7 @@ def test_out_of_range_names_numbers_and_unseen_categories():
     spec = GroupSpec(
         group_columns=("g",), series_columns=("item",), time_column="t", target_column="y", period_column=PERIOD,
         known_future_columns=("price", "promo"), axis={}, horizon=2, min_history=2, lags=(), windows=(), calendar=False, target_transform="none",
+        params={}, num_boost_round=10, automl=_automl({"enabled": False}), quantiles=(), seed=0,
     )
     info = {"features": {"numeric_exog": ["price"], "categorical_exog": ["promo"]}, "categories": {"promo": ["none", "tv"]}}
     history = pd.DataFrame({"g": "a", "item": ["x", "x", "y", "y"], "t": [1, 2, 1, 2], "y": 1.0, "price": [2.0, 3.0, 10.0, 12.0], "promo": ["tv", "none", "none", "none"]})
