@@ -14,19 +14,18 @@ not re-read every night.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import pandas as pd
 
 from ._version import __version__
 from .automl import SEARCH_SPACE_VERSION
-from .datastore import Datastore, file_sha256
+from .datastore import Datastore
+from .files import file_sha256
+from .errors import input_read_error
+from .identity import digest
 
 if TYPE_CHECKING:
     from .config import Config
@@ -116,11 +115,6 @@ class Decision:
     reason: str
 
 
-def digest(*parts: Any) -> str:
-    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()[:20]
-
-
 def fingerprint(parts: dict[str, Any]) -> str:
     return digest(parts)
 
@@ -169,29 +163,9 @@ def input_hashes(store: Datastore, paths: tuple[str, ...]) -> dict[str, str]:
             known = state.get(real)
             sha = known["sha256"] if known and known.get("stat") == stamp else file_sha256(real)
         except OSError as exc:  # vanished or unreadable: the same message the reader gives
-            from .reader import _read_error
-
-            raise _read_error(path, exc) from None
+            raise input_read_error(path, exc) from None
         fresh[real] = {"stat": stamp, "sha256": sha}
         hashes[path] = sha
     if any(state.get(k) != v for k, v in fresh.items()):
         store.write_input_state({**state, **fresh})
     return hashes
-
-
-# -- per-group content -------------------------------------------------------
-
-def row_hashes(frame: pd.DataFrame) -> np.ndarray:
-    """One 64-bit hash per row, over every column (vectorised)."""
-    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
-
-
-def schema_signature(frame: pd.DataFrame) -> str:
-    return digest([(str(c), str(t)) for c, t in frame.dtypes.items()])
-
-
-def slice_hash(schema: str, hashes: np.ndarray) -> str:
-    """Content hash of a run of rows (a group's partition)."""
-    h = hashlib.blake2b(schema.encode(), digest_size=12)
-    h.update(np.ascontiguousarray(hashes).tobytes())
-    return h.hexdigest()

@@ -492,7 +492,7 @@ def _counts(c: dict) -> str:
 
 
 def main() -> None:
-    from .datastore import use_system_allocator
+    from .memory import use_system_allocator
 
     use_system_allocator()
     app(prog_name="mm")

@@ -36,17 +36,12 @@ still read.
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
-import itertools
 import json
 import os
 import shutil
-import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -55,9 +50,21 @@ import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
 from .errors import DamagedFile, MMError, UpstreamMissing
+from .files import (
+    TMP_PREFIX,
+    FolderFiles,
+    ObjectFiles,
+    is_damage,
+    is_url,
+    json_text,
+    parquet_bytes,
+    problem_of,
+    unlink_quietly,
+)
+from .journal import Journal
+from .memory import release_memory
 
 FORMAT_VERSION = 1
-TMP_PREFIX = ".tmp-"
 STEP_DIRS = {
     "split": ("split",),
     "train": ("models", "outputs/training_output.csv"),
@@ -77,340 +84,6 @@ OTHER_RUN = "pick another run from 'mm runs' (a damaged train run's models are a
 REDO_MARKER = "delete that file and run the command again: mm writes it anew (it only records the datastore's format)"
 REDO_FORECAST = "delete that file and run 'mm forecast' (or 'mm run') again: that group is forecast again"
 
-
-# -- group identity ----------------------------------------------------------
-
-def jsonable(value: Any) -> Any:
-    """A group value as plain JSON (numpy scalars, dates and NaN included)."""
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, (pd.Timestamp, dt.datetime, dt.date)):
-        return value.isoformat()
-    if isinstance(value, float) and value != value:
-        return None
-    return value
-
-
-def group_key(values: Sequence[Any]) -> str:
-    """Stable file-system-safe key of a group: a hash of its canonical JSON."""
-    canonical = json.dumps([jsonable(v) for v in values], ensure_ascii=False, separators=(",", ":"))
-    return hashlib.blake2b(canonical.encode("utf-8"), digest_size=10).hexdigest()
-
-
-def group_label(columns: Sequence[str], values: Sequence[Any]) -> str:
-    """``Store=2,Brand=tropicana``: how a group is named in messages and --groups."""
-    return ",".join(f"{c}={jsonable(v)}" for c, v in zip(columns, values))
-
-
-def is_url(location: str | Path) -> bool:
-    return "://" in str(location) and not str(location).startswith("file://")
-
-
-# -- atomic files in a folder ------------------------------------------------
-
-_TMP_COUNTER = itertools.count()
-
-
-def _tmp_name(path: Path) -> Path:
-    # unique per process and write; the O_EXCL open below refuses any collision
-    return path.parent / f"{TMP_PREFIX}{os.getpid()}-{next(_TMP_COUNTER)}-{path.name}"
-
-
-def atomic_write_bytes(path: Path, data: bytes, durable: bool = False) -> None:
-    tmp = _tmp_name(path)
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)  # 0666 & ~umask, like any file
-    except FileNotFoundError:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        _unlink_quietly(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str, durable: bool = False) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"), durable)
-
-
-def atomic_write_json(path: Path, document: Any, durable: bool = False) -> None:
-    atomic_write_text(path, _json_text(document), durable)
-
-
-def _json_text(document: Any) -> str:
-    return json.dumps(document, indent=1, sort_keys=True, default=str)
-
-
-def parquet_bytes(table: pa.Table) -> bytes:
-    sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="snappy")
-    return sink.getvalue().to_pybytes()
-
-
-class AtomicFile:
-    """A file written in pieces and published by rename on success (large outputs)."""
-
-    def __init__(self, path: Path, mode: str = "w"):
-        self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = _tmp_name(path)
-        fd = os.open(self.tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
-        self.file = os.fdopen(fd, mode, **({"encoding": "utf-8", "newline": ""} if "b" not in mode else {}))
-
-    def __enter__(self):
-        return self.file
-
-    def __exit__(self, kind, value, tb) -> None:
-        self.file.close()
-        if kind is None:
-            os.replace(self.tmp, self.path)
-        else:
-            _unlink_quietly(self.tmp)
-
-
-def is_damage(exc: BaseException) -> bool:
-    """Whether reading a file failed on its bytes (cut short, not JSON or Parquet), not on the machine.
-
-    json and pyarrow report such bytes as ValueError (ArrowInvalid is one), or as an
-    OSError with no errno (a Parquet footer that does not deserialize)."""
-    if isinstance(exc, FileNotFoundError):
-        return False
-    return isinstance(exc, ValueError) or (isinstance(exc, OSError) and exc.errno is None)
-
-
-def _problem(exc: BaseException) -> str:
-    if isinstance(exc, json.JSONDecodeError):
-        return f"not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-    return (str(exc).splitlines() or [type(exc).__name__])[0]
-
-
-def _unlink_quietly(path: str | Path) -> None:
-    try:
-        os.unlink(path)
-    except OSError:
-        pass
-
-
-# -- where the bytes live ------------------------------------------------------
-
-class FolderFiles:
-    """A datastore folder on this machine or a shared file system: temporary file + rename."""
-
-    def __init__(self, root: Path):
-        self.root = root
-
-    def location(self, rel: str) -> Path:
-        return self.root / rel
-
-    def read(self, rel: str) -> bytes:
-        with open(self.root / rel, "rb") as f:
-            return f.read()
-
-    def source(self, rel: str) -> str:
-        """Something pyarrow opens directly."""
-        return str(self.root / rel)
-
-    def scan_path(self, rel: str) -> str:
-        """The name of ``rel`` in ``arrow_filesystem()``, for multi-file dataset scans."""
-        return str(self.root / rel)
-
-    def arrow_filesystem(self):
-        return None  # pyarrow's local file system
-
-    def write(self, rel: str, data: bytes, durable: bool = False) -> None:
-        atomic_write_bytes(self.root / rel, data, durable)
-
-    def exists(self, rel: str) -> bool:
-        return os.path.exists(self.root / rel)
-
-    def names(self, rel: str) -> list[str]:
-        try:
-            return sorted(n for n in os.listdir(self.root / rel) if not n.startswith(TMP_PREFIX))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def delete(self, rel: str) -> None:
-        _unlink_quietly(self.root / rel)
-
-    def delete_tree(self, rel: str) -> None:
-        shutil.rmtree(self.root / rel, ignore_errors=True)
-
-    def size(self, rel: str) -> int:
-        return tree_size(self.root / rel)
-
-    @contextmanager
-    def writer(self, rel: str, binary: bool):
-        with AtomicFile(self.root / rel, "wb" if binary else "w") as f:
-            yield f
-
-    def appender(self, rel: str):
-        (self.root / rel).parent.mkdir(parents=True, exist_ok=True)
-        return open(self.root / rel, "a", encoding="utf-8")
-
-
-class ObjectFiles:
-    """A datastore in an object store (``s3://bucket/prefix``) through fsspec.
-
-    Every object is written by one PUT (or one multipart upload, completed in
-    one call), which the store publishes atomically, so no temporary names or
-    renames are needed. Listings are never cached: several processes write.
-    """
-
-    def __init__(self, url: str):
-        try:
-            import fsspec
-        except ImportError:
-            raise MMError(f"datastore {url} is a URL, which needs fsspec", "pip install 'manymodels[dask]' (or fsspec and s3fs)") from None
-        self.url = url.rstrip("/")
-        protocol = self.url.split("://", 1)[0]
-        options = {"use_listings_cache": False} if protocol in ("s3", "s3a", "gs", "gcs", "abfs", "az") else {}
-        try:
-            self.fs, self.base = fsspec.core.url_to_fs(self.url, **options)
-        except (ImportError, ValueError) as exc:
-            raise MMError(f"cannot open datastore {url}: {exc}", "install the fsspec driver for this URL (s3fs for s3://)") from None
-        self.base = self.base.rstrip("/")
-        self.protocol = protocol
-
-    def location(self, rel: str) -> str:
-        return f"{self.url}/{rel}"
-
-    def _path(self, rel: str) -> str:
-        return f"{self.base}/{rel}"
-
-    def read(self, rel: str) -> bytes:
-        return self.fs.cat_file(self._path(rel))
-
-    def source(self, rel: str):
-        return pa.BufferReader(self.read(rel))
-
-    def scan_path(self, rel: str) -> str:
-        return self._path(rel)
-
-    def arrow_filesystem(self):
-        from pyarrow.fs import FSSpecHandler, PyFileSystem
-
-        return PyFileSystem(FSSpecHandler(self.fs))
-
-    def write(self, rel: str, data: bytes, durable: bool = False) -> None:
-        self.fs.pipe_file(self._path(rel), data)
-
-    def exists(self, rel: str) -> bool:
-        return self.fs.exists(self._path(rel))
-
-    def names(self, rel: str) -> list[str]:
-        path = self._path(rel)
-        self.fs.invalidate_cache(path)
-        try:
-            return sorted(p.rstrip("/").rsplit("/", 1)[-1] for p in self.fs.ls(path, detail=False))
-        except (FileNotFoundError, NotADirectoryError):
-            return []
-
-    def delete(self, rel: str) -> None:
-        try:
-            self.fs.rm_file(self._path(rel))
-        except FileNotFoundError:
-            pass
-
-    def delete_tree(self, rel: str) -> None:
-        try:
-            self.fs.rm(self._path(rel), recursive=True)
-        except FileNotFoundError:
-            pass
-
-    def size(self, rel: str) -> int:
-        try:
-            return int(self.fs.du(self._path(rel), total=True))
-        except FileNotFoundError:
-            return 0
-
-    @contextmanager
-    def writer(self, rel: str, binary: bool):
-        # spooled locally, published by one upload when complete
-        with tempfile.TemporaryDirectory(prefix="mm-upload-") as folder:
-            local = Path(folder) / "part"
-            with open(local, "wb" if binary else "w", **({} if binary else {"encoding": "utf-8", "newline": ""})) as f:
-                yield f
-            self.fs.put_file(str(local), self._path(rel))
-
-    # conditional writes, for the lease lock (see lock.LeaseLock) -----------------
-    def _bucket_key(self, rel: str) -> tuple[str, str]:
-        if self.protocol not in ("s3", "s3a"):
-            raise MMError(f"datastore {self.url}: locking needs conditional writes, which mm supports on S3 only", "use an s3:// URL or a shared folder")
-        bucket, _, key = self._path(rel).partition("/")
-        return bucket, key
-
-    def create_if_absent(self, rel: str, data: bytes) -> str | None:
-        """Write the object only if none exists; its ETag, or None if one existed."""
-        return self._conditional_put(rel, data, IfNoneMatch="*")
-
-    def replace_if(self, rel: str, data: bytes, etag: str) -> str | None:
-        """Overwrite the object only if it is still the version ``etag``; the new ETag or None."""
-        return self._conditional_put(rel, data, IfMatch=etag)
-
-    def read_versioned(self, rel: str) -> tuple[bytes, str, float] | None:
-        """The object's bytes, ETag and age in seconds by the store's own clock, or None.
-
-        One GET, so the three belong together. The age is the response's Date
-        minus the object's Last-Modified, both from the server: no clock skew
-        between machines enters it.
-        """
-        from fsspec.asyn import sync
-
-        bucket, key = self._bucket_key(rel)
-
-        async def get():
-            response = await self.fs._call_s3("get_object", Bucket=bucket, Key=key)
-            async with response["Body"] as body:
-                data = await body.read()
-            return data, response["ETag"], _age_seconds(response)
-
-        try:
-            return sync(self.fs.loop, get)
-        except FileNotFoundError:
-            return None
-
-    def delete_if(self, rel: str, etag: str) -> None:
-        current = self.read_versioned(rel)
-        if current is not None and current[1] == etag:
-            self.delete(rel)
-
-    def _conditional_put(self, rel: str, data: bytes, **condition) -> str | None:
-        bucket, key = self._bucket_key(rel)
-        try:
-            response = self.fs.call_s3("put_object", Bucket=bucket, Key=key, Body=data, **condition)
-        except FileNotFoundError:
-            if "IfMatch" in condition:
-                return None  # the object is gone: not the version we meant to replace
-            raise
-        except OSError as exc:
-            if _condition_failed(exc):
-                return None
-            raise
-        return response["ETag"]
-
-
-def _age_seconds(response: dict) -> float:
-    from email.utils import parsedate_to_datetime
-
-    date = (response.get("ResponseMetadata", {}).get("HTTPHeaders", {}) or {}).get("date")
-    now = parsedate_to_datetime(date) if date else dt.datetime.now(dt.timezone.utc)
-    return (now - response["LastModified"]).total_seconds()
-
-
-def _condition_failed(exc: OSError) -> bool:
-    if isinstance(exc, FileExistsError):
-        return True
-    response = getattr(exc.__cause__, "response", None) or {}
-    return response.get("Error", {}).get("Code", "") in ("PreconditionFailed", "412", "ConditionalRequestConflict")
-
-
-# -- the datastore -----------------------------------------------------------
 
 class Datastore:
     def __init__(self, root: str | Path):
@@ -573,7 +246,7 @@ class Datastore:
             try:
                 if self.is_folder:
                     self.root.mkdir(parents=True, exist_ok=True)
-                self.files.write(self.MARKER, _json_text({"format": FORMAT_VERSION, "created": _now()}).encode())
+                self.files.write(self.MARKER, json_text({"format": FORMAT_VERSION, "created": _now()}).encode())
             except PermissionError:
                 raise MMError(f"cannot create datastore {self.root}: permission denied", "choose a writable folder for 'datastore'") from None
             return
@@ -610,7 +283,7 @@ class Datastore:
             for dirpath, _, files in os.walk(base):
                 for name in files:
                     if name.startswith(TMP_PREFIX):
-                        _unlink_quietly(os.path.join(dirpath, name))
+                        unlink_quietly(os.path.join(dirpath, name))
                         removed += 1
         return removed
 
@@ -699,7 +372,7 @@ class Datastore:
 
     def write_split_manifest(self, manifest: dict) -> None:
         # written after groups.parquet: the manifest is what marks the split complete
-        self.files.write(self.SPLIT_MANIFEST, _json_text(manifest).encode(), durable=True)
+        self.files.write(self.SPLIT_MANIFEST, json_text(manifest).encode(), durable=True)
 
     def mark_split_damaged(self, n_groups: int) -> None:
         """Partitions of the split turned out to be missing: the next split rewrites them instead of reusing it."""
@@ -734,7 +407,7 @@ class Datastore:
         if model_text is not None:
             packed = pa.Codec(MODEL_CODEC, MODEL_LEVEL).compress(model_text.encode("utf-8"), asbytes=True)
             self.files.write(self._model_text(key, version), packed)
-        self.files.write(self._model_meta(key, version), _json_text(meta).encode())
+        self.files.write(self._model_meta(key, version), json_text(meta).encode())
 
     def read_model_meta(self, key: str, version: int) -> dict:
         return json.loads(self.files.read(self._model_meta(key, version)))
@@ -854,7 +527,7 @@ class Datastore:
 
     # runs -----------------------------------------------------------------
     def write_run(self, record: dict) -> None:
-        self.files.write(self._run(record["id"]), _json_text(record).encode(), durable=True)
+        self.files.write(self._run(record["id"]), json_text(record).encode(), durable=True)
 
     def read_run(self, run_id: str) -> dict:
         try:
@@ -895,11 +568,11 @@ class Datastore:
         return records
 
     def open_journal(self, run_id: str) -> Journal:
-        return Journal(self.files, run_id)
+        return Journal(self.files, "runs", f"{run_id}.journal")
 
     def read_journal(self, run_id: str) -> list[dict]:
         out = []
-        for rel in Journal.parts(self.files, run_id):
+        for rel in Journal.parts(self.files, "runs", f"{run_id}.journal"):
             try:
                 text = self.files.read(rel).decode("utf-8")
             except FileNotFoundError:
@@ -926,7 +599,7 @@ class Datastore:
         return state if isinstance(state, dict) else {}
 
     def write_input_state(self, state: dict) -> None:
-        self.files.write(self.INPUT_STATE, _json_text(state).encode())
+        self.files.write(self.INPUT_STATE, json_text(state).encode())
 
     # reading back what mm wrote ------------------------------------------------
     @contextmanager
@@ -937,7 +610,7 @@ class Datastore:
         except Exception as exc:
             if not is_damage(exc):
                 raise
-            raise DamagedFile(self.files.location(rel), _problem(exc), hint) from None
+            raise DamagedFile(self.files.location(rel), problem_of(exc), hint) from None
 
     # parquet tables, streamed ------------------------------------------------
     @contextmanager
@@ -1004,124 +677,6 @@ def _scan_schema(schema: pa.Schema, wanted: list[str]) -> pa.Schema:
     fields = [schema.field(c) for c in wanted if c in schema.names]
     # a first file whose column is all-null must not force null on the others
     return pa.schema([pa.field(f.name, pa.float64()) if pa.types.is_null(f.type) else f for f in fields])
-
-
-class Journal:
-    """A run's per-group results, appended as they arrive (JSON lines).
-
-    In a folder: one file, appended and flushed after each batch. In an object
-    store, which cannot append: numbered part objects, one per flush, written
-    at most every ``PART_SECONDS``. A line cut by a crash ends the journal.
-    """
-
-    PART_SECONDS = 5.0
-
-    def __init__(self, files: FolderFiles | ObjectFiles, run_id: str):
-        self.files = files
-        self.run_id = run_id
-        self._lines: list[str] = []
-        self._part = 0
-        self._last = time.monotonic()
-        self._file = files.appender(Datastore._run(run_id, ".journal.jsonl")) if isinstance(files, FolderFiles) else None
-
-    @staticmethod
-    def parts(files, run_id: str) -> list[str]:
-        if isinstance(files, FolderFiles):
-            return [Datastore._run(run_id, ".journal.jsonl")]
-        prefix = f"{run_id}.journal."
-        return [f"runs/{n}" for n in files.names("runs") if n.startswith(prefix) and n.endswith(".jsonl")]
-
-    def write(self, row: dict) -> None:
-        line = json.dumps(row, default=str) + "\n"
-        if self._file is not None:
-            self._file.write(line)
-        else:
-            self._lines.append(line)
-
-    def flush(self, force: bool = False) -> None:
-        if self._file is not None:
-            self._file.flush()
-            return
-        if self._lines and (force or time.monotonic() - self._last >= self.PART_SECONDS):
-            self._part += 1
-            self.files.write(Datastore._run(self.run_id, f".journal.{self._part:06d}.jsonl"), "".join(self._lines).encode())
-            self._lines = []
-            self._last = time.monotonic()
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-        else:
-            self.flush(force=True)
-
-    def __enter__(self) -> Journal:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-
-def use_system_allocator() -> None:
-    """Let Arrow allocate with the C library's malloc instead of its bundled mimalloc.
-
-    Measured on a split of 100,002 groups (12 M rows streamed in 8 MB blocks):
-    with mimalloc the mm process kept 250 MB after reading (225 MB at 10,002
-    groups: its retained pages grow with the data streamed through); with
-    malloc, which ``release_memory`` trims, 204 MB at both sizes. Called where
-    mm's own processes start (the CLI, pool workers), never on import, so a
-    program using the API keeps its own choice; ARROW_DEFAULT_MEMORY_POOL wins.
-    """
-    if not os.environ.get("ARROW_DEFAULT_MEMORY_POOL") and _LIBC is not None:
-        pa.set_memory_pool(pa.system_memory_pool())
-
-
-def release_memory() -> None:
-    """Give freed memory back to the system, so a streaming step's memory stays flat.
-
-    Allocators keep freed pages for reuse, and how much they keep grows with the
-    data that streamed through: Arrow's (measured: +60 MB over a 100,000-row
-    table read in batches, +20 MB with this after each batch) and glibc's, which
-    keeps numpy's and pandas' freed arrays in its heap. Streaming steps call
-    this after each batch; it costs about a millisecond.
-    """
-    pa.default_memory_pool().release_unused()
-    if _LIBC is not None:
-        _LIBC.malloc_trim(0)
-
-
-def _glibc():
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        return libc if hasattr(libc, "malloc_trim") else None
-    except OSError:
-        return None  # not glibc (macOS, musl): nothing to trim
-
-
-_LIBC = _glibc()
-
-
-def file_sha256(path: str, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def tree_size(path: Path) -> int:
-    if path.is_symlink() or path.is_file():
-        return path.lstat().st_size
-    total = 0
-    for dirpath, _, files in os.walk(path):
-        for name in files:
-            try:
-                total += os.lstat(os.path.join(dirpath, name)).st_size
-            except OSError:
-                pass
-    return total
 
 
 def _now() -> str:

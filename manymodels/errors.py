@@ -8,6 +8,8 @@ else is a bug and shows a traceback only with ``--verbose``.
 
 from __future__ import annotations
 
+import os
+
 import difflib
 import errno
 from collections.abc import Iterable
@@ -102,3 +104,19 @@ def from_os_error(exc: OSError) -> MMError:
     else:
         hint = "check the disk and the path, then run the command again"
     return MMError(f"{what}{where}", hint)
+
+
+def input_read_error(path: str, exc: BaseException) -> InputDataError:
+    """The message for an input file that cannot be read (gone, forbidden, empty, not UTF-8, damaged)."""
+    if isinstance(exc, FileNotFoundError):
+        return InputDataError(f"input file disappeared while reading: {path}")
+    if isinstance(exc, PermissionError):
+        return InputDataError(f"cannot read input file {path}: permission denied", "check the file's permissions")
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    if isinstance(exc, InputDataError):
+        return exc
+    if "Empty CSV file" in text or "empty" in text.lower() and os.path.exists(path) and os.path.getsize(path) == 0:
+        return InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
+    if "invalid UTF8" in text or isinstance(exc, UnicodeError):
+        return InputDataError(f"cannot read input file {path}: it is not UTF-8 text ({text})", "save it as UTF-8 (in Excel: 'CSV UTF-8')")
+    return InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated")

@@ -37,7 +37,8 @@ from . import registry
 from ._version import __version__
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, atomic_write_bytes, atomic_write_json, atomic_write_text
+from .datastore import Datastore
+from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from .errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
 from .features import FeatureSpec, design_matrix
 from .kernels import group_data
@@ -47,7 +48,7 @@ from .selection import GroupSelector
 from .options import RunOptions
 from .session import open_session
 from .timeindex import TimeAxis, calendar_features
-from .train import group_spec
+from .common import group_spec
 
 FORMATS = ("onnx",)
 ONNX_HINT = "pip install 'manymodels[onnx]'"

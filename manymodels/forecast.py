@@ -21,7 +21,7 @@ import pyarrow as pa
 from . import cache, registry
 from .config import Config
 from .console import Terminal
-from .datastore import release_memory
+from .memory import release_memory
 from .errors import EXIT_OK, EXIT_PARTIAL
 from .options import RunOptions
 from .results import ForecastRow, Reason, Status, TrainRow
@@ -31,7 +31,7 @@ from .split import PERIOD, check_column_names
 from .spool import Spool
 from .timeindex import NS_PER_DAY
 from .tasks import STEP_COLUMN, ForecastContext, forecast_actuals, forecast_batch, measure_forecast
-from .train import group_spec, load_split
+from .common import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "n_inference", "train_hash", "inference_hash"]

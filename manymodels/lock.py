@@ -119,7 +119,7 @@ class LeaseLock:
     """The writer lock of an object-store datastore: a lease object (see the module doc).
 
     ``files`` offers ``create_if_absent``, ``replace_if``, ``read_versioned`` and
-    ``delete_if`` (datastore.ObjectFiles does, on S3).
+    ``delete_if`` (files.ObjectFiles does, on S3).
     """
 
     def __init__(self, files, rel: str, wait_s: float = 0.0, command: str | None = None, lease_s: float = LEASE_S, where: str = ""):

@@ -20,9 +20,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from . import cache
-from .datastore import group_key, group_label, jsonable
-from .timeindex import TimeAxis, _months, _series_diffs, format_time, time_values
+from .identity import group_key, group_label, jsonable, row_hashes, schema_signature, slice_hash
+from .timeindex import TimeAxis, format_time, month_numbers, series_diffs, time_values
 
 PERIOD = "_mm_period"  # integer period of each row, stored in the partitions
 
@@ -67,7 +66,7 @@ def scan(frame: pd.DataFrame, spec: BucketSpec) -> dict:
     series = frame.groupby(list(spec.series_key), sort=True, observed=True).ngroup().to_numpy()
     times = frame[spec.time_column]
     values = time_values(times)
-    diffs, counts = np.unique(_series_diffs(values, series), return_counts=True)
+    diffs, counts = np.unique(series_diffs(values, series), return_counts=True)
     dup = pd.DataFrame({"s": series, "t": values}).duplicated(keep=False).to_numpy()
     examples = []
     if dup.any():
@@ -99,7 +98,7 @@ def _target_spans(frame: pd.DataFrame, spec: BucketSpec, series: np.ndarray, val
     months = None
     if not pd.api.types.is_integer_dtype(frame[spec.time_column]):
         times = frame[spec.time_column][has_target]
-        m = pd.Series(_months(times)).groupby(s).agg(["min", "max"])
+        m = pd.Series(month_numbers(times)).groupby(s).agg(["min", "max"])
         months = int((m["max"] - m["min"]).max())
     return {"span": span, "span_months": months}
 
@@ -201,11 +200,11 @@ def _hashes(part: pd.DataFrame, columns: list[str], n: int) -> list[str]:
     if part.empty:
         return out
     body = part[columns]
-    rows = cache.row_hashes(body)
-    schema = cache.schema_signature(body)
+    rows = row_hashes(body)
+    schema = schema_signature(body)
     codes = part["_g"].to_numpy()
     starts = np.flatnonzero(np.r_[True, codes[1:] != codes[:-1]])
     ends = np.r_[starts[1:], len(codes)]
     for start, end in zip(starts, ends):
-        out[codes[start]] = cache.slice_hash(schema, rows[start:end])
+        out[codes[start]] = slice_hash(schema, rows[start:end])
     return out

@@ -31,7 +31,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from .errors import InputDataError, did_you_mean
+from .errors import InputDataError, did_you_mean, input_read_error
 
 CSV_SUFFIXES = (".csv", ".csv.gz", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
@@ -129,10 +129,10 @@ def iter_file_batches(path: str, text_columns: Sequence[str], required: Sequence
             table = next(tables, None)
         except (pa.ArrowInvalid, pa.ArrowTypeError) as exc:
             if first:
-                raise _read_error(path, exc) from None
+                raise input_read_error(path, exc) from None
             raise TypesChanged(str(exc).splitlines()[0]) from None
         except (OSError, EOFError, zlib.error, UnicodeError) as exc:  # gone, forbidden, cut short, not text
-            raise _read_error(path, exc) from None
+            raise input_read_error(path, exc) from None
         if table is None:
             return
         if first:
@@ -147,7 +147,7 @@ def _open_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
             return _csv_tables(path, text_columns)
         return (pa.Table.from_batches([b]) for b in pq.ParquetFile(path).iter_batches(batch_size=PARQUET_BATCH_ROWS))
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError) as exc:
-        raise _read_error(path, exc) from None
+        raise input_read_error(path, exc) from None
 
 
 def _csv_tables(path: str, text_columns: Sequence[str]) -> Iterator[pa.Table]:
@@ -192,24 +192,9 @@ def read_file(path: str, text_columns: Sequence[str], required: Sequence[str]) -
         else:
             table = pq.read_table(path)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OSError, EOFError, zlib.error, UnicodeError) as exc:
-        raise _read_error(path, exc) from None
+        raise input_read_error(path, exc) from None
     _check_columns(path, table, required)
     return _as_text(table, text_columns, csv=_is_csv(path))
-
-
-def _read_error(path: str, exc: BaseException) -> InputDataError:
-    if isinstance(exc, FileNotFoundError):
-        return InputDataError(f"input file disappeared while reading: {path}")
-    if isinstance(exc, PermissionError):
-        return InputDataError(f"cannot read input file {path}: permission denied", "check the file's permissions")
-    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-    if isinstance(exc, InputDataError):
-        return exc
-    if "Empty CSV file" in text or "empty" in text.lower() and os.path.exists(path) and os.path.getsize(path) == 0:
-        return InputDataError(f"input file {path} is empty", "remove it or fill it with a header row and data")
-    if "invalid UTF8" in text or isinstance(exc, UnicodeError):
-        return InputDataError(f"cannot read input file {path}: it is not UTF-8 text ({text})", "save it as UTF-8 (in Excel: 'CSV UTF-8')")
-    return InputDataError(f"cannot read input file {path}: {text}", "check that the file is valid CSV/Parquet and not truncated")
 
 
 def _check_columns(path: str, table: pa.Table, required: Sequence[str]) -> None:

@@ -30,13 +30,14 @@ import pandas as pd
 from ._version import __version__
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, atomic_write_text
+from .datastore import Datastore
+from .files import atomic_write_text
 from .errors import DamagedFile, MMError, UpstreamMissing
 from .metrics import METRIC_NAMES
 from .registry import run_rows
 from .results import ForecastRow, GroupRow, Status, TrainRow
 from .runs import effective_status, latest_run
-from .split import PERIOD
+from .partitioning import PERIOD
 from .timeindex import NS_PER_DAY, TimeAxis
 
 DEFAULT_HISTORY = 156  # periods of history per series in the group charts

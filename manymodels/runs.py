@@ -22,7 +22,8 @@ from typing import Any
 import pyarrow as pa
 
 from ._version import __version__
-from .datastore import Datastore, release_memory
+from .datastore import Datastore
+from .memory import release_memory
 
 
 def new_run_id(step: str) -> str:

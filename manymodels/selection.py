@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .datastore import jsonable
+from .identity import jsonable
 from .errors import MMError, did_you_mean
 
 

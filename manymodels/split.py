@@ -39,7 +39,9 @@ import pyarrow as pa
 from . import cache
 from .config import Config
 from .console import Terminal
-from .datastore import Datastore, group_label, release_memory
+from .datastore import Datastore
+from .identity import digest, group_label
+from .memory import release_memory
 from .errors import DamagedFile, InputDataError, MMError, examples
 from .partitioning import PERIOD, BucketSpec, bucket_of, group_keys
 from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
@@ -93,7 +95,7 @@ def _split(s: Session) -> SplitResult:
     config, store, terminal = s.config, s.store, s.terminal
     files = find_input_files(config.data.path, exclude=store.root if store.is_folder else None)
     config_fp = cache.config_fingerprint(config, cache.SPLIT)
-    parts = cache.with_version({"inputs": cache.digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
+    parts = cache.with_version({"inputs": digest(sorted(cache.input_hashes(store, files.paths).values())), "config": config_fp})
     previous = _previous_split(s)
     intact = (
         previous is not None

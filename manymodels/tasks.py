@@ -22,7 +22,8 @@ import numpy as np
 import pyarrow as pa
 
 from . import partitioning
-from .datastore import Datastore, release_memory
+from .datastore import Datastore
+from .memory import release_memory
 from .engine import Batch
 from .kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
 from .metrics import scores

@@ -48,7 +48,7 @@ class TimeAxis:
         if self.kind == "fixed":
             raw = _wall_ns(values) if self.wall else _as_ns(values)
             return (raw - self.offset) // self.step
-        months = _months(values)
+        months = month_numbers(values)
         return months // self.step
 
     def off_grid(self, values: pd.Series) -> np.ndarray:
@@ -58,7 +58,7 @@ class TimeAxis:
         if self.kind == "fixed":
             return ((_wall_ns(values) if self.wall else _as_ns(values)) - self.offset) % self.step != 0
         ts = _naive(values)
-        off = _months(values) % self.step != 0
+        off = month_numbers(values) % self.step != 0
         if self.label.endswith("E"):
             return off | ~ts.dt.is_month_end.to_numpy()
         return off | (ts.dt.day.to_numpy() != ts.dt.day.to_numpy()[0])
@@ -207,7 +207,7 @@ class TimeSummary:
         if series_ids is None:
             diffs = counts_d = np.empty(0, dtype=np.int64)
         else:
-            diffs, counts_d = np.unique(_series_diffs(values, series_ids), return_counts=True)
+            diffs, counts_d = np.unique(series_diffs(values, series_ids), return_counts=True)
         return cls(kind, tz, distinct, counts, diffs, counts_d)
 
     def merge(self, other: TimeSummary) -> TimeSummary:
@@ -403,7 +403,7 @@ def _fixed_label(step: int, first_ns: int) -> str:
     return f"{seconds}s"
 
 
-def _series_diffs(values: np.ndarray, series_ids: np.ndarray) -> np.ndarray:
+def series_diffs(values: np.ndarray, series_ids: np.ndarray) -> np.ndarray:
     """Positive differences between consecutive distinct times inside each series."""
     order = np.lexsort((values, series_ids))
     v, s = values[order], series_ids[order]
@@ -436,7 +436,7 @@ def _as_ns(times: pd.Series) -> np.ndarray:
     return ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
 
-def _months(times: pd.Series) -> np.ndarray:
+def month_numbers(times: pd.Series) -> np.ndarray:
     ts = _naive(times)
     return (ts.dt.year.to_numpy(dtype=np.int64) * 12 + ts.dt.month.to_numpy(dtype=np.int64) - 1)
 

@@ -23,15 +23,15 @@ from . import cache, registry
 from .config import Config
 from .console import Terminal
 from .datastore import Datastore
-from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError, UpstreamMissing
-from .kernels import AutoMLSpec, GroupSpec
+from .identity import digest
+from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError
 from .metrics import METRIC_NAMES
 from .options import RunOptions
 from .results import Reason, Status, TrainRow
 from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
 from .session import Session, open_session
-from .split import PERIOD
+from .common import group_spec, load_split
 from .spool import Spool
 from .tasks import TrainContext, train_batch
 
@@ -84,41 +84,6 @@ class TrainResult:
 
     def to_dict(self) -> dict:
         return {**asdict(self), "exit_code": self.exit_code}
-
-
-def group_spec(config: Config, manifest: dict) -> GroupSpec:
-    d, t = config.data, config.train
-    return GroupSpec(
-        group_columns=tuple(d.group_columns),
-        series_columns=tuple(c for c in d.series_key if c not in d.group_columns),
-        time_column=d.time_column,
-        target_column=d.target_column,
-        period_column=PERIOD,
-        known_future_columns=tuple(d.known_future_columns),
-        axis=manifest["axis"],
-        horizon=t.horizon,
-        min_history=t.min_history,
-        lags=t.features.lags,
-        windows=t.features.windows,
-        calendar=t.features.calendar,
-        target_transform=t.features.target_transform,
-        params=dict(t.params),
-        num_boost_round=t.num_boost_round,
-        automl=AutoMLSpec.of(t.automl.model_dump(mode="json"), cache.search_space_fingerprint(config)),
-        quantiles=tuple(config.forecast.quantiles),
-        seed=t.seed,
-    )
-
-
-def load_split(store: Datastore, config: Config, terminal: Terminal) -> dict:
-    """The split's manifest (its groups are streamed with ``store.iter_split_groups``)."""
-    manifest = store.read_split_manifest()
-    if manifest is None or not store.has_split_groups():
-        raise UpstreamMissing(f"no split in datastore {store.root}", "run 'mm split -c CONFIG' first (or 'mm run', which splits, trains and forecasts)")
-    current = cache.config_fingerprint(config, cache.SPLIT)
-    if (manifest.get("parts") or {}).get("config") != current:
-        terminal.warn("the split was made with a different data/split config; run 'mm split' (or 'mm run') to redo it")
-    return manifest
 
 
 def train(
@@ -183,7 +148,7 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     """Decide every group: rows of kept, reused and unfit groups go to ``spool['rows']``,
     groups to fit to ``spool['fit']``. Returns (groups selected, groups to fit)."""
     store, terminal = s.store, s.terminal
-    axis_fp = cache.digest(manifest["axis"])
+    axis_fp = digest(manifest["axis"])
     automl = s.config.train.automl
     space = cache.search_space_fingerprint(s.config)
     selected = to_fit = 0

@@ -20,7 +20,8 @@ from typer.testing import CliRunner
 import manymodels as mm
 from manymodels.cli import app
 from manymodels.config import load_config
-from manymodels.datastore import TMP_PREFIX, Datastore
+from manymodels.datastore import Datastore
+from manymodels.files import TMP_PREFIX
 
 from .conftest import run_cli, small_config, small_table
 

@@ -15,7 +15,8 @@ import pandas as pd
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.datastore import Datastore, group_key
+from manymodels.datastore import Datastore
+from manymodels.identity import group_key
 from manymodels.registry import list_models
 
 from .conftest import REPO, run_cli, small_config, small_table

@@ -8,7 +8,8 @@ import pytest
 
 from manymodels import split
 from manymodels.config import load_config
-from manymodels.datastore import Datastore, group_key
+from manymodels.datastore import Datastore
+from manymodels.identity import group_key
 from manymodels.errors import InputDataError
 from manymodels.split import PERIOD
 from manymodels.timeindex import infer_axis, parse_times
