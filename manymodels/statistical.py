@@ -12,7 +12,7 @@ kind        model
 ==========  ===============================================================
 ets         AutoETS: error/trend/season by AICc, damped trend allowed;
             seasonal only for 1 < season_length <= 24 (as R's forecast::ets)
-theta       AutoTheta: STM/OTM/DSTM/DOTM by in-sample MSE, classical
+theta       dynamic optimised Theta (DOTM, through AutoTheta), classical
             seasonal decomposition when the seasonality test says so
 arima       AutoARIMA (stepwise); seasonal terms only for season_length <= 12
             (a seasonal search at 24 or 52 takes 10-30 s per series)
@@ -35,8 +35,8 @@ what is recomputed, per kind:
   Forecasting runs statsforecast's ``forward`` path: the exponential-smoothing
   filter with the stored parameters over the history given (no optimisation,
   no model search), then the forecast from the last filtered state.
-- theta: the model type and its three parameters (initial level, alpha,
-  theta). Forecasting runs ``forward``: the seasonality test and the classical
+- theta: the model type (DOTM) and its three parameters (initial level,
+  alpha, theta). Forecasting runs ``forward``: the seasonality test and the classical
   decomposition are recomputed on the history given (deterministic, cheap),
   the theta line is filtered with the stored parameters; nothing is optimised.
 - arima: orders and coefficients (and sigma2). Forecasting runs ``forward``:
@@ -61,8 +61,11 @@ the same first observation, so the seasonal phase only holds when ``y`` starts
 where the fit-time history started. With the same ``y`` the forecast is the
 fit-time forecast, identical after a JSON round trip. A longer ``y`` is
 filtered with the stored parameters, and the forecast starts after its last
-value. Long histories are capped at fit time to the last ``_fit_window``
-observations; the state stores that offset and forecasting uses ``y[offset:]``.
+value. Long histories are fitted on their last observations only (ets, theta,
+arima: ``max(FIT_WINDOW, 10 seasons)``, mstl: ``max(MSTL_WINDOW, 6 cycles of
+its longest season)``; a 17,520-value hourly series costs AutoTheta 60 s and
+seasonal AutoETS 12 s in full); the state stores the offset of that window and
+forecasting uses ``y[offset:]``.
 
 Missing values (NaN). Leading NaN are dropped (a series starts at its first
 observation). For ets/theta/arima/mstl, interior gaps are filled by linear
@@ -113,6 +116,9 @@ ETS_MAX_SEASON = 24  # as R's forecast::ets: longer seasons are fitted without a
 ARIMA_MAX_SEASON = 12  # a seasonal ARIMA search at 24 takes ~10 s per series, at 52 ~30 s
 FIT_WINDOW = 500  # ets/theta/arima fit on at most max(FIT_WINDOW, 10 seasons) recent observations
 MSTL_WINDOW = 1000  # mstl: at most max(MSTL_WINDOW, 6 cycles of its longest season)
+# theta's model: DOTM alone beat AutoTheta's in-sample-MSE choice among STM/OTM/DSTM/DOTM
+# on 200 M3 monthly series (sMAPE 13.75 vs 15.17, MASE 0.846 vs 0.857) at 6 vs 13 ms per series
+THETA_MODEL = "DOTM"
 TSB_ALPHA_D = (0.05, 0.1, 0.2, 0.3)
 TSB_ALPHA_P = (0.02, 0.05, 0.1, 0.2, 0.3)
 
@@ -552,7 +558,7 @@ def _ets_forward(sf, p: dict, x: np.ndarray, h: int, levels: list) -> tuple[np.n
 # -- theta -------------------------------------------------------------------------
 
 def _fit_theta(sf, x: np.ndarray, m: int) -> dict:
-    model = sf.AutoTheta(season_length=m).fit(x).model_
+    model = sf.AutoTheta(season_length=m, model=THETA_MODEL).fit(x).model_
     par = model["par"]
     seasonal = (model.get("seas_forecast") or {}).get("mean")
     return {

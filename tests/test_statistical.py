@@ -143,7 +143,7 @@ def test_states_are_inspectable(sfm):
     arima = st.fit_series("arima", _trending(), None)
     assert arima["spec"].startswith("ARIMA(") and len(arima["coef"]) == len(arima["coef_names"])
     theta = st.fit_series("theta", _seasonal(), M)
-    assert theta["spec"] in ("STM", "OTM", "DSTM", "DOTM") and theta["theta"] >= 1
+    assert theta["spec"] == "DOTM" and theta["theta"] >= 1 and 0 < theta["alpha"] < 1
     tsb = st.fit_series("tsb", _intermittent(), M)
     assert tsb["params"]["alpha_d"] in st.TSB_ALPHA_D and tsb["params"]["alpha_p"] in st.TSB_ALPHA_P
     adida = st.fit_series("adida", _intermittent(), M)
@@ -156,7 +156,7 @@ def _reference(sfm, kind, state):
     if kind == "ets":
         return sfm.AutoETS(season_length=M)
     if kind == "theta":
-        return sfm.AutoTheta(season_length=M)
+        return sfm.AutoTheta(season_length=M, model=state["spec"])
     if kind == "arima":
         return sfm.AutoARIMA(season_length=M)
     if kind == "mstl":
