@@ -8,7 +8,8 @@ conventions of the data's README (per series, then the plain mean; MASE scaled
 by the in-sample mean absolute 12-step difference). The series are an evenly
 spaced sample of the 1,428 sorted by id (every category). A kind that drops a
 series (CandidateUnfit) is scored there with the seasonal naive forecast and
-the count is printed. One process, one thread; run it with ``nice``.
+the count is printed; so is the share of hold-out values inside the 80%
+interval. One process, one thread; run it with ``nice``.
 
     nice python bench/statistical_cost.py                 # 200 series, every kind
     nice python bench/statistical_cost.py --n 1428        # all monthly series
@@ -99,6 +100,7 @@ def main() -> None:
     forecasts: dict[str, list[np.ndarray]] = {}
     for kind in args.kinds:
         fit_ms, fc_ms, sm, ms, dropped, specs = [], [], [], [], 0, defaultdict(int)
+        inside = []  # hold-out values inside the 80% interval
         t_kind = time.perf_counter()
         for sid in pick:
             train, test = data[sid]
@@ -106,11 +108,12 @@ def main() -> None:
                 t0 = time.perf_counter()
                 state = st.fit_series(kind, train, M)
                 t1 = time.perf_counter()
-                f, _ = st.forecast_series(state, train, H, (80, 95))
+                f, intervals = st.forecast_series(state, train, H, (80, 95))
                 t2 = time.perf_counter()
                 fit_ms.append((t1 - t0) * 1000)
                 fc_ms.append((t2 - t1) * 1000)
                 specs[str(state.get("spec", ""))[:14]] += 1
+                inside.append((test >= intervals["lo-80"]) & (test <= intervals["hi-80"]))
             except st.CandidateUnfit:
                 dropped += 1
                 f = seasonal_naive(train, H)
@@ -123,21 +126,22 @@ def main() -> None:
             "fc_med": float(np.median(fc_ms)), "fc_p95": float(np.percentile(fc_ms, 95)),
             "tot_med": float(np.median(total)), "tot_p95": float(np.percentile(total, 95)),
             "smape": float(np.mean(sm)), "mase": float(np.mean(ms)), "dropped": dropped,
+            "cover80": float(np.mean(np.concatenate(inside))) if inside else float("nan"),
             "wall_s": time.perf_counter() - t_kind,
             "specs": sorted(specs.items(), key=lambda kv: -kv[1])[:3],
         }
         print(f"  {kind}: {results[kind]['wall_s']:.1f} s", flush=True)
 
     print()
-    print(f"{'kind':<15}{'fit med':>9}{'fit p95':>9}{'fc med':>8}{'fc p95':>8}{'tot med':>9}{'tot p95':>9}"
-          f"{'sMAPE':>8}{'MASE':>8}{'publ.':>7}{'drop':>6}   ms per series; most chosen specs")
-    print(f"{'seasonal_naive':<15}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}"
-          f"{np.mean(base['smape']):8.2f}{np.mean(base['mase']):8.3f}{PUBLISHED_MASE['seasonal_naive']:7.3f}{'':>6}")
+    print(f"{'kind':<22}{'fit med':>9}{'fit p95':>9}{'fc med':>8}{'fc p95':>8}{'tot med':>9}{'tot p95':>9}"
+          f"{'sMAPE':>8}{'MASE':>8}{'publ.':>7}{'cov80':>7}{'drop':>6}   ms per series; most chosen specs")
+    print(f"{'seasonal_naive':<22}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}"
+          f"{np.mean(base['smape']):8.2f}{np.mean(base['mase']):8.3f}{PUBLISHED_MASE['seasonal_naive']:7.3f}{'':>7}{'':>6}")
     for kind, r in results.items():
         pub = PUBLISHED_MASE.get(kind)
         specs = ", ".join(f"{s} {c}" for s, c in r["specs"])
-        print(f"{kind:<15}{r['fit_med']:9.1f}{r['fit_p95']:9.1f}{r['fc_med']:8.1f}{r['fc_p95']:8.1f}{r['tot_med']:9.1f}{r['tot_p95']:9.1f}"
-              f"{r['smape']:8.2f}{r['mase']:8.3f}{(f'{pub:7.3f}' if pub else '      -')}{r['dropped']:6d}   {specs}")
+        print(f"{kind:<22}{r['fit_med']:9.1f}{r['fit_p95']:9.1f}{r['fc_med']:8.1f}{r['fc_p95']:8.1f}{r['tot_med']:9.1f}{r['tot_p95']:9.1f}"
+              f"{r['smape']:8.2f}{r['mase']:8.3f}{(f'{pub:7.3f}' if pub else '      -')}{r['cover80']:7.2f}{r['dropped']:6d}   {specs}")
     for combo in COMBINATIONS:
         if all(k in forecasts for k in combo):
             sm, ms = [], []
@@ -147,9 +151,10 @@ def main() -> None:
                 sm.append(smape(test, f))
                 ms.append(mase(test, f, train))
             label = "mean " + "+".join(combo)
-            print(f"{label:<15}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}{np.mean(sm):8.2f}{np.mean(ms):8.3f}")
+            print(f"{label:<22}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}{np.mean(sm):8.2f}{np.mean(ms):8.3f}")
     print(f"\n'publ.': MASE on all 1,428 series (statsforecast via fev, the data's README); "
-          f"here {len(pick)} series. Wall {time.perf_counter() - started:.0f} s.")
+          f"here {len(pick)} series. cov80: share of hold-out values inside the\n"
+          f"80% interval. Wall {time.perf_counter() - started:.0f} s.")
 
 
 if __name__ == "__main__":
