@@ -110,7 +110,8 @@ STATE_VERSION = 1
 
 # fewest observations (after cleaning) a kind fits on; below, CandidateUnfit('too_short').
 # ets, theta: statsforecast's own minimum ("tiny datasets" below it); arima: a guard
-# (with 1-3 values it is a mean); mstl: two full cycles of its shortest season.
+# (with 1-3 values it is a mean); mstl: besides, two full cycles of at least one of its
+# seasons (seasons without two full cycles are left out of the decomposition).
 MIN_OBS = {"ets": 7, "theta": 4, "arima": 4, "mstl": 4, "croston": 1, "tsb": 1, "adida": 1, "imapa": 1}
 ETS_MAX_SEASON = 24  # as R's forecast::ets: longer seasons are fitted without a seasonal state
 ARIMA_MAX_SEASON = 12  # a seasonal ARIMA search at 24 takes ~10 s per series, at 52 ~30 s
