@@ -31,9 +31,9 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
 from manymodels.config import AutoMLConfig  # noqa: E402
-from manymodels.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group  # noqa: E402
-from manymodels.split import PERIOD  # noqa: E402
-from manymodels.timeindex import TimeAxis  # noqa: E402
+from manymodels.core.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group  # noqa: E402
+from manymodels.steps.split import PERIOD  # noqa: E402
+from manymodels.core.timeindex import TimeAxis  # noqa: E402
 
 KNOWN = [f"price{i}" for i in range(1, 12)] + ["price", "price_ratio", "deal", "feat"]
 ROUND_ENDS = [135 + 2 * r for r in range(12)]

@@ -30,8 +30,8 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 
 import manymodels as mm  # noqa: E402
-from manymodels.datastore import Datastore  # noqa: E402
-from manymodels.runs import latest_run  # noqa: E402
+from manymodels.store.datastore import Datastore  # noqa: E402
+from manymodels.store.runs import latest_run  # noqa: E402
 
 CONFIG = """\
 datastore: store

@@ -32,7 +32,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from manymodels.sample import generate_oj_sales  # noqa: E402
+from manymodels.extras.sample import generate_oj_sales  # noqa: E402
 
 
 def mm(*args: str) -> tuple[float, dict]:

@@ -77,7 +77,7 @@ WEEKS = 121
 # -- data and config -----------------------------------------------------------
 
 def make_data(folder: Path, stores: int) -> Path:
-    from manymodels.sample import generate_oj_sales, write_sample
+    from manymodels.extras.sample import generate_oj_sales, write_sample
 
     path = folder / "sales.csv"
     if not path.exists():
@@ -247,10 +247,10 @@ _SPEC = None
 def prepare_reference(data: Path, rounds: int):
     """Every group's train and held-out rows, in memory, as mm split would make them."""
     from manymodels.config import config_from_dict
-    from manymodels.reader import find_input_files, read_input
-    from manymodels.split import PERIOD
-    from manymodels.timeindex import infer_axis, parse_times
-    from manymodels.train import group_spec
+    from manymodels.steps.reader import find_input_files, read_input
+    from manymodels.steps.split import PERIOD
+    from manymodels.core.timeindex import infer_axis, parse_times
+    from manymodels.steps.train import group_spec
 
     # the settings mm runs with, read here without writing them over mm's config file
     config = config_from_dict(mm_settings(data, rounds, 1), base_dir=data.parent)
@@ -273,8 +273,8 @@ def prepare_reference(data: Path, rounds: int):
 
 def reference_group(train: pd.DataFrame, future: pd.DataFrame, spec) -> np.ndarray:
     """The modelling work of one group, as mm's kernels do it, without files or serialisation."""
-    from manymodels.kernels import backtest_folds, describe_group, group_data
-    from manymodels.models import default_lightgbm_params, fit_lightgbm, predict
+    from manymodels.core.kernels import backtest_folds, describe_group, group_data
+    from manymodels.core.models import default_lightgbm_params, fit_lightgbm, predict
 
     y = train[spec.target_column].to_numpy(dtype=np.float64)
     info = describe_group(train, spec)

@@ -1,6 +1,6 @@
 """What the statistical candidates cost and score per series, on M3 monthly.
 
-For each kind of manymodels.statistical, on N series of the M3 monthly data
+For each kind of manymodels.core.statistical, on N series of the M3 monthly data
 (../shared/data/m3/, h = 18, season 12): the wall time of ``fit_series`` and of
 ``forecast_series`` (with 80% and 95% intervals) per series, median and p95
 in milliseconds, and sMAPE and MASE on the competition hold-out with the M3
@@ -32,7 +32,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repository, not an installed copy
-from manymodels import statistical as st  # noqa: E402
+from manymodels.core import statistical as st  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 # ../shared beside the repository (a git worktree one level deeper finds it one level up)

@@ -12,18 +12,19 @@ from __future__ import annotations
 
 import functools
 
-from . import registry, runs, tracking
-from .clean import clean
+from .store import registry, runs
+from .extras import tracking
+from .steps.clean import clean
 from .config import Config, config_from_dict, load_config
-from .datastore import Datastore
-from .export import export
-from .forecast import forecast as _forecast
-from .options import RunOptions
-from .pipeline import run as _run
-from .report import report
-from .selection import GroupSelector
-from .split import split
-from .train import train as _train
+from .store.datastore import Datastore
+from .extras.export import export
+from .steps.forecast import forecast as _forecast
+from .runner.options import RunOptions
+from .steps.pipeline import run as _run
+from .extras.report import report
+from .steps.selection import GroupSelector
+from .steps.split import split
+from .steps.train import train as _train
 
 
 def _tracked(step, finished_runs):

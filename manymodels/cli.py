@@ -23,7 +23,7 @@ import typer
 from . import __version__
 from .console import Terminal
 from .errors import EXIT_ERROR, MMError, from_os_error
-from .options import RunOptions
+from .runner.options import RunOptions
 
 app = typer.Typer(
     name="mm",
@@ -292,7 +292,7 @@ def sample(
     per_group_files: Annotated[bool, typer.Option("--per-group-files", help="One file per store x brand, as the accelerator had.")] = False,
 ):
     """Generate simulated orange-juice sales in the accelerator's shape."""
-    from .sample import generate_oj_sales, write_sample
+    from .extras.sample import generate_oj_sales, write_sample
 
     if fmt not in ("csv", "parquet"):
         raise MMError(f"--format {fmt!r} is not supported", "use csv or parquet")
@@ -492,7 +492,7 @@ def _counts(c: dict) -> str:
 
 
 def main() -> None:
-    from .memory import use_system_allocator
+    from .store.memory import use_system_allocator
 
     use_system_allocator()
     app(prog_name="mm")

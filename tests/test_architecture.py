@@ -9,7 +9,7 @@ from .conftest import REPO
 
 PACKAGE = REPO / "manymodels"
 FOUNDATION = {"errors", "config", "console", "_version"}
-LAYERS = ["core", "store", "run", "steps", "extras"]  # each may import the ones before it
+LAYERS = ["core", "store", "runner", "steps", "extras"]  # each may import the ones before it
 TOP = {"cli", "api", "__init__", "__main__"}  # the interface: anything
 
 
@@ -41,8 +41,11 @@ def _imports_of(source: str, package: list[str]) -> list[tuple[int, str]]:
             if node.level:
                 base = package[: len(package) - node.level + 1] if node.level > 1 else package
                 target = [*base, *(node.module.split(".") if node.module else [])]
-                if not node.module:  # from . import x / from .. import x
-                    found += [(node.lineno, ".".join([*target, a.name])) for a in node.names]
+                if not node.module:  # from . import x: a module of that package, or a name of its __init__
+                    for a in node.names:
+                        module = PACKAGE.joinpath(*target, a.name)
+                        is_module = module.with_suffix(".py").exists() or module.is_dir()
+                        found.append((node.lineno, ".".join([*target, a.name]) if is_module else ".".join(target) or "__init__"))
                     continue
                 found.append((node.lineno, ".".join(target)))
             elif node.module and node.module.split(".")[0] == "manymodels":
@@ -89,6 +92,24 @@ def test_no_module_imports_another_modules_private_names():
 
 
 def test_the_checker_reads_every_kind_of_import():
-    source = "from ..store import datastore\nfrom . import automl\nfrom ..errors import MMError\nimport manymodels.run.engine\nfrom manymodels.steps.train import train\n"
-    assert [t for _, t in _imports_of(source, ["core"])] == ["store", "core.automl", "errors", "run.engine", "steps.train"]
-    assert "store" not in _allowed("core") and "steps" not in _allowed("run") and "core" in _allowed("steps")
+    source = "from ..store import datastore\nfrom . import automl\nfrom ..errors import MMError\nimport manymodels.runner.engine\nfrom manymodels.steps.train import train\n"
+    assert [t for _, t in _imports_of(source, ["core"])] == ["store", "core.automl", "errors", "runner.engine", "steps.train"]
+    assert "store" not in _allowed("core") and "steps" not in _allowed("runner") and "core" in _allowed("steps")
+
+
+def test_every_module_is_reachable_by_its_dotted_name():
+    """``import manymodels.runner.tasks as tasks`` walks package attributes: a name the
+    package exports (the API's ``run``) must never shadow a layer."""
+    import functools
+    import importlib
+    import inspect
+
+    import manymodels
+
+    for path in _modules():
+        dotted = ".".join(path.relative_to(PACKAGE).with_suffix("").parts)
+        if dotted.endswith("__init__") or dotted == "__main__":
+            continue
+        module = importlib.import_module(f"manymodels.{dotted}")
+        assert functools.reduce(getattr, dotted.split("."), manymodels) is module, dotted
+        assert inspect.ismodule(module)

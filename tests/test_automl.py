@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from manymodels import calibration
-from manymodels.automl import Evaluation, pick_winner
-from manymodels.kernels import fit_group, forecast_group
+from manymodels.core import calibration
+from manymodels.core.automl import Evaluation, pick_winner
+from manymodels.core.kernels import fit_group, forecast_group
 
 from .test_kernels import spec_for, weekly_group
 
@@ -17,7 +17,7 @@ def test_calibration_factor_minimises_the_metric(metric, monkeypatch):
     actual = np.exp(rng.normal(5, 0.6, 400))
     predicted = np.exp(5 + rng.normal(0, 0.1, 400))  # the median, roughly
     f = calibration.factor(actual, predicted, metric)
-    from manymodels.metrics import scores
+    from manymodels.core.metrics import scores
 
     grid = np.linspace(0.5, 1.5, 1001)
     best = grid[np.argmin([scores(actual, g * predicted)[metric] for g in grid])]

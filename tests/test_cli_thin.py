@@ -17,7 +17,7 @@ import manymodels as mm
 import manymodels.api as api
 from manymodels.cli import RUN_FLAGS, app
 from manymodels.errors import MMError
-from manymodels.options import RunOptions
+from manymodels.runner.options import RunOptions
 
 from .conftest import write_config
 

@@ -18,7 +18,7 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 from manymodels.errors import DamagedFile, MMError
 
 from .conftest import run_cli, small_config, small_table

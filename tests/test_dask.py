@@ -18,12 +18,12 @@ import cloudpickle  # noqa: E402  (comes with dask)
 
 import manymodels as mm  # noqa: E402
 from manymodels.config import load_config  # noqa: E402
-from manymodels.dask_engine import DaskEngine  # noqa: E402
-from manymodels.datastore import Datastore  # noqa: E402
-from manymodels.engine import WORKER_DIED, Batch  # noqa: E402
+from manymodels.runner.dask_engine import DaskEngine  # noqa: E402
+from manymodels.store.datastore import Datastore  # noqa: E402
+from manymodels.runner.engine import WORKER_DIED, Batch  # noqa: E402
 from manymodels.errors import MMError  # noqa: E402
-from manymodels.scheduling import run_batches  # noqa: E402
-from manymodels.sample import generate_oj_sales  # noqa: E402
+from manymodels.runner.scheduling import run_batches  # noqa: E402
+from manymodels.extras.sample import generate_oj_sales  # noqa: E402
 
 from .cluster import Cluster  # noqa: E402
 from .conftest import assert_same_results, run_cli, write_config  # noqa: E402
@@ -137,7 +137,7 @@ def test_a_group_that_kills_its_worker_every_time_is_reported_failed(tmp_path: P
 
 
 def test_workers_with_another_manymodels_are_refused(cluster: Cluster, monkeypatch):
-    import manymodels.dask_engine as dask_engine
+    import manymodels.runner.dask_engine as dask_engine
 
     monkeypatch.setattr(dask_engine, "__version__", "9.9.9")
     with pytest.raises(MMError) as err:
@@ -148,7 +148,7 @@ def test_workers_with_another_manymodels_are_refused(cluster: Cluster, monkeypat
 def test_a_batch_the_cluster_cannot_be_sent_fails_once_before_any_task(cluster: Cluster):
     import threading
 
-    from manymodels.tasks import split_scan_batch
+    from manymodels.runner.tasks import split_scan_batch
 
     engine = DaskEngine(cluster.address)
     try:

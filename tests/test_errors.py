@@ -20,7 +20,7 @@ import yaml
 
 import manymodels as mm
 from manymodels.config import _StrictLoader, load_config
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 
 from .conftest import run_cli, small_config, small_table
 

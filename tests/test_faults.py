@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 import manymodels as mm
 from manymodels.cli import app
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
-from manymodels.files import TMP_PREFIX
+from manymodels.store.datastore import Datastore
+from manymodels.store.files import TMP_PREFIX
 
 from .conftest import run_cli, small_config, small_table
 
@@ -112,7 +112,7 @@ import signal
 _poison = os.environ.get("MM_TEST_POISON")  # "<train|forecast>:<group>:<exit|kill>"
 if _poison:
     step, group, how = _poison.split(":")
-    import manymodels.tasks as tasks
+    import manymodels.runner.tasks as tasks
 
     name = "fit_group" if step == "train" else "forecast_group"
     real = getattr(tasks, name)

@@ -8,9 +8,9 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 from manymodels.errors import UpstreamMissing
-from manymodels.registry import list_models
+from manymodels.store.registry import list_models
 
 from .conftest import write_config
 

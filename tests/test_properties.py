@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from manymodels.cli import app
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 
 GROUP_VALUES = ["a", "b", "007", "../x", "a/b", "CON", "NA", "ünï", "Case", "case", " ", "x" * 120]
 PERTURBATIONS = ["duplicate_row", "off_grid_time", "text_target", "infinite_target", "empty_group", "no_target", "text_in_known_future"]

@@ -10,11 +10,11 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from manymodels import automl, kernels, models
+from manymodels.core import automl, kernels, models
 from manymodels.config import AutoMLConfig, load_config
-from manymodels.datastore import Datastore
-from manymodels.kernels import AutoMLSpec, GroupSpec, cap_forecast, known_future_out_of_range
-from manymodels.split import PERIOD
+from manymodels.store.datastore import Datastore
+from manymodels.core.kernels import AutoMLSpec, GroupSpec, cap_forecast, known_future_out_of_range
+from manymodels.steps.split import PERIOD
 
 from .conftest import write_config
 
@@ -243,7 +243,7 @@ def test_absurd_forecasts_are_capped_and_reported(tmp_path: Path, monkeypatch):
         out[0] = 1e12  # a model gone wrong on its first future row
         return out
 
-    monkeypatch.setattr("manymodels.tasks.forecast_group", gone_wrong)
+    monkeypatch.setattr("manymodels.runner.tasks.forecast_group", gone_wrong)
     config = _config(tmp_path, distributor_table(), train={"automl": {"enabled": False}})
     result = mm.run(config)
     assert result.exit_code == 0

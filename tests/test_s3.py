@@ -26,10 +26,10 @@ require_module("moto", "test")
 
 import manymodels as mm  # noqa: E402
 from manymodels.config import load_config  # noqa: E402
-from manymodels.datastore import Datastore  # noqa: E402
+from manymodels.store.datastore import Datastore  # noqa: E402
 from manymodels.errors import DatastoreLocked  # noqa: E402
-from manymodels.lock import LeaseLock  # noqa: E402
-from manymodels.sample import generate_oj_sales  # noqa: E402
+from manymodels.store.lock import LeaseLock  # noqa: E402
+from manymodels.extras.sample import generate_oj_sales  # noqa: E402
 
 from .cluster import Cluster  # noqa: E402
 from .conftest import REPO, assert_same_results, run_cli, write_config  # noqa: E402
@@ -155,8 +155,8 @@ def test_a_second_writer_is_refused_naming_the_holder_then_gets_the_lock(tmp_pat
 
 HOLD_AND_WAIT = """
 import sys, time
-from manymodels.datastore import Datastore
-from manymodels.lock import LeaseLock
+from manymodels.store.datastore import Datastore
+from manymodels.store.lock import LeaseLock
 store = Datastore(sys.argv[1])
 lock = LeaseLock(store.files, store.LOCK, lease_s=float(sys.argv[2]), command="mm train").acquire()
 print("held", flush=True)

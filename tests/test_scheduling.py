@@ -15,15 +15,15 @@ from typer.testing import CliRunner
 
 import importlib
 from manymodels.cli import app
-from manymodels.datastore import Datastore
-from manymodels.engine import WORKER_DIED, Batch, LocalEngine, SerialEngine
+from manymodels.store.datastore import Datastore
+from manymodels.runner.engine import WORKER_DIED, Batch, LocalEngine, SerialEngine
 from manymodels.errors import MMError
-from manymodels.runs import effective_status
-from manymodels.scheduling import IN_FLIGHT_PER_WORKER, run_batches
+from manymodels.store.runs import effective_status
+from manymodels.runner.scheduling import IN_FLIGHT_PER_WORKER, run_batches
 
 from .conftest import small_config, small_table
 
-train_module = importlib.import_module("manymodels.train")  # the package's `train` is the function
+train_module = importlib.import_module("manymodels.steps.train")  # the package's `train` is the function
 
 
 def _work(batch: Batch) -> list[str]:

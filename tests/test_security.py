@@ -15,9 +15,9 @@ import pandas as pd
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
-from manymodels.identity import group_key
-from manymodels.registry import list_models
+from manymodels.store.datastore import Datastore
+from manymodels.core.identity import group_key
+from manymodels.store.registry import list_models
 
 from .conftest import REPO, run_cli, small_config, small_table
 

@@ -8,11 +8,11 @@ import pytest
 
 from manymodels import split
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
-from manymodels.identity import group_key
+from manymodels.store.datastore import Datastore
+from manymodels.core.identity import group_key
 from manymodels.errors import InputDataError
-from manymodels.split import PERIOD
-from manymodels.timeindex import infer_axis, parse_times
+from manymodels.steps.split import PERIOD
+from manymodels.core.timeindex import infer_axis, parse_times
 
 from .conftest import write_config
 

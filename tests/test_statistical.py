@@ -1,4 +1,4 @@
-"""manymodels.statistical: real statsforecast fits on small generated series.
+"""manymodels.core.statistical: real statsforecast fits on small generated series.
 
 The model tests skip when statsforecast (the ``stats`` extra) is not installed;
 the demand-class and candidate-rule tests need only numpy.
@@ -7,11 +7,12 @@ the demand-class and candidate-rule tests need only numpy.
 from __future__ import annotations
 
 import json
+import os
 
 import numpy as np
 import pytest
 
-from manymodels import statistical as st
+from manymodels.core import statistical as st
 
 H = 6
 M = 12
@@ -19,7 +20,8 @@ M = 12
 
 @pytest.fixture(scope="module")
 def sfm():
-    pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
+    if not os.environ.get("MM_REQUIRE_STATS"):  # .ci/run sets it in its pandas-2 venv: a missing library fails there
+        pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
     import statsforecast.models as models
 
     return models

@@ -14,17 +14,17 @@ from hypothesis import strategies as st
 import importlib
 
 import manymodels as mm
-import manymodels.reader as reader
+import manymodels.steps.reader as reader
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 from manymodels.errors import InputDataError
-from manymodels.sample import generate_oj_sales
-from manymodels.spool import Spool
-from manymodels.timeindex import TimeSummary, infer_axis
+from manymodels.extras.sample import generate_oj_sales
+from manymodels.store.spool import Spool
+from manymodels.core.timeindex import TimeSummary, infer_axis
 
 from .conftest import write_config
 
-split_module = importlib.import_module("manymodels.split")  # the package's `split` is the function
+split_module = importlib.import_module("manymodels.steps.split")  # the package's `split` is the function
 
 
 def _csv(path: Path, frame: pd.DataFrame) -> Path:

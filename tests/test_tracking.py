@@ -9,7 +9,7 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.datastore import Datastore
+from manymodels.store.datastore import Datastore
 from manymodels.errors import MMError
 
 from .conftest import require_module, run_cli, write_config

@@ -5,8 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from .identity import jsonable
-from .errors import MMError, did_you_mean
+from ..core.identity import jsonable
+from ..errors import MMError, did_you_mean
 
 
 class GroupSelector:

@@ -15,9 +15,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields, replace
 
-from .config import Config
+from ..config import Config
 from .engine import ENGINES, cpu_count
-from .errors import MMError
+from ..errors import MMError
 
 
 @dataclass(frozen=True)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .config import Config
-from .console import Terminal
+from ..config import Config
+from ..console import Terminal
 from .forecast import ForecastResult, forecast
-from .options import RunOptions
-from .session import open_session
+from ..runner.options import RunOptions
+from ..runner.session import open_session
 from .split import SplitResult, split
 from .train import TrainResult, train
 

@@ -21,8 +21,8 @@ from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 from .datastore import Datastore
-from .errors import DamagedFile, MMError
-from .results import GroupRow
+from ..errors import DamagedFile, MMError
+from ..core.results import GroupRow
 from .runs import effective_status
 from .spool import Spool
 
@@ -98,7 +98,7 @@ def run_models(store: Datastore, run_id: str | None) -> dict:
 
     Not an older one when the latest train run's record is damaged: its models
     may be newer (DamagedFile, with how to go on)."""
-    from .errors import UpstreamMissing
+    from ..errors import UpstreamMissing
 
     if run_id:
         record = store.read_run(run_id)

@@ -27,18 +27,18 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._version import __version__
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
-from .files import atomic_write_text
-from .errors import DamagedFile, MMError, UpstreamMissing
-from .metrics import METRIC_NAMES
-from .registry import run_rows
-from .results import ForecastRow, GroupRow, Status, TrainRow
-from .runs import effective_status, latest_run
-from .partitioning import PERIOD
-from .timeindex import NS_PER_DAY, TimeAxis
+from .._version import __version__
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
+from ..store.files import atomic_write_text
+from ..errors import DamagedFile, MMError, UpstreamMissing
+from ..core.metrics import METRIC_NAMES
+from ..store.registry import run_rows
+from ..core.results import ForecastRow, GroupRow, Status, TrainRow
+from ..store.runs import effective_status, latest_run
+from ..core.partitioning import PERIOD
+from ..core.timeindex import NS_PER_DAY, TimeAxis
 
 DEFAULT_HISTORY = 156  # periods of history per series in the group charts
 SIGNIFICANT = 4  # digits kept for chart values (the page shows shapes, the CSVs hold the numbers)
@@ -508,7 +508,7 @@ def _quantile_of(name: str) -> float:
 
 def render_page(document: dict, lines: list[str]) -> str:
     """The HTML page: template + inline CSS/JS + the data blocks."""
-    assets = resources.files("manymodels") / "report_assets"
+    assets = resources.files("manymodels.extras") / "report_assets"
     template = (assets / "report.html").read_text(encoding="utf-8")
     css = (assets / "report.css").read_text(encoding="utf-8")
     script = (assets / "report.js").read_text(encoding="utf-8")

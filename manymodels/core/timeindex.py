@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .errors import InputDataError, examples
+from ..errors import InputDataError, examples
 
 NS_PER_DAY = 86_400 * 10**9
 _MONTH_LABELS = {1: "MS", 3: "QS", 12: "YS"}
@@ -352,7 +352,7 @@ def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None
     try:
         offset = to_offset(frequency)
     except ValueError:
-        from .errors import ConfigError
+        from ..errors import ConfigError
 
         raise ConfigError(f"data.frequency: {frequency!r} is not a pandas frequency alias", "use e.g. D, W-THU, MS, QS, YS, h") from None
     name = type(offset).__name__
@@ -368,7 +368,7 @@ def _axis_from_alias(frequency: str, times: pd.Series, season_length: int | None
         try:
             step = int(pd.Timedelta(offset).value)
         except (ValueError, TypeError):
-            from .errors import ConfigError
+            from ..errors import ConfigError
 
             raise ConfigError(f"data.frequency: {frequency!r} has no fixed length (business days are not supported)", "use a fixed frequency such as D or W-MON") from None
     wall = _zoned(times) and step % NS_PER_DAY == 0

@@ -11,12 +11,12 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
-from .errors import MMError
-from .options import RunOptions
-from .session import Session, open_session
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
+from ..errors import MMError
+from ..runner.options import RunOptions
+from ..runner.session import Session, open_session
 
 STEPS = ("split", "train", "forecast", "all")
 

@@ -21,7 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from ._version import __version__
+from .._version import __version__
 from .datastore import Datastore
 from .memory import release_memory
 

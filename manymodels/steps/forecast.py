@@ -18,19 +18,19 @@ from dataclasses import asdict, dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from . import cache, registry
-from .config import Config
-from .console import Terminal
-from .memory import release_memory
-from .errors import EXIT_OK, EXIT_PARTIAL
-from .options import RunOptions
-from .results import ForecastRow, Reason, Status, TrainRow
-from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
-from .session import Session, open_session
+from ..store import cache, registry
+from ..config import Config
+from ..console import Terminal
+from ..store.memory import release_memory
+from ..errors import EXIT_OK, EXIT_PARTIAL
+from ..runner.options import RunOptions
+from ..core.results import ForecastRow, Reason, Status, TrainRow
+from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
+from ..runner.session import Session, open_session
 from .split import PERIOD, check_column_names
-from .spool import Spool
-from .timeindex import NS_PER_DAY
-from .tasks import STEP_COLUMN, ForecastContext, forecast_actuals, forecast_batch, measure_forecast
+from ..store.spool import Spool
+from ..core.timeindex import NS_PER_DAY
+from ..runner.tasks import STEP_COLUMN, ForecastContext, forecast_actuals, forecast_batch, measure_forecast
 from .common import group_spec, load_split
 
 FORECASTING_OUTPUT = "forecasting_output.csv"

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from . import cache
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
-from .errors import UpstreamMissing
-from .kernels import AutoMLSpec, GroupSpec
-from .partitioning import PERIOD
+from ..store import cache
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
+from ..errors import UpstreamMissing
+from ..core.kernels import AutoMLSpec, GroupSpec
+from ..core.partitioning import PERIOD
 
 
 def group_spec(config: Config, manifest: dict) -> GroupSpec:

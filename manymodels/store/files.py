@@ -24,7 +24,7 @@ from typing import Any
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .errors import MMError
+from ..errors import MMError
 
 TMP_PREFIX = ".tmp-"
 

@@ -19,21 +19,21 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from . import cache, registry
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
-from .identity import digest
-from .errors import EXIT_OK, EXIT_PARTIAL, InputDataError
-from .metrics import METRIC_NAMES
-from .options import RunOptions
-from .results import Reason, Status, TrainRow
-from .runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
+from ..store import cache, registry
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
+from ..core.identity import digest
+from ..errors import EXIT_OK, EXIT_PARTIAL, InputDataError
+from ..core.metrics import METRIC_NAMES
+from ..runner.options import RunOptions
+from ..core.results import Reason, Status, TrainRow
+from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from .selection import GroupSelector
-from .session import Session, open_session
+from ..runner.session import Session, open_session
 from .common import group_spec, load_split
-from .spool import Spool
-from .tasks import TrainContext, train_batch
+from ..store.spool import Spool
+from ..runner.tasks import TrainContext, train_batch
 
 TRAINING_OUTPUT = "training_output.csv"
 CSV_CHUNK = 5000

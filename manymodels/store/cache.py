@@ -20,15 +20,15 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 
-from ._version import __version__
-from .automl import SEARCH_SPACE_VERSION
+from .._version import __version__
+from ..core.automl import SEARCH_SPACE_VERSION
 from .datastore import Datastore
 from .files import file_sha256
-from .errors import input_read_error
-from .identity import digest
+from ..errors import input_read_error
+from ..core.identity import digest
 
 if TYPE_CHECKING:
-    from .config import Config
+    from ..config import Config
 
 # -- which config keys a fingerprint covers --------------------------------------
 #

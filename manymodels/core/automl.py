@@ -26,7 +26,7 @@ from typing import Any
 
 import numpy as np
 
-from . import calibration
+from ..core import calibration
 from .metrics import scores
 from .models import GroupData, average, fit_baseline, fit_lightgbm, forward, predict
 

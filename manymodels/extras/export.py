@@ -33,22 +33,22 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import registry
-from ._version import __version__
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
-from .files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from .errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
-from .features import FeatureSpec, design_matrix
-from .kernels import group_data
-from .models import Fitted, average, finish, forward, inverse, predict_linear
-from .results import TrainRow
-from .selection import GroupSelector
-from .options import RunOptions
-from .session import open_session
-from .timeindex import TimeAxis, calendar_features
-from .common import group_spec
+from ..store import registry
+from .._version import __version__
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
+from ..store.files import atomic_write_bytes, atomic_write_json, atomic_write_text
+from ..errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
+from ..core.features import FeatureSpec, design_matrix
+from ..core.kernels import group_data
+from ..core.models import Fitted, average, finish, forward, inverse, predict_linear
+from ..core.results import TrainRow
+from ..steps.selection import GroupSelector
+from ..runner.options import RunOptions
+from ..runner.session import open_session
+from ..core.timeindex import TimeAxis, calendar_features
+from ..steps.common import group_spec
 
 FORMATS = ("onnx",)
 ONNX_HINT = "pip install 'manymodels[onnx]'"
@@ -209,7 +209,7 @@ class _OnnxExporter:
             return {**entry, "file": "", "metadata_file": "", "status": "failed", "reason": "error", "note": f"{type(exc).__name__}: {exc}"}
 
     def graph(self, key: str, version: int, meta: dict, document: dict):
-        from . import onnx_graphs
+        from ..extras import onnx_graphs
 
         props = {"mm.metadata": document, "mm.group": document["group"], "mm.key": key, "mm.model_version": str(version), "mm.run_id": str(meta.get("run_id")), "mm.kind": meta["kind"], "mm.inputs": [i["name"] for i in document["inputs"]]}
         nonnegative = document["target"]["nonnegative"]

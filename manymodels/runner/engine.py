@@ -143,7 +143,7 @@ def _init_worker() -> None:
     # A full garbage collection writes to every object's header and so copies
     # them all (+14 MB a worker, measured); frozen objects are never visited.
     gc.freeze()
-    from .memory import use_system_allocator
+    from ..store.memory import use_system_allocator
 
     use_system_allocator()
 

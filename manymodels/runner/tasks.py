@@ -21,14 +21,14 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from . import partitioning
-from .datastore import Datastore
-from .memory import release_memory
+from ..core import partitioning
+from ..store.datastore import Datastore
+from ..store.memory import release_memory
 from .engine import Batch
-from .kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
-from .metrics import scores
-from .partitioning import BucketSpec
-from .results import ForecastRow, Reason, Status, TrainRow
+from ..core.kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
+from ..core.metrics import scores
+from ..core.partitioning import BucketSpec
+from ..core.results import ForecastRow, Reason, Status, TrainRow
 
 _STORES: dict[str, Datastore] = {}
 

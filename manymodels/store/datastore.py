@@ -49,7 +49,7 @@ import pyarrow as pa
 import pyarrow.dataset as pads
 import pyarrow.parquet as pq
 
-from .errors import DamagedFile, MMError, UpstreamMissing
+from ..errors import DamagedFile, MMError, UpstreamMissing
 from .files import (
     TMP_PREFIX,
     FolderFiles,

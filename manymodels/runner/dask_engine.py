@@ -24,9 +24,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Sequence
 
-from ._version import __version__
+from .._version import __version__
 from .engine import Batch, Finished, describe_error
-from .errors import MMError
+from ..errors import MMError
 
 CONNECT_TIMEOUT_S = 20
 

@@ -36,7 +36,7 @@ import threading
 import time
 from pathlib import Path
 
-from .errors import DatastoreLocked
+from ..errors import DatastoreLocked
 
 POLL_S = 0.2
 LEASE_S = 60.0

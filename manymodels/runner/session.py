@@ -11,9 +11,9 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 
-from .config import Config
-from .console import Terminal
-from .datastore import Datastore
+from ..config import Config
+from ..console import Terminal
+from ..store.datastore import Datastore
 from .engine import MAX_BATCH, Executor, make_batches, make_engine
 from .options import RunOptions
 from .scheduling import run_batches

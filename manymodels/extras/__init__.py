@@ -1,0 +1,1 @@
+"""What builds on the steps' outputs: the HTML report, ONNX export, MLflow tracking, the sample data."""

@@ -1,0 +1,1 @@
+"""Where groups run: the run options, the session, the one scheduling loop, the engines, and what a worker does."""

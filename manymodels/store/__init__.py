@@ -1,0 +1,1 @@
+"""The datastore: files and their backends, the layout, runs, the registry, the lock, spools and reuse decisions."""
