@@ -3,6 +3,7 @@ values a model never saw, must never cost a group its forecast nor give absurd n
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -207,7 +208,7 @@ def test_the_linear_model_clamps_known_future_values_to_its_training_range():
 
 
 def test_cap_forecast_rules():
-    spec = _zero_start_group(automl_config={"enabled": False})[1]
+    spec = replace(_zero_start_group(automl_config={"enabled": False})[1], group_columns=("agency",), series_columns=("sku",))  # a group of SKUs
     history = pd.DataFrame({"agency": "A", "sku": ["s"] * 3 + ["t"] * 3 + ["z"] * 3, "month": pd.Timestamp("2020-01-01"), "volume": [1.0, 5.1, 3.0, -2.0, 4.0, 1.0, 0.0, 0.0, 0.0]})
     future = pd.DataFrame({"agency": "A", "sku": ["s", "s", "t", "t", "z", "new"], "month": pd.Timestamp("2020-06-01")})
     point = np.array([3.0e10, 40.0, 70.0, -60.0, 7.0, 9.0])

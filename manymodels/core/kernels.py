@@ -491,22 +491,46 @@ class ForecastChecks:
 def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None) -> tuple[np.ndarray, ForecastChecks]:
     """Name known-future values the model never saw, and cap forecasts far outside a series' history."""
     checks = ForecastChecks()
-    checks.n_out_of_range, checks.out_of_range = known_future_out_of_range(history, future, meta["info"], spec)
+    if not len(future):
+        return matrix, checks
+    series = SeriesCodes.of(history, future, spec)
+    checks.n_out_of_range, checks.out_of_range = known_future_out_of_range(history, future, meta["info"], spec, series)
     if cap_factor:
-        matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor))
+        matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor), series)
     return matrix, checks
 
 
-def _series_of(frame: pd.DataFrame, spec: GroupSpec) -> pd.Series:
-    """Each row's series label (``Store=2,Brand=x``), as the group and series columns name it."""
-    columns = [c for c in (*spec.group_columns, *spec.series_columns) if c in frame.columns]
-    if not len(frame):
-        return pd.Series([], dtype=object)
-    parts = [c + "=" + frame[c].astype(str) for c in columns]
-    label = parts[0]
-    for p in parts[1:]:
-        label = label + "," + p
-    return label.reset_index(drop=True)
+@dataclass(frozen=True)
+class SeriesCodes:
+    """Each history and future row's series, as a code 0..n-1 (numpy: these checks run on every group)."""
+
+    history: np.ndarray
+    future: np.ndarray
+    n: int
+
+    @classmethod
+    def of(cls, history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec) -> SeriesCodes:
+        columns = list(spec.series_columns)
+        if not columns:
+            return cls(np.zeros(len(history), dtype=np.int64), np.zeros(len(future), dtype=np.int64), 1)
+        both = pd.concat([history[columns], future[columns]], ignore_index=True)
+        codes = both.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+        return cls(codes[: len(history)], codes[len(history) :], int(codes.max()) + 1 if len(codes) else 0)
+
+    def ranges(self, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Per future row: the smallest and largest value of its series' history (NaN: none)."""
+        ok = ~np.isnan(values)
+        low, high = np.full(self.n, np.inf), np.full(self.n, -np.inf)
+        np.minimum.at(low, self.history[ok], values[ok])
+        np.maximum.at(high, self.history[ok], values[ok])
+        low[np.isinf(low)], high[np.isinf(high)] = np.nan, np.nan
+        return low[self.future], high[self.future]
+
+
+def _label(future: pd.DataFrame, i: int, spec: GroupSpec) -> str:
+    """Future row ``i``'s series as messages name it (``Store=2,Brand=x``)."""
+    columns = [c for c in (*spec.group_columns, *spec.series_columns) if c in future.columns]
+    return ",".join(f"{c}={future[c].iloc[i]}" for c in columns)
 
 
 def _when(value) -> str:
@@ -519,37 +543,46 @@ def _num(value: float) -> str:
     return f"{value:,.6g}"
 
 
-def known_future_out_of_range(history: pd.DataFrame, future: pd.DataFrame, info: dict, spec: GroupSpec) -> tuple[int, list[str]]:
+def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
+    values = frame[column]
+    if not pd.api.types.is_numeric_dtype(values.dtype):
+        values = pd.to_numeric(values, errors="coerce")
+    return values.to_numpy(dtype=np.float64, na_value=np.nan)
+
+
+def known_future_out_of_range(history: pd.DataFrame, future: pd.DataFrame, info: dict, spec: GroupSpec, series: SeriesCodes | None = None) -> tuple[int, list[str]]:
     """Known-future values of ``future`` outside what the model was fitted on: a number
     below its series' training minimum or above its maximum, or a category never seen.
     Returns how many (value, row) cases, and the first few named."""
     features = info["features"]
     if not len(future) or not (features["numeric_exog"] or features["categorical_exog"]):
         return 0, []
-    series_future, series_history = _series_of(future, spec), _series_of(history, spec)
-    when = future[spec.time_column].reset_index(drop=True)
+    series = series or SeriesCodes.of(history, future, spec)
     count, examples = 0, []
+
+    def name(i: int, what: str, why: str) -> None:
+        if len(examples) < EXAMPLES_PER_GROUP:
+            examples.append(f"{_label(future, i, spec)}: {what} in {_when(future[spec.time_column].iloc[i])} {why}")
+
     for column in features["numeric_exog"]:
-        values = pd.to_numeric(future[column], errors="coerce").reset_index(drop=True).astype(float)
-        seen = pd.to_numeric(history[column], errors="coerce").reset_index(drop=True).astype(float)
-        ranges = pd.DataFrame({"s": series_history, "x": seen}).dropna().groupby("s")["x"].agg(["min", "max"])
-        low = series_future.map(ranges["min"]).astype(float)
-        high = series_future.map(ranges["max"]).astype(float)
-        outside = (values < low) | (values > high)  # NaN (no history, no value) compares False
+        values = _numbers(future, column)
+        low, high = series.ranges(_numbers(history, column))
+        with np.errstate(invalid="ignore"):
+            outside = (values < low) | (values > high)  # NaN (no value, no history) compares False
         count += int(outside.sum())
-        for i in np.flatnonzero(outside.to_numpy())[: max(0, EXAMPLES_PER_GROUP - len(examples))]:
-            examples.append(f"{series_future[i]}: {column} {_num(values[i])} in {_when(when[i])} is outside its training range {_num(low[i])}..{_num(high[i])}")
+        for i in np.flatnonzero(outside)[:EXAMPLES_PER_GROUP]:
+            name(i, f"{column} {_num(values[i])}", f"is outside its training range {_num(low[i])}..{_num(high[i])}")
     for column in features["categorical_exog"]:
-        known = set(info["categories"].get(column, []))
-        raw = future[column].reset_index(drop=True)
-        unseen = raw.notna() & ~raw.astype(str).isin(known)
+        raw = future[column].to_numpy(dtype=object)
+        present = ~pd.isna(raw)
+        unseen = present & ~np.isin(raw.astype(str), np.asarray(info["categories"].get(column, []), dtype=str))
         count += int(unseen.sum())
-        for i in np.flatnonzero(unseen.to_numpy())[: max(0, EXAMPLES_PER_GROUP - len(examples))]:
-            examples.append(f"{series_future[i]}: {column} {raw[i]!r} in {_when(when[i])} was never seen in training")
+        for i in np.flatnonzero(unseen)[:EXAMPLES_PER_GROUP]:
+            name(i, f"{column} {raw[i]!r}", "was never seen in training")
     return count, examples
 
 
-def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec, factor: float) -> tuple[np.ndarray, int, list[str]]:
+def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec, factor: float, series: SeriesCodes | None = None) -> tuple[np.ndarray, int, list[str]]:
     """Forecasts (and quantiles) kept within ``factor`` times their series' history.
 
     A series whose training targets are all >= 0 is capped at ``factor`` x its
@@ -559,12 +592,10 @@ def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame
     constant: its absolute value). A series with no history is left alone.
     Returns the capped matrix, how many rows were capped, the first few named.
     """
-    series_future, series_history = _series_of(future, spec), _series_of(history, spec)
-    y = pd.to_numeric(history[spec.target_column], errors="coerce").reset_index(drop=True).astype(float)
-    stats = pd.DataFrame({"s": series_history, "y": y}).dropna().groupby("s")["y"].agg(["min", "max"])
-    low_y = series_future.map(stats["min"]).astype(float).to_numpy()
-    high_y = series_future.map(stats["max"]).astype(float).to_numpy()
-    nonnegative = low_y >= 0
+    series = series or SeriesCodes.of(history, future, spec)
+    low_y, high_y = series.ranges(_numbers(history, spec.target_column))
+    with np.errstate(invalid="ignore"):
+        nonnegative = low_y >= 0
     span = high_y - low_y
     span = np.where(span > 0, span, np.abs(high_y))
     upper = np.where(nonnegative, factor * high_y, high_y + (factor - 1) * span)
@@ -573,12 +604,11 @@ def cap_forecast(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame
     upper, lower = np.where(known, upper, np.inf), np.where(known, lower, -np.inf)
     capped = np.clip(matrix, lower[:, None], upper[:, None])
     changed = np.flatnonzero(np.any(capped != matrix, axis=1))
-    when = future[spec.time_column].reset_index(drop=True)
     examples = []
     for i in changed[:EXAMPLES_PER_GROUP]:
         if nonnegative[i]:
             rule = f"{factor:g} x its training maximum {_num(high_y[i])}"
         else:
             rule = f"its training range {_num(low_y[i])}..{_num(high_y[i])} widened by {factor - 1:g} x that range on each side"
-        examples.append(f"{series_future[i]}: forecast {_num(matrix[i, 0])} in {_when(when[i])} capped at {_num(capped[i, 0])} ({rule})")
+        examples.append(f"{_label(future, i, spec)}: forecast {_num(matrix[i, 0])} in {_when(future[spec.time_column].iloc[i])} capped at {_num(capped[i, 0])} ({rule})")
     return capped, len(changed), examples
