@@ -14,7 +14,21 @@ The library API mirrors the ``mm`` command line::
 """
 
 from ._version import __version__
-from .api import RunOptions, clean, config_from_dict, export, forecast, list_models, list_runs, load_config, report, run, show_run, split, train
+from .api import (
+    RunOptions,
+    clean,
+    config_from_dict,
+    export,
+    forecast,
+    list_models,
+    list_runs,
+    load_config,
+    report,
+    run,
+    show_run,
+    split,
+    train,
+)
 from .config import Config
 from .errors import ConfigError, InputDataError, MMError, UpstreamMissing
 from .extras.sample import generate_oj_sales

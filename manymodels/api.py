@@ -12,19 +12,19 @@ from __future__ import annotations
 
 import functools
 
-from .store import registry, runs
-from .extras import tracking
-from .steps.clean import clean
 from .config import Config, config_from_dict, load_config
-from .store.datastore import Datastore
+from .extras import tracking
 from .extras.export import export
-from .steps.forecast import forecast as _forecast
-from .runner.options import RunOptions
-from .steps.pipeline import run as _run
 from .extras.report import report
+from .runner.options import RunOptions
+from .steps.clean import clean
+from .steps.forecast import forecast as _forecast
+from .steps.pipeline import run as _run
 from .steps.selection import GroupSelector
 from .steps.split import split
 from .steps.train import train as _train
+from .store import registry, runs
+from .store.datastore import Datastore
 
 
 def _tracked(step, finished_runs):

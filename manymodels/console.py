@@ -31,7 +31,6 @@ from rich.progress import (
 )
 from rich.table import Table
 
-
 PIPE_WIDTH = 160
 
 

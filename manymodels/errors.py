@@ -8,10 +8,9 @@ else is a bug and shows a traceback only with ``--verbose``.
 
 from __future__ import annotations
 
-import os
-
 import difflib
 import errno
+import os
 from collections.abc import Iterable
 
 EXIT_OK = 0

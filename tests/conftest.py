@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.extras.sample import generate_oj_sales
+from manymodels.store.datastore import Datastore
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data" / "dominicks_oj"

@@ -15,9 +15,9 @@ import pyarrow.parquet as pq
 
 import manymodels as mm
 from manymodels.config import load_config
+from manymodels.extras.sample import generate_oj_sales
 from manymodels.store.datastore import Datastore
 from manymodels.store.files import TMP_PREFIX
-from manymodels.extras.sample import generate_oj_sales
 
 from .conftest import run_cli, write_config
 

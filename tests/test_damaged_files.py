@@ -18,8 +18,8 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.errors import DamagedFile, MMError
+from manymodels.store.datastore import Datastore
 
 from .conftest import run_cli, small_config, small_table
 

@@ -18,15 +18,16 @@ import cloudpickle  # noqa: E402  (comes with dask)
 
 import manymodels as mm  # noqa: E402
 from manymodels.config import load_config  # noqa: E402
-from manymodels.runner.dask_engine import DaskEngine  # noqa: E402
-from manymodels.store.datastore import Datastore  # noqa: E402
-from manymodels.runner.engine import WORKER_DIED, Batch  # noqa: E402
 from manymodels.errors import MMError  # noqa: E402
-from manymodels.runner.scheduling import run_batches  # noqa: E402
 from manymodels.extras.sample import generate_oj_sales  # noqa: E402
+from manymodels.runner.dask_engine import DaskEngine  # noqa: E402
+from manymodels.runner.engine import WORKER_DIED, Batch  # noqa: E402
+from manymodels.runner.scheduling import run_batches  # noqa: E402
+from manymodels.store.datastore import Datastore  # noqa: E402
 
 from .cluster import Cluster  # noqa: E402
 from .conftest import assert_same_results, run_cli, write_config  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def cluster(tmp_path_factory):

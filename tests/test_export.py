@@ -10,15 +10,15 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from manymodels.core.automl import apply_residual
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
-from manymodels.errors import MMError
-from manymodels.extras.export import linear_inputs
+from manymodels.core.automl import apply_residual
 from manymodels.core.features import design_matrix
 from manymodels.core.kernels import group_data
 from manymodels.core.models import Fitted, forward, predict_lightgbm
+from manymodels.errors import MMError
+from manymodels.extras.export import linear_inputs
 from manymodels.steps.train import group_spec
+from manymodels.store.datastore import Datastore
 
 from .conftest import require_module, run_cli, write_config
 

@@ -22,11 +22,17 @@ import pytest
 from pydantic import BaseModel, create_model
 
 import manymodels as mm
-from manymodels.store import cache
-from manymodels.config import AutoMLConfig, Config, TrainConfig, config_from_dict, load_config
-from manymodels.store.datastore import Datastore
+from manymodels.config import (
+    AutoMLConfig,
+    Config,
+    TrainConfig,
+    config_from_dict,
+    load_config,
+)
 from manymodels.core.kernels import AutoMLSpec, GroupSpec
 from manymodels.steps.train import group_spec
+from manymodels.store import cache
+from manymodels.store.datastore import Datastore
 
 from .conftest import small_config, small_table
 

@@ -7,11 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from manymodels.core.features import FeatureSpec, lag_features
 from manymodels.config import AutoMLConfig
+from manymodels.core.features import FeatureSpec, lag_features
 from manymodels.core.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group
-from manymodels.steps.split import PERIOD
 from manymodels.core.timeindex import TimeAxis
+from manymodels.steps.split import PERIOD
 
 WEEK_NS = 7 * 86_400 * 10**9
 

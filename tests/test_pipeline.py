@@ -8,8 +8,8 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.errors import UpstreamMissing
+from manymodels.store.datastore import Datastore
 from manymodels.store.registry import list_models
 
 from .conftest import write_config

@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 import manymodels as mm
-from manymodels.core import automl, kernels, models
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
-from manymodels.steps.forecast import GROUPS_SCHEMA as FORECAST_GROUPS
-from manymodels.store.registry import run_rows
+from manymodels.core import automl, kernels, models
 from manymodels.core.results import ForecastRow, Reason, Status, TrainRow
+from manymodels.steps.forecast import GROUPS_SCHEMA as FORECAST_GROUPS
 from manymodels.steps.train import GROUPS_SCHEMA as TRAIN_GROUPS
+from manymodels.store.datastore import Datastore
+from manymodels.store.registry import run_rows
 
 from .conftest import small_config, small_table
 

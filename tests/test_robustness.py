@@ -11,11 +11,16 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
-from manymodels.core import automl, kernels, models
 from manymodels.config import AutoMLConfig, load_config
-from manymodels.store.datastore import Datastore
-from manymodels.core.kernels import AutoMLSpec, GroupSpec, cap_forecast, known_future_out_of_range
+from manymodels.core import automl, kernels, models
+from manymodels.core.kernels import (
+    AutoMLSpec,
+    GroupSpec,
+    cap_forecast,
+    known_future_out_of_range,
+)
 from manymodels.steps.split import PERIOD
+from manymodels.store.datastore import Datastore
 
 from .conftest import write_config
 

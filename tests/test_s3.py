@@ -26,10 +26,10 @@ require_module("moto", "test")
 
 import manymodels as mm  # noqa: E402
 from manymodels.config import load_config  # noqa: E402
-from manymodels.store.datastore import Datastore  # noqa: E402
 from manymodels.errors import DatastoreLocked  # noqa: E402
-from manymodels.store.lock import LeaseLock  # noqa: E402
 from manymodels.extras.sample import generate_oj_sales  # noqa: E402
+from manymodels.store.datastore import Datastore  # noqa: E402
+from manymodels.store.lock import LeaseLock  # noqa: E402
 
 from .cluster import Cluster  # noqa: E402
 from .conftest import REPO, assert_same_results, run_cli, write_config  # noqa: E402

@@ -6,6 +6,7 @@ workers die are in test_faults and test_crash_safety.
 
 from __future__ import annotations
 
+import importlib
 import os
 import threading
 from pathlib import Path
@@ -13,13 +14,12 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-import importlib
 from manymodels.cli import app
-from manymodels.store.datastore import Datastore
-from manymodels.runner.engine import WORKER_DIED, Batch, LocalEngine, SerialEngine
 from manymodels.errors import MMError
-from manymodels.store.runs import effective_status
+from manymodels.runner.engine import WORKER_DIED, Batch, LocalEngine, SerialEngine
 from manymodels.runner.scheduling import IN_FLIGHT_PER_WORKER, run_batches
+from manymodels.store.datastore import Datastore
+from manymodels.store.runs import effective_status
 
 from .conftest import small_config, small_table
 

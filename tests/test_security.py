@@ -15,8 +15,8 @@ import pandas as pd
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.core.identity import group_key
+from manymodels.store.datastore import Datastore
 from manymodels.store.registry import list_models
 
 from .conftest import REPO, run_cli, small_config, small_table

@@ -8,11 +8,11 @@ import pytest
 
 from manymodels import split
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.core.identity import group_key
+from manymodels.core.timeindex import infer_axis, parse_times
 from manymodels.errors import InputDataError
 from manymodels.steps.split import PERIOD
-from manymodels.core.timeindex import infer_axis, parse_times
+from manymodels.store.datastore import Datastore
 
 from .conftest import write_config
 

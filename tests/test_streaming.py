@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -11,16 +12,14 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-import importlib
-
 import manymodels as mm
 import manymodels.steps.reader as reader
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
+from manymodels.core.timeindex import TimeSummary, infer_axis
 from manymodels.errors import InputDataError
 from manymodels.extras.sample import generate_oj_sales
+from manymodels.store.datastore import Datastore
 from manymodels.store.spool import Spool
-from manymodels.core.timeindex import TimeSummary, infer_axis
 
 from .conftest import write_config
 

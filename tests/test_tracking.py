@@ -9,8 +9,8 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.store.datastore import Datastore
 from manymodels.errors import MMError
+from manymodels.store.datastore import Datastore
 
 from .conftest import require_module, run_cli, write_config
 

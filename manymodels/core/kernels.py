@@ -16,11 +16,19 @@ import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ..core import automl
 from .._version import __version__
+from ..core import automl
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
-from .models import Fitted, GroupData, default_lightgbm_params, fit_baseline, fit_lightgbm, make_ensemble, predict
+from .models import (
+    Fitted,
+    GroupData,
+    default_lightgbm_params,
+    fit_baseline,
+    fit_lightgbm,
+    make_ensemble,
+    predict,
+)
 from .timeindex import TimeAxis
 
 

@@ -20,7 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from .identity import group_key, group_label, jsonable, row_hashes, schema_signature, slice_hash
+from .identity import (
+    group_key,
+    group_label,
+    jsonable,
+    row_hashes,
+    schema_signature,
+    slice_hash,
+)
 from .timeindex import TimeAxis, format_time, month_numbers, series_diffs, time_values
 
 PERIOD = "_mm_period"  # integer period of each row, stored in the partitions

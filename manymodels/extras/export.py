@@ -27,28 +27,28 @@ import os
 import secrets
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..store import registry
 from .._version import __version__
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
-from ..store.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from ..errors import EXIT_OK, EXIT_PARTIAL, MMError, UpstreamMissing
 from ..core.features import FeatureSpec, design_matrix
 from ..core.kernels import group_data
 from ..core.models import Fitted, average, finish, forward, inverse, predict_linear
 from ..core.results import TrainRow
-from ..steps.selection import GroupSelector
+from ..core.timeindex import TimeAxis, calendar_features
+from ..errors import MMError, UpstreamMissing
 from ..runner.options import RunOptions
 from ..runner.session import open_session
-from ..core.timeindex import TimeAxis, calendar_features
-from ..steps.common import group_spec
+from ..steps.common import GroupsResult, group_spec
+from ..steps.selection import GroupSelector
+from ..store import registry
+from ..store.datastore import Datastore
+from ..store.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 
 FORMATS = ("onnx",)
 ONNX_HINT = "pip install 'manymodels[onnx]'"
@@ -64,7 +64,7 @@ BASELINE_RULES = {
 
 
 @dataclass
-class ExportResult:
+class ExportResult(GroupsResult):
     format: str
     output: str
     train_run_id: str
@@ -79,13 +79,6 @@ class ExportResult:
     models: dict[str, int] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
     duration_s: float = 0.0
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed else EXIT_OK
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "exit_code": self.exit_code}
 
 
 def export(

@@ -30,15 +30,15 @@ import pandas as pd
 from .._version import __version__
 from ..config import Config
 from ..console import Terminal
+from ..core.metrics import METRIC_NAMES
+from ..core.partitioning import PERIOD
+from ..core.results import ForecastRow, GroupRow, Status, TrainRow
+from ..core.timeindex import NS_PER_DAY, TimeAxis
+from ..errors import DamagedFile, MMError, UpstreamMissing
 from ..store.datastore import Datastore
 from ..store.files import atomic_write_text
-from ..errors import DamagedFile, MMError, UpstreamMissing
-from ..core.metrics import METRIC_NAMES
 from ..store.registry import run_rows
-from ..core.results import ForecastRow, GroupRow, Status, TrainRow
 from ..store.runs import effective_status, latest_run
-from ..core.partitioning import PERIOD
-from ..core.timeindex import NS_PER_DAY, TimeAxis
 
 DEFAULT_HISTORY = 156  # periods of history per series in the group charts
 SIGNIFICANT = 4  # digits kept for chart values (the page shows shapes, the CSVs hold the numbers)

@@ -22,8 +22,8 @@ from typing import Any
 from .._version import __version__
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
 from ..errors import MMError
+from ..store.datastore import Datastore
 
 INSTALL_HINT = "pip install 'manymodels[mlflow]' (or remove tracking.mlflow.uri from the config)"
 PARAM_CHARS = 500  # MLflow's historical limit for a parameter value

@@ -25,8 +25,8 @@ import uuid
 from collections.abc import Callable, Sequence
 
 from .._version import __version__
-from .engine import Batch, Finished, describe_error
 from ..errors import MMError
+from .engine import Batch, Finished, describe_error
 
 CONNECT_TIMEOUT_S = 20
 

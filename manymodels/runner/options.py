@@ -16,8 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 
 from ..config import Config
-from .engine import ENGINES, cpu_count
 from ..errors import MMError
+from .engine import ENGINES, cpu_count
 
 
 @dataclass(frozen=True)

@@ -28,8 +28,8 @@ from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Iterator
 from itertools import chain
 
-from .engine import WORKER_DIED, Batch, CrashResult, Executor, describe_error
 from ..errors import MMError
+from .engine import WORKER_DIED, Batch, CrashResult, Executor, describe_error
 
 IN_FLIGHT_PER_WORKER = 3  # batches submitted per worker: one running, the next ones already sent
 

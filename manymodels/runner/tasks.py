@@ -22,13 +22,20 @@ import numpy as np
 import pyarrow as pa
 
 from ..core import partitioning
-from ..store.datastore import Datastore
-from ..store.memory import release_memory
-from .engine import Batch
-from ..core.kernels import GroupSpec, check_forecast, fit_group, forecast_group, has_booster, horizon_steps
+from ..core.kernels import (
+    GroupSpec,
+    check_forecast,
+    fit_group,
+    forecast_group,
+    has_booster,
+    horizon_steps,
+)
 from ..core.metrics import scores
 from ..core.partitioning import BucketSpec
 from ..core.results import ForecastRow, Reason, Status, TrainRow
+from ..store.datastore import Datastore
+from ..store.memory import release_memory
+from .engine import Batch
 
 _STORES: dict[str, Datastore] = {}
 

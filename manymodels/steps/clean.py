@@ -13,10 +13,10 @@ from dataclasses import asdict, dataclass, field
 
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
 from ..errors import MMError
 from ..runner.options import RunOptions
 from ..runner.session import Session, open_session
+from ..store.datastore import Datastore
 
 STEPS = ("split", "train", "forecast", "all")
 

@@ -1,14 +1,16 @@
-"""What the steps share: the modelling spec of a split's groups, and the split they read."""
+"""What the steps share: the modelling spec of a split's groups, the split they read, and how a result over groups ends."""
 
 from __future__ import annotations
 
-from ..store import cache
+from dataclasses import asdict
+
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
-from ..errors import UpstreamMissing
 from ..core.kernels import AutoMLSpec, GroupSpec
 from ..core.partitioning import PERIOD
+from ..errors import EXIT_OK, EXIT_PARTIAL, UpstreamMissing
+from ..store import cache
+from ..store.datastore import Datastore
 
 
 def group_spec(config: Config, manifest: dict) -> GroupSpec:
@@ -44,3 +46,18 @@ def load_split(store: Datastore, config: Config, terminal: Terminal) -> dict:
     if (manifest.get("parts") or {}).get("config") != current:
         terminal.warn("the split was made with a different data/split config; run 'mm split' (or 'mm run') to redo it")
     return manifest
+
+
+class GroupsResult:
+    """The end of a step over groups (a dataclass's mixin): exit code 3 when some groups
+    failed, and the ``--json`` document, every field plus that exit code."""
+
+    def groups_failed(self) -> int:
+        return self.failed
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_PARTIAL if self.groups_failed() else EXIT_OK
+
+    def to_dict(self) -> dict:
+        return {**asdict(self), "exit_code": self.exit_code}

@@ -13,25 +13,30 @@ import heapq
 import json
 import math
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pyarrow as pa
 
-from ..store import cache, registry
 from ..config import Config
 from ..console import Terminal
-from ..store.memory import release_memory
-from ..errors import EXIT_OK, EXIT_PARTIAL
-from ..runner.options import RunOptions
 from ..core.results import ForecastRow, Reason, Status, TrainRow
-from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
-from ..runner.session import Session, open_session
-from .split import PERIOD, check_column_names
-from ..store.spool import Spool
 from ..core.timeindex import NS_PER_DAY
-from ..runner.tasks import STEP_COLUMN, ForecastContext, forecast_actuals, forecast_batch, measure_forecast
-from .common import group_spec, load_split
+from ..runner.options import RunOptions
+from ..runner.session import Session, open_session
+from ..runner.tasks import (
+    STEP_COLUMN,
+    ForecastContext,
+    forecast_actuals,
+    forecast_batch,
+    measure_forecast,
+)
+from ..store import cache, registry
+from ..store.memory import release_memory
+from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
+from ..store.spool import Spool
+from .common import GroupsResult, group_spec, load_split
+from .split import PERIOD, check_column_names
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "n_inference", "train_hash", "inference_hash"]
@@ -57,7 +62,7 @@ CHECK_FIELDS = ("n_out_of_range", "n_capped", "checks")
 
 
 @dataclass
-class ForecastResult:
+class ForecastResult(GroupsResult):
     run_id: str
     status: str
     train_run_id: str
@@ -78,12 +83,8 @@ class ForecastResult:
     out_of_range: dict = field(default_factory=dict)
     capped: dict = field(default_factory=dict)
 
-    @property
-    def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed or self.no_model else EXIT_OK
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "exit_code": self.exit_code}
+    def groups_failed(self) -> int:
+        return self.failed + self.no_model  # a group without a model is not forecast either
 
 
 def quantile_columns(config: Config) -> tuple[str, ...]:

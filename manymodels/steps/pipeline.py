@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 from ..config import Config
 from ..console import Terminal
-from .forecast import ForecastResult, forecast
 from ..runner.options import RunOptions
 from ..runner.session import open_session
+from .forecast import ForecastResult, forecast
 from .split import SplitResult, split
 from .train import TrainResult, train
 

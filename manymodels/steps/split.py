@@ -36,20 +36,39 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..store import cache
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
 from ..core.identity import digest, group_label
-from ..store.memory import release_memory
-from ..errors import DamagedFile, InputDataError, MMError, examples
 from ..core.partitioning import PERIOD, BucketSpec, bucket_of, group_keys
-from .reader import TypesChanged, estimated_rows, find_input_files, iter_file_batches, missing_columns_error
+from ..core.timeindex import (
+    TimeAxis,
+    TimeSummary,
+    format_time,
+    parse_times,
+    time_values,
+)
+from ..errors import DamagedFile, InputDataError, MMError, examples
 from ..runner.options import RunOptions
-from ..store.runs import Run
 from ..runner.session import Session, open_session
-from ..runner.tasks import SplitContext, bucket_folder, groups_piece, split_crash, split_scan_batch, split_write_batch
-from ..core.timeindex import TimeAxis, TimeSummary, format_time, parse_times, time_values
+from ..runner.tasks import (
+    SplitContext,
+    bucket_folder,
+    groups_piece,
+    split_crash,
+    split_scan_batch,
+    split_write_batch,
+)
+from ..store import cache
+from ..store.datastore import Datastore
+from ..store.memory import release_memory
+from ..store.runs import Run
+from .reader import (
+    TypesChanged,
+    estimated_rows,
+    find_input_files,
+    iter_file_batches,
+    missing_columns_error,
+)
 
 ROWS_PER_BUCKET = 100_000  # a pass-2 task holds one bucket: ~60 MB of pandas at the accelerator's width
 MIN_ROWS_PER_BUCKET = 10_000  # below this, more buckets only add files

@@ -13,27 +13,27 @@ from __future__ import annotations
 import json
 import time
 from array import array
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from ..store import cache, registry
 from ..config import Config
 from ..console import Terminal
-from ..store.datastore import Datastore
 from ..core.identity import digest
-from ..errors import EXIT_OK, EXIT_PARTIAL, InputDataError
 from ..core.metrics import METRIC_NAMES
-from ..runner.options import RunOptions
 from ..core.results import Reason, Status, TrainRow
-from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
-from .selection import GroupSelector
+from ..errors import InputDataError
+from ..runner.options import RunOptions
 from ..runner.session import Session, open_session
-from .common import group_spec, load_split
-from ..store.spool import Spool
 from ..runner.tasks import TrainContext, train_batch
+from ..store import cache, registry
+from ..store.datastore import Datastore
+from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
+from ..store.spool import Spool
+from .common import GroupsResult, group_spec, load_split
+from .selection import GroupSelector
 
 TRAINING_OUTPUT = "training_output.csv"
 CSV_CHUNK = 5000
@@ -64,7 +64,7 @@ NOT_SELECTED = "not selected: kept"  # the decision of a group outside --groups 
 
 
 @dataclass
-class TrainResult:
+class TrainResult(GroupsResult):
     run_id: str
     status: str
     n_groups: int = 0
@@ -77,13 +77,6 @@ class TrainResult:
     failures: list[dict] = field(default_factory=list)
     winners: dict[str, int] = field(default_factory=dict)
     median_backtest: dict[str, float] = field(default_factory=dict)
-
-    @property
-    def exit_code(self) -> int:
-        return EXIT_PARTIAL if self.failed else EXIT_OK
-
-    def to_dict(self) -> dict:
-        return {**asdict(self), "exit_code": self.exit_code}
 
 
 def train(

@@ -19,13 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-
 from .._version import __version__
 from ..core.automl import SEARCH_SPACE_VERSION
+from ..core.identity import digest
+from ..errors import input_read_error
 from .datastore import Datastore
 from .files import file_sha256
-from ..errors import input_read_error
-from ..core.identity import digest
 
 if TYPE_CHECKING:
     from ..config import Config

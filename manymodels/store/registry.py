@@ -20,9 +20,9 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from .datastore import Datastore
-from ..errors import DamagedFile, MMError
 from ..core.results import GroupRow
+from ..errors import DamagedFile, MMError
+from .datastore import Datastore
 from .runs import effective_status
 from .spool import Spool
 
