@@ -449,11 +449,16 @@ def report_forecast(terminal: Terminal, r) -> None:
         terminal.warn(f"{r.rows_beyond_horizon:,} inference rows are more than train.horizon periods after their last known value; their accuracy was not validated by the backtest")
     if r.out_of_range:
         o = r.out_of_range
-        terminal.warn(f"{o['n']:,} known-future value(s) in {o['groups']:,} group(s) are outside what their series' model saw in training (the linear model clamps numbers to the training range; LightGBM treats them as the nearest value seen): " + "; ".join(o["examples"][:5]))
+        terminal.warn(f"{o['n']:,} known-future value(s) in {o['groups']:,} group(s) lie outside their series' training range, so the models read them as the nearest value seen: " + "; ".join(o["examples"][:3]) + _more(o, 3))
     if r.capped:
         c = r.capped
-        terminal.warn(f"{c['n']:,} forecast row(s) in {c['groups']:,} group(s) were capped by forecast.cap_factor: " + "; ".join(c["examples"][:5]))
+        terminal.warn(f"{c['n']:,} forecast row(s) in {c['groups']:,} group(s) were capped by forecast.cap_factor: " + "; ".join(c["examples"][:3]) + _more(c, 3))
     _failures(terminal, r.failures, "forecast", "the run record (mm runs show)")
+
+
+def _more(found: dict, shown: int) -> str:
+    """Where the rest of a forecast check's cases are, when the console shows only the first."""
+    return f" (and {found['n'] - shown:,} more: 'mm runs show RUN_ID' or --json lists the first {len(found['examples'])})" if found["n"] > shown else ""
 
 
 def _failures(terminal: Terminal, failures: list[dict], step: str, where: str) -> None:

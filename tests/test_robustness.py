@@ -22,7 +22,7 @@ from manymodels.core.kernels import (
 from manymodels.steps.split import PERIOD
 from manymodels.store.datastore import Datastore
 
-from .conftest import write_config
+from .conftest import run_cli, write_config
 
 # The default AutoML, as a new user gets it, with a small search so the suite stays quick.
 DEFAULT_AUTOML = {"enabled": True, "n_trials": 8, "timeout_per_group": None}
@@ -194,6 +194,10 @@ def test_a_future_price_never_seen_gives_a_finite_forecast_and_a_named_warning(t
     assert "is outside its training range 1,497" in example and "..1,62" in example
     record = Datastore(config.datastore).read_run(result.forecast.run_id)
     assert record["out_of_range"]["examples"] == found["examples"]
+    # the command line says it too, for a reused forecast as well (what cron mails with --quiet)
+    cli = run_cli("forecast", "-c", str(tmp_path / "mm.yaml"), "--quiet")
+    assert cli.returncode == 0, cli.stderr
+    assert "lie outside their series' training range" in cli.stderr and "sku=SKU_delisted: price 0 in 2017-09-01" in cli.stderr
 
 
 def test_the_linear_model_clamps_known_future_values_to_its_training_range():
