@@ -16,7 +16,7 @@ from manymodels.core import kernels
 from manymodels.core.kernels import fit_group, forecast_group
 from manymodels.store.datastore import Datastore
 
-from .conftest import write_config
+from .conftest import require_module, write_config
 
 if not os.environ.get("MM_REQUIRE_STATS"):  # .ci/run sets it in its pandas-2 venv: a missing library fails there
     pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
@@ -139,6 +139,24 @@ def test_a_series_too_short_for_ets_drops_ets_with_its_reason(first_run):
     assert "ets: too_short: ets needs at least 7 observations" in young["dropped_candidates"]
     assert pd.isna(young["score_ets"])
     assert math.isfinite(young["score_theta"])
+
+
+def test_export_writes_statistical_models_metadata_only_with_their_state(first_run, tmp_path):
+    require_module("onnx", "onnx")
+    config, run = first_run
+    result = mm.export(config, output=tmp_path / "onnx")
+    assert result.failed == 0 and result.onnx == 0 and result.metadata_only == 4
+    out = tmp_path / "onnx"
+    index = pd.read_csv(out / "index.csv")
+    training = pd.read_csv(run.train.output).set_index("Item")
+    for row in index.itertuples():
+        document = json.loads((out / row.metadata_file).read_text())
+        kind = document["model"]["kind"]
+        assert kind == training.loc[row.label.split("=")[1], "model"]
+        assert document["inputs"] == [] and document["rule"]
+        if kind != "naive":
+            assert document["model"]["state"]["series"][0]["kind"] == kind
+            assert document["quantiles"] == []  # the model's own intervals, not residual shifts
 
 
 # -- the kernels directly ---------------------------------------------------------
