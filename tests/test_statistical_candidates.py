@@ -190,3 +190,23 @@ def test_without_statsforecast_a_statistical_candidate_is_dropped_with_the_insta
     result = fit_group(history, automl_spec(["ets", "naive"]))
     assert result["status"] == "trained" and result["model"] == "naive"
     assert result["candidate_errors"] == {"ets": "statsforecast is not installed: pip install 'manymodels[stats]'"}
+
+
+def test_a_stored_statistical_decision_is_refit_on_new_data_without_a_search():
+    history, future = weekly_group(n_weeks=70, future=4)
+    spec = automl_spec(["ets", "theta", "naive"])
+    first = fit_group(history.iloc[:60], spec)
+    assert first["status"] == "trained" and first["model"] in ("ets", "theta"), first
+    again = fit_group(history, spec, stored=first["meta"]["tuning"], tune=False)
+    assert again["status"] == "trained" and again["model"] == first["model"]
+    assert again["meta"]["tuning"]["source"].startswith("stored decision")
+    assert again["meta"]["state"]["series"][0]["n_obs"] == 70
+    assert np.all(np.isfinite(forecast_group(history, future, again["meta"], None, spec)))
+
+
+def test_negative_values_drop_the_croston_family_not_the_group():
+    history, _ = weekly_group()
+    history = history.assign(y=history["y"] - history["y"].mean())
+    result = fit_group(history, automl_spec(["croston", "theta"]))
+    assert result["status"] == "trained" and result["model"] == "theta"
+    assert result["candidate_errors"]["croston"].startswith("negative: croston models non-negative demand")
