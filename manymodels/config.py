@@ -35,6 +35,8 @@ from pydantic import (
 from .errors import ConfigError, did_you_mean
 
 CANDIDATES = ("ensemble", "lightgbm", "linear", "naive", "seasonal_naive", "mean", "moving_average")
+# per-series statistical models (core/statistical.py, the 'stats' extra): usable by name, not in the default list
+STATISTICAL_CANDIDATES = ("ets", "theta", "arima", "mstl", "croston", "tsb", "adida", "imapa")
 METRICS = ("mape", "smape", "wape", "rmse", "mase")
 
 
@@ -144,14 +146,14 @@ class FeaturesConfig(_Section):
 
 class AutoMLConfig(_Section):
     enabled: bool = True
-    candidates: list[Literal[CANDIDATES]] = list(CANDIDATES)  # type: ignore[valid-type]
+    candidates: list[Literal[CANDIDATES + STATISTICAL_CANDIDATES]] = list(CANDIDATES)  # type: ignore[valid-type]
     n_trials: int = Field(default=20, ge=0)
     folds: int = Field(default=3, ge=1)
     metric: Literal[METRICS] = "wape"  # type: ignore[valid-type]
     timeout_per_group: float | None = Field(default=10.0, gt=0)
     timeout_total: float | None = Field(default=None, gt=0)
     retune: Literal["always", "if_changed", "never"] = "if_changed"
-    reference: Literal[CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
+    reference: Literal[CANDIDATES + STATISTICAL_CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
     evidence: float = Field(default=2.0, ge=0)
     calibrate: bool = True
 

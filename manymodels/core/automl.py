@@ -28,7 +28,8 @@ import numpy as np
 
 from ..core import calibration
 from .metrics import scores
-from .models import GroupData, average, fit_baseline, fit_lightgbm, forward, predict
+from .models import GroupData, average, fit_baseline, fit_lightgbm, fit_statistical, forward, predict
+from .statistical import CandidateUnfit
 
 MAX_TUNED_ROUNDS = 1000
 EARLY_STOPPING_ROUNDS = 30
@@ -158,6 +159,20 @@ def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evalua
         rows = np.flatnonzero(test)
         fitted = fit_baseline(kind, data, train, params)
         evaluation.add(data.panel.y[rows], predict(fitted, data, train, rows))
+    return evaluation
+
+
+def evaluate_statistical(kind: str, data: GroupData, folds, params: dict) -> Evaluation:
+    """Backtest a statistical kind: on each fold, each series fitted on its values up to the
+    cutoff and forecast over the fold's test rows. ``CandidateUnfit`` (from any series) propagates."""
+    evaluation = Evaluation(kind, params, data.mase_scale)
+    for train, test in folds:
+        rows = np.flatnonzero(test)
+        fitted = fit_statistical(kind, data, train, params)
+        predicted = predict(fitted, data, train, rows)
+        if np.any(np.isnan(predicted)):
+            raise CandidateUnfit("no_data", f"{kind}: a series has test rows in a backtest fold but no value before its cutoff")
+        evaluation.add(data.panel.y[rows], predicted)
     return evaluation
 
 

@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..core import automl
+from ..core import automl, statistical
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
 from .models import (
@@ -26,8 +26,10 @@ from .models import (
     default_lightgbm_params,
     fit_baseline,
     fit_lightgbm,
+    fit_statistical,
     make_ensemble,
     predict,
+    predict_statistical,
 )
 from .timeindex import TimeAxis
 
@@ -165,16 +167,35 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
     """
     started = time.perf_counter()
+    klass = group_demand_class(frame, spec)
     try:
         result = _fit(frame, spec, stored, tune, deadline)
+        result["meta"]["demand_class"] = klass
         result["status"] = "trained"
         result["error"] = ""
     except GroupFailure as failure:
         result = {"status": "failed", "reason": failure.code, "error": str(failure)}
     except Exception as exc:  # one group's bug or bad data must not stop the others
         result = {"status": "failed", "reason": "error", "error": f"{type(exc).__name__}: {exc}"}
+    result["demand_class"] = klass
     result["duration_s"] = round(time.perf_counter() - started, 4)
     return result
+
+
+def group_demand_class(frame: pd.DataFrame, spec: GroupSpec) -> str:
+    """The demand class (``statistical.demand_class``) of the group's series; with several
+    series, the most common one (ties: the first series' order). Empty if it cannot be told."""
+    try:
+        ordered = frame.sort_values(spec.period_column, kind="stable")
+        y = ordered[spec.target_column].to_numpy(dtype=np.float64)
+        columns = list(spec.series_columns)
+        if not columns:
+            return statistical.demand_class(y)
+        codes = ordered.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+        classes = [statistical.demand_class(y[codes == c]) for c in range(int(codes.max()) + 1)] if len(codes) else []
+    except Exception:  # a label, never a reason for the group to fail
+        return ""
+    return max(dict.fromkeys(classes), key=classes.count) if classes else ""
 
 
 def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None) -> dict:
@@ -239,6 +260,11 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             if kind == "lightgbm":
                 params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
                 evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+            elif kind in statistical.KINDS:
+                if not statistical.available():
+                    errors[kind] = STATS_MISSING
+                    continue
+                evaluated[kind] = automl.evaluate_statistical(kind, data, folds, _statistical_params(data))
             else:
                 evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
         except Exception as exc:
@@ -259,8 +285,9 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
     order = [k for k in candidates if k in evaluated]
     winner = automl.pick_winner(judged, metric, order, a.reference, a.evidence if a.enabled else 0.0)
     chosen = evaluated[winner]
-    # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log
-    output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else transform
+    # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log;
+    # a statistical model forecasts the raw target, with its own quantiles (no residual shifts)
+    output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else "none" if winner in statistical.KINDS else transform
     return {
         "winner": winner,
         "params": {m: evaluated[m].params for m in _members(winner) if m in evaluated},
@@ -268,7 +295,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "metric": metric,
         "metrics": judged[winner].metrics(),
         "scores": {k: e.score(metric) for k, e in judged.items()},
-        "residual_quantiles": chosen.residual_quantiles(spec.quantiles, output_transform),
+        "residual_quantiles": {} if winner in statistical.KINDS else chosen.residual_quantiles(spec.quantiles, output_transform),
         "folds": len(folds),
         "n_trials": lightgbm.get("n_trials", 0),
         "tuned": lightgbm.get("source") == "tuned",
@@ -289,7 +316,14 @@ def _search_note(folds: list, lightgbm: dict) -> str:
 
 
 def _reason(exc: Exception) -> str:
-    return str(exc) if isinstance(exc, GroupFailure) else f"{type(exc).__name__}: {exc}"
+    return str(exc) if isinstance(exc, (GroupFailure, statistical.CandidateUnfit)) else f"{type(exc).__name__}: {exc}"
+
+
+STATS_MISSING = "statsforecast is not installed: pip install 'manymodels[stats]'"
+
+
+def _statistical_params(data: GroupData) -> dict:
+    return {"season_length": data.spec.season_length}
 
 
 def _refit_or_fall_back(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, deadline: float | None) -> tuple[dict, Fitted]:
@@ -395,6 +429,8 @@ def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, t
             lgb_transform = params.pop("_transform")
             fitted = fit_lightgbm(data, rows, params, rounds, lgb_transform)
             fitted.state["params"] = {**params, "_num_boost_round": rounds, "_transform": lgb_transform}
+        elif kind in statistical.KINDS:
+            fitted = fit_statistical(kind, data, rows, _statistical_params(data))
         else:
             fitted = fit_baseline(kind, data, rows, _baseline_params(kind, spec, data, transform))
         members.append(fitted)
@@ -451,12 +487,20 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
     fitted = Fitted(meta["kind"], meta["state"])
     if model_text is not None:  # lightgbm, or an ensemble with a lightgbm member
         fitted.booster = lgb.Booster(model_str=model_text)
-    median_like = predict(fitted, data, known, rows)
+    own: dict[float, np.ndarray] | None = None
+    if meta["kind"] in statistical.KINDS:  # the model's own quantiles, not backtest residual shifts
+        median_like, own = predict_statistical(fitted, data, known, rows, spec.quantiles)
+    else:
+        median_like = predict(fitted, data, known, rows)
     # the point forecast is calibrated to the selection metric; quantiles stay quantiles
     out = [median_like * float((meta.get("calibration") or {}).get("factor", 1.0))]
     quantiles = meta.get("residual_quantiles") or {}
     transform = meta["state"].get("transform", "none")
     for q in spec.quantiles:
+        if own is not None:
+            band = own[float(q)]
+            out.append(np.maximum(band, 0.0) if data.nonnegative else band)
+            continue
         shift = quantiles.get(f"{q:g}")
         if shift is None:
             out.append(np.full(len(rows), np.nan))

@@ -17,6 +17,7 @@ from typing import Any
 import lightgbm as lgb
 import numpy as np
 
+from . import statistical
 from .features import FeatureSpec, Panel, design_matrix
 
 BASELINES = ("naive", "seasonal_naive", "mean", "moving_average", "linear")
@@ -358,6 +359,62 @@ def predict_ensemble(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
     return finish(average(predictions, fitted.state["transform"]), data)
 
 
+# -- statistical (per series, core/statistical.py on statsforecast) -----------
+
+STATISTICAL = statistical.KINDS
+
+
+def _series_history(grid: np.ndarray, s: int) -> tuple[np.ndarray, int]:
+    """Series ``s``'s known values up to its last known one, and that one's grid column (-1: none)."""
+    seen = np.flatnonzero(~np.isnan(grid[s]))
+    if not len(seen):
+        return grid[s][:0], -1
+    return grid[s][: seen[-1] + 1], int(seen[-1])
+
+
+def fit_statistical(kind: str, data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fitted:
+    """One statistical model per series of the group, on its values in ``train`` (raw target space).
+
+    A series without any value in ``train`` gets no state (its rows forecast NaN);
+    ``statistical.CandidateUnfit`` on any other series propagates."""
+    grid = data.grid(train)
+    season = params.get("season_length")
+    states = []
+    for s in range(data.panel.n_series):
+        y, last = _series_history(grid, s)
+        states.append(statistical.fit_series(kind, y, season) if last >= 0 else None)
+    return Fitted(kind, {"kind": kind, "transform": "none", "season_length": season, "series": states})
+
+
+def predict_statistical(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray, quantiles=()) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Point forecasts (and the model's own ``quantiles``) of ``rows`` from each series' known values.
+
+    Step k of a series' forecast is the period k after its last known value; a
+    row at or before that period (or of a series with no state) gets NaN."""
+    panel = data.panel
+    grid = data.grid(known)
+    point = np.full(len(rows), np.nan)
+    bands = {float(q): np.full(len(rows), np.nan) for q in quantiles}
+    states = fitted.state["series"]
+    for s in np.unique(panel.series[rows]):
+        at = np.flatnonzero(panel.series[rows] == s)
+        state = states[s] if s < len(states) else None
+        y, last = _series_history(grid, int(s))
+        if state is None or last < 0:
+            continue
+        steps = panel.period[rows[at]] - (data.first + last)
+        ok = steps >= 1
+        if not ok.any():
+            continue
+        h = int(steps[ok].max())
+        mean, _ = statistical.forecast_series(state, y, h)
+        point[at[ok]] = mean[steps[ok] - 1]
+        if bands:
+            for q, values in statistical.forecast_quantiles(state, y, h, list(bands)).items():
+                bands[float(q)][at[ok]] = values[steps[ok] - 1]
+    return point, bands
+
+
 # -- dispatch ----------------------------------------------------------------
 
 def predict(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
@@ -365,4 +422,6 @@ def predict(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray
         return predict_lightgbm(fitted, data, known, rows)
     if fitted.kind == "ensemble":
         return predict_ensemble(fitted, data, known, rows)
+    if fitted.kind in STATISTICAL:
+        return predict_statistical(fitted, data, known, rows)[0]
     return predict_baseline(fitted, data, known, rows)

@@ -118,6 +118,7 @@ class TrainRow(GroupRow):
     tuning: str = ""  # where the fit's parameters came from
     note: str = ""
     candidate_errors: dict[str, str] = field(default_factory=dict)  # candidates dropped from the choice, and why
+    demand_class: str = ""  # smooth, erratic, intermittent, lumpy, short, constant (statistical.demand_class)
 
     @property
     def has_model(self) -> bool:

@@ -40,6 +40,7 @@ from ..core.features import FeatureSpec, design_matrix
 from ..core.kernels import group_data
 from ..core.models import Fitted, average, finish, forward, inverse, predict_linear
 from ..core.results import TrainRow
+from ..core.statistical import KINDS as STATISTICAL_KINDS
 from ..core.timeindex import TimeAxis, calendar_features
 from ..errors import MMError, UpstreamMissing
 from ..runner.options import RunOptions
@@ -61,6 +62,12 @@ BASELINE_RULES = {
     "mean": "every forecast period gets the mean of all the series' known values",
     "moving_average": "every forecast period gets the mean of the series' last `window` known values",
 }
+# statistical models (core/statistical.py): per-series states, forecast by statsforecast's filters from the history
+STATISTICAL_RULE = (
+    "a statistical model per series ({kind}): 'state.series' holds each series' fitted specification and parameters "
+    "(in the order of 'series.codes'); the forecast filters the series' history with them and extrapolates "
+    "(manymodels.core.statistical.forecast_series); the quantiles are the model's own intervals, not shifts"
+)
 
 
 @dataclass
@@ -184,7 +191,7 @@ class _OnnxExporter:
             meta = self.store.read_model_meta(key, version)
             document = self.metadata(row, meta)
             entry["metadata_file"] = f"{key}.json"
-            if meta["kind"] in BASELINE_RULES:
+            if meta["kind"] in BASELINE_RULES or meta["kind"] in STATISTICAL_KINDS:
                 atomic_write_json(folder / entry["metadata_file"], document)
                 return {**entry, "status": "metadata_only", "note": f"{meta['kind']} is a rule over the series' history, not a function of one row: see 'rule' in the .json"}
             model, check = self.graph(key, version, meta, document)
@@ -290,6 +297,9 @@ class _OnnxExporter:
                 "two inputs per row: 'features' (the LightGBM member's row, as for a LightGBM model) and 'inputs' (the linear member's row); "
                 "one ONNX call per period, in time order: the lags of period t read the 'raw' outputs (the LightGBM member's own) of the earlier periods"
             )
+        elif kind in STATISTICAL_KINDS:
+            document["inputs"] = []
+            document["rule"] = STATISTICAL_RULE.format(kind=kind) + ("; clipped at 0 for a series with no negative value" if info.get("nonnegative") else "")
         else:
             document["inputs"] = []
             document["rule"] = BASELINE_RULES[kind] + (

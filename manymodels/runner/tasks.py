@@ -108,7 +108,7 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
         result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
     if result["status"] != Status.TRAINED:
-        return ctx.failed(item, Reason(result["reason"]), result["error"], duration_s=result["duration_s"])
+        return ctx.failed(item, Reason(result["reason"]), result["error"], duration_s=result["duration_s"], demand_class=result.get("demand_class", ""))
     version = (versions[-1] if versions else 0) + 1
     meta = {
         **result["meta"],
@@ -138,6 +138,7 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         tuning=meta["tuning"].get("source", ""),
         note=result.get("note", ""),
         candidate_errors=result.get("candidate_errors") or {},
+        demand_class=result.get("demand_class", ""),
         duration_s=result["duration_s"],
     )
 
@@ -179,6 +180,7 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
             "tuning": "adopted",
             "note": (meta.get("tuning") or {}).get("note", ""),
             "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
+            "demand_class": meta.get("demand_class", ""),
             **outcome,
         },
     )

@@ -57,6 +57,7 @@ GROUPS_SCHEMA = pa.schema(
         ("tuning", pa.string()),
         ("note", pa.string()),
         ("candidate_errors", pa.string()),  # JSON {candidate: why it was dropped}
+        ("demand_class", pa.string()),
     ]
 )
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
@@ -290,7 +291,7 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
 
 def training_output_columns(config: Config) -> list[str]:
     candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
-    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates"]
+    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates", "demand_class"]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
 
@@ -324,6 +325,7 @@ def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
                 "n_trials": r.n_trials,
                 "tuning": "; ".join(t for t in (r.tuning, r.note) if t),
                 "dropped_candidates": _dropped(r.candidate_errors),
+                "demand_class": r.demand_class,
                 **{f"score_{c}": r.scores.get(c) for c in candidates},
             }
         )
