@@ -26,9 +26,17 @@ from typing import Any
 
 import numpy as np
 
-from ..core import calibration
+from . import calibration
 from .metrics import scores
-from .models import GroupData, average, fit_baseline, fit_lightgbm, fit_statistical, forward, predict
+from .models import (
+    GroupData,
+    average,
+    fit_baseline,
+    fit_lightgbm,
+    fit_statistical,
+    forward,
+    predict,
+)
 from .statistical import CandidateUnfit
 
 MAX_TUNED_ROUNDS = 1000

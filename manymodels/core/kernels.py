@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from ..core import automl, statistical
+from . import automl, statistical
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
 from .models import (

@@ -209,7 +209,7 @@ class _OnnxExporter:
             return {**entry, "file": "", "metadata_file": "", "status": "failed", "reason": "error", "note": f"{type(exc).__name__}: {exc}"}
 
     def graph(self, key: str, version: int, meta: dict, document: dict):
-        from ..extras import onnx_graphs
+        from . import onnx_graphs
 
         props = {"mm.metadata": document, "mm.group": document["group"], "mm.key": key, "mm.model_version": str(version), "mm.run_id": str(meta.get("run_id")), "mm.kind": meta["kind"], "mm.inputs": [i["name"] for i in document["inputs"]]}
         nonnegative = document["target"]["nonnegative"]
