@@ -185,13 +185,12 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
 def group_demand_class(frame: pd.DataFrame, spec: GroupSpec) -> str:
     """The demand class (``statistical.demand_class``) of the group's series; with several
     series, the most common one (ties: the first series' order). Empty if it cannot be told."""
-    try:
-        ordered = frame.sort_values(spec.period_column, kind="stable")
-        y = ordered[spec.target_column].to_numpy(dtype=np.float64)
+    try:  # the class counts values, whatever their order: no sort needed
+        y = frame[spec.target_column].to_numpy(dtype=np.float64)
         columns = list(spec.series_columns)
         if not columns:
             return statistical.demand_class(y)
-        codes = ordered.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+        codes = frame.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
         classes = [statistical.demand_class(y[codes == c]) for c in range(int(codes.max()) + 1)] if len(codes) else []
     except Exception:  # a label, never a reason for the group to fail
         return ""
