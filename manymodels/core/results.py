@@ -146,6 +146,11 @@ class ForecastRow(GroupRow):
         return self.status in (Status.FORECAST, Status.REUSED)
 
 
+def json_fields(*row_types: type) -> frozenset[str]:
+    """The fields of these row classes that a groups table stores as JSON text (dicts, lists)."""
+    return frozenset(name for cls in row_types for name, kind in _field_kinds(cls).items() if kind in (dict, list))
+
+
 # -- plain values and back ------------------------------------------------------
 
 def _plain(value: Any) -> Any:

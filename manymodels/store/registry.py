@@ -20,7 +20,7 @@ import math
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
-from ..core.results import GroupRow
+from ..core.results import ForecastRow, GroupRow, TrainRow, json_fields
 from ..errors import DamagedFile, MMError
 from .datastore import Datastore
 from .runs import effective_status
@@ -118,7 +118,7 @@ def run_models(store: Datastore, run_id: str | None) -> dict:
     return record
 
 
-JSON_COLUMNS = frozenset({"values", "parts", "scores", "metrics", "below_quantile"})
+JSON_COLUMNS = json_fields(TrainRow, ForecastRow)  # derived, so a new dict field is decoded too
 
 
 def decode_row(row: dict) -> dict:
