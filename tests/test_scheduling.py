@@ -16,7 +16,7 @@ from typer.testing import CliRunner
 
 from manymodels.cli import app
 from manymodels.errors import MMError
-from manymodels.runner.engine import WORKER_DIED, Batch, LocalEngine, SerialEngine
+from manymodels.runner.engine import FORKSERVER_PRELOAD, WORKER_DIED, Batch, LocalEngine, SerialEngine
 from manymodels.runner.scheduling import IN_FLIGHT_PER_WORKER, run_batches
 from manymodels.store.datastore import Datastore
 from manymodels.store.runs import effective_status
@@ -125,3 +125,10 @@ def test_a_step_whose_work_cannot_be_sent_exits_1_with_one_message(tmp_path: Pat
     train_runs = [r for r in store.list_runs() if r["step"] == "train"]
     assert [effective_status(r) for r in train_runs] == ["interrupted"]
     assert store.model_keys() == [] or all(not store.model_versions(k) for k in store.model_keys())
+
+
+def test_the_fork_server_preloads_modules_that_exist():
+    # the fork server skips a preload it cannot import without a word: a renamed module
+    # (manymodels.tasks became manymodels.runner.tasks) made every worker import it again
+    for name in FORKSERVER_PRELOAD:
+        assert importlib.import_module(name).__name__ == name

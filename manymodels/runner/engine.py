@@ -148,6 +148,12 @@ def _init_worker() -> None:
     use_system_allocator()
 
 
+# Imported once by the fork server, so every worker starts with them loaded (pandas, LightGBM,
+# the kernels) instead of importing them itself. The fork server skips a name it cannot import
+# without a word: tests/test_scheduling.py imports each.
+FORKSERVER_PRELOAD = ("manymodels.runner.tasks",)
+
+
 class LocalEngine:
     """A pool of worker processes on this machine.
 
@@ -167,7 +173,7 @@ class LocalEngine:
             method = "forkserver" if sys.platform.startswith("linux") else "spawn"
             context = multiprocessing.get_context(method)
             if method == "forkserver":
-                context.set_forkserver_preload(["manymodels.tasks"])
+                context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
             self._pool = ProcessPoolExecutor(max_workers=self.jobs, mp_context=context, initializer=_init_worker)
         return self._pool
 
