@@ -35,8 +35,12 @@ from pydantic import (
 from .errors import ConfigError, did_you_mean
 
 CANDIDATES = ("ensemble", "lightgbm", "linear", "naive", "seasonal_naive", "mean", "moving_average")
-# per-series statistical models (core/statistical.py, the 'stats' extra): usable by name, not in the default list
+# per-series statistical models (core/statistical.py, the 'stats' extra): chosen by 'candidates: auto', or by name
 STATISTICAL_CANDIDATES = ("ets", "theta", "arima", "mstl", "croston", "tsb", "adida", "imapa")
+ALL_CANDIDATES = CANDIDATES + STATISTICAL_CANDIDATES
+# what an ensemble may average: every candidate but itself and the baselines (an average with naive is a
+# shrinkage the calibration already does)
+ENSEMBLE_MEMBERS = ("lightgbm", "linear") + STATISTICAL_CANDIDATES
 METRICS = ("mape", "smape", "wape", "rmse", "mase")
 
 
@@ -146,34 +150,53 @@ class FeaturesConfig(_Section):
 
 class AutoMLConfig(_Section):
     enabled: bool = True
-    candidates: list[Literal[CANDIDATES + STATISTICAL_CANDIDATES]] = list(CANDIDATES)  # type: ignore[valid-type]
+    # auto: chosen per group from its series' demand class, length, season and known-future columns
+    candidates: Literal["auto"] | list[Literal[ALL_CANDIDATES]] = "auto"  # type: ignore[valid-type]
+    # auto: per group, the first family with two members among its candidates: lightgbm + linear,
+    # else the continuous statistical models (ets, theta, arima, mstl), else the Croston family
+    ensemble: Literal["auto"] | list[Literal[ENSEMBLE_MEMBERS]] = "auto"  # type: ignore[valid-type]
     n_trials: int = Field(default=20, ge=0)
     folds: int = Field(default=3, ge=1)
     metric: Literal[METRICS] = "wape"  # type: ignore[valid-type]
     timeout_per_group: float | None = Field(default=10.0, gt=0)
     timeout_total: float | None = Field(default=None, gt=0)
     retune: Literal["always", "if_changed", "never"] = "if_changed"
-    reference: Literal[CANDIDATES + STATISTICAL_CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
+    reference: Literal[ALL_CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
     evidence: float = Field(default=2.0, ge=0)
     calibrate: bool = True
 
-    @field_validator("candidates")
+    @field_validator("candidates", "ensemble")
     @classmethod
-    def _some_candidates(cls, candidates: list[str]) -> list[str]:
+    def _some_candidates(cls, candidates: str | list[str]) -> str | list[str]:
+        if candidates == "auto":
+            return candidates
         if not candidates:
-            raise ValueError("list at least one candidate")
+            raise ValueError("list at least one candidate (or write auto)")
         return list(dict.fromkeys(candidates))
 
     @model_validator(mode="after")
     def _ensemble_has_members(self) -> AutoMLConfig:
-        if "ensemble" in self.candidates and not {"lightgbm", "linear"} <= set(self.candidates):
-            raise ValueError("candidate ensemble averages lightgbm and linear: list both, or drop ensemble")
+        if self.ensemble != "auto" and len(self.ensemble) < 2:
+            raise ValueError("ensemble averages at least two candidates: list two or more, or write auto")
+        if self.candidates == "auto" or "ensemble" not in self.candidates:
+            return self
+        listed = [c for c in self.candidates if c in ENSEMBLE_MEMBERS]
+        if self.ensemble != "auto":
+            missing = [m for m in self.ensemble if m not in self.candidates]
+            if missing:
+                raise ValueError(f"ensemble averages {', '.join(self.ensemble)}: add {', '.join(missing)} to candidates, or drop ensemble")
+        elif len(listed) < 2:
+            raise ValueError("candidate ensemble averages two or more of lightgbm, linear and the statistical candidates (ets, theta...): list two, or drop ensemble")
         return self
+
+    def candidate_names(self) -> list[str]:
+        """Every candidate a group may be scored on: the list, or all of them under auto."""
+        return list(ALL_CANDIDATES) if self.candidates == "auto" else list(self.candidates)
 
 
 class TrainConfig(_Section):
     horizon: int = Field(default=20, ge=1)
-    min_history: int = Field(default=20, ge=1)
+    min_history: int = Field(default=4, ge=1)
     params: dict[str, Any] = {}
     num_boost_round: int = Field(default=300, ge=1)
     features: FeaturesConfig = FeaturesConfig()

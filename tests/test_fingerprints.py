@@ -68,6 +68,7 @@ DECIDED: dict[str, set[str]] = {
     "train.features.target_transform": {TRAIN},
     "train.automl.enabled": {TRAIN},
     "train.automl.candidates": AUTOML,
+    "train.automl.ensemble": AUTOML,
     "train.automl.n_trials": AUTOML,
     "train.automl.folds": AUTOML,
     "train.automl.metric": AUTOML,
@@ -103,6 +104,7 @@ ALTERNATIVES: dict[str, Any] = {
     "train.features.lags": [1, 2],
     "train.features.windows": [4],
     "train.automl.candidates": ["lightgbm", "naive"],
+    "train.automl.ensemble": ["lightgbm", "linear"],
     "forecast.quantiles": [0.5],
 }
 

@@ -16,7 +16,13 @@ from typer.testing import CliRunner
 
 from manymodels.cli import app
 from manymodels.errors import MMError
-from manymodels.runner.engine import FORKSERVER_PRELOAD, WORKER_DIED, Batch, LocalEngine, SerialEngine
+from manymodels.runner.engine import (
+    FORKSERVER_PRELOAD,
+    WORKER_DIED,
+    Batch,
+    LocalEngine,
+    SerialEngine,
+)
 from manymodels.runner.scheduling import IN_FLIGHT_PER_WORKER, run_batches
 from manymodels.store.datastore import Datastore
 from manymodels.store.runs import effective_status

@@ -145,20 +145,6 @@ class Evaluation:
         return {f"{q:g}": float(np.quantile(resid, q)) for q in quantiles}
 
 
-def calibrate_on_evidence(evaluation: Evaluation, metric: str, evidence: float) -> Evaluation | None:
-    """The cross-fitted calibrated backtest, if it beats the raw one clearly (the paired test of
-    ``pick_winner`` over (fold, series) blocks); else None: the point forecast is not scaled.
-
-    A factor fitted on a few folds of one series is mostly noise (on M3's yearly series it
-    scaled trending forecasts by 0.7 and cost 1.4 sMAPE points); a factor that corrects a
-    systematic bias (a log-space model's forecasts of the median, scored on the mean)
-    wins on every block and is kept."""
-    scaled = evaluation.calibrated(metric)
-    if scaled is evaluation:
-        return None
-    return scaled if _clearly_better(scaled, evaluation, metric, evidence) else None
-
-
 def _clearly_better(candidate: Evaluation, reference: Evaluation, metric: str, evidence: float) -> bool:
     diff = candidate.block_losses(metric) - reference.block_losses(metric)
     diff = diff[~np.isnan(diff)]

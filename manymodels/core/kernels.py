@@ -67,7 +67,8 @@ class AutoMLSpec:
     """train.automl as the kernels read it. No defaults here: every value comes resolved from the config."""
 
     enabled: bool
-    candidates: tuple[str, ...]
+    candidates: tuple[str, ...] | str  # a tuple, or "auto"
+    ensemble: tuple[str, ...] | str  # a tuple, or "auto"
     n_trials: int
     folds: int
     metric: str
@@ -81,7 +82,8 @@ class AutoMLSpec:
     def of(cls, settings: dict, space: str) -> AutoMLSpec:
         """From the config's train.automl values (``AutoMLConfig.model_dump()``); a missing one is a KeyError."""
         values = {f.name: settings[f.name] for f in fields(cls) if f.name != "space"}
-        return cls(**{**values, "candidates": tuple(values["candidates"])}, space=space)
+        listed = {k: v if v == "auto" else tuple(v) for k, v in values.items() if k in ("candidates", "ensemble")}
+        return cls(**{**values, **listed}, space=space)
 
 
 class GroupFailure(Exception):
@@ -167,9 +169,10 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
     """
     started = time.perf_counter()
-    klass = group_demand_class(frame, spec)
+    profiles = series_profiles(frame, spec)
+    klass = _main_class(profiles)
     try:
-        result = _fit(frame, spec, stored, tune, deadline)
+        result = _fit(frame, spec, stored, tune, deadline, profiles)
         result["meta"]["demand_class"] = klass
         result["status"] = "trained"
         result["error"] = ""
@@ -182,22 +185,41 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     return result
 
 
-def group_demand_class(frame: pd.DataFrame, spec: GroupSpec) -> str:
-    """The demand class (``statistical.demand_class``) of the group's series; with several
-    series, the most common one (ties: the first series' order). Empty if it cannot be told."""
+@dataclass(frozen=True)
+class SeriesProfile:
+    """What ``candidates: auto`` needs to know of one series: its demand class and length."""
+
+    demand_class: str
+    n_obs: int
+
+
+def series_profiles(frame: pd.DataFrame, spec: GroupSpec) -> list[SeriesProfile]:
+    """Each series' demand class (``statistical.demand_class``) and number of observed targets,
+    in the order of first appearance; empty if it cannot be told (a label, never a failure)."""
     try:  # the class counts values, whatever their order: no sort needed
         y = frame[spec.target_column].to_numpy(dtype=np.float64)
         columns = list(spec.series_columns)
         if not columns:
-            return statistical.demand_class(y)
-        codes = frame.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
-        classes = [statistical.demand_class(y[codes == c]) for c in range(int(codes.max()) + 1)] if len(codes) else []
-    except Exception:  # a label, never a reason for the group to fail
-        return ""
+            parts = [y]
+        else:
+            codes = frame.groupby(columns, sort=False, observed=True, dropna=False).ngroup().to_numpy()
+            parts = [y[codes == c] for c in range(int(codes.max()) + 1)] if len(codes) else []
+        return [SeriesProfile(statistical.demand_class(v), int(np.sum(~np.isnan(v)))) for v in parts]
+    except Exception:
+        return []
+
+
+def group_demand_class(frame: pd.DataFrame, spec: GroupSpec) -> str:
+    """The group's demand class: its series' most common one (ties: the first series' order)."""
+    return _main_class(series_profiles(frame, spec))
+
+
+def _main_class(profiles: list[SeriesProfile]) -> str:
+    classes = [p.demand_class for p in profiles]
     return max(dict.fromkeys(classes), key=classes.count) if classes else ""
 
 
-def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None) -> dict:
+def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None, profiles: list[SeriesProfile]) -> dict:
     y = frame[spec.target_column].to_numpy(dtype=np.float64)
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
@@ -208,7 +230,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     data = group_data(frame, spec, info, y)
     all_rows = np.ones(len(y), dtype=bool)
     data.mase_scale = mase_scale(data.grid(all_rows), data.spec.season_length)
-    candidates = _candidates(spec, data)
+    candidates, choice_note = _candidates(spec, data, profiles)
     transform = _transform(spec, data)
     out_of_time = deadline is not None and time.time() >= deadline
     if spec.automl.enabled and stored and stored.get("winner") in candidates and (not tune or out_of_time):
@@ -216,6 +238,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     else:
         decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
     decision, final = _refit_or_fall_back(decision, data, all_rows, spec, candidates, transform, stored, deadline)
+    note = "; ".join(n for n in (choice_note, decision.get("note", "")) if n)
     meta = {
         "kind": decision["winner"],
         "state": final.state,
@@ -238,7 +261,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "metrics": decision["metrics"],
         "scores": decision["scores"],
         "n_trials": decision.get("n_trials", 0),
-        "note": decision.get("note", ""),
+        "note": note,
         "candidate_errors": decision.get("candidate_errors") or {},
     }
 
@@ -248,7 +271,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
 
     ``dropped``: candidates already known not to fit, with their reasons (left out)."""
     a = spec.automl
-    folds = backtest_folds(data, spec.horizon, _n_folds(spec))
+    folds = backtest_folds(data, spec.horizon, _n_folds(spec), _min_series_history(candidates))
     evaluated: dict[str, automl.Evaluation] = {}
     errors: dict[str, str] = dict(dropped or {})
     lightgbm: dict[str, Any] = {"n_trials": 0, "source": "config"}
@@ -270,31 +293,37 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             if not a.enabled:
                 raise  # no other candidate to fall back on: the group fails with this reason
             errors[kind] = _reason(exc)
+    members = ensemble_members(spec, candidates)
     if "ensemble" in candidates and "ensemble" not in errors:
-        lost = [m for m in ENSEMBLE_MEMBERS if m not in evaluated]
-        if lost:
+        lost = [m for m in members if m not in evaluated]
+        if len(members) - len(lost) >= 2 and spec.automl.ensemble == "auto":
+            members = [m for m in members if m in evaluated]  # auto: the average of the members that fit
+        elif lost:
             errors["ensemble"] = f"its member {' and '.join(lost)} could not fit"
-        else:
-            evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
+        if "ensemble" not in errors:
+            evaluated["ensemble"] = automl.combine([evaluated[m] for m in members], ensemble_transform(members, transform))
     if not evaluated:
         raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
     metric = a.metric if a.enabled else "wape"
     calibrate = a.enabled and a.calibrate and len(folds) >= 2
-    judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
+    # calibration corrects the bias of a model fitted in the log space (it forecasts something
+    # like the median, scored on the metric); on a raw-space model (the statistical ones) a factor
+    # fitted on a few folds is noise: on M3 it scaled trending yearly forecasts by 0.7
+    calibrated = {k: e.calibrated(metric) for k, e in evaluated.items() if calibrate and _forecast_space(k, e, members, transform) == "log1p"}
+    judged = {k: calibrated.get(k, e) for k, e in evaluated.items()}
     order = [k for k in candidates if k in evaluated]
-    winner = automl.pick_winner(judged, metric, order, a.reference, a.evidence if a.enabled else 0.0)
+    winner = automl.pick_winner(judged, metric, order, _reference(spec, order), a.evidence if a.enabled else 0.0)
     chosen = evaluated[winner]
-    # the space the winner forecasts in: a LightGBM with a raw objective (mape, poisson) has no log;
-    # a statistical model forecasts the raw target, with its own quantiles (no residual shifts)
-    output_transform = chosen.params.get("_transform", transform) if winner == "lightgbm" else "none" if winner in statistical.KINDS else transform
+    chosen_members = members if winner == "ensemble" else [winner]
     return {
         "winner": winner,
-        "params": {m: evaluated[m].params for m in _members(winner) if m in evaluated},
-        "calibration": chosen.factor(metric) if calibrate else 1.0,
+        "members": chosen_members,
+        "params": {m: evaluated[m].params for m in chosen_members if m in evaluated},
+        "calibration": chosen.factor(metric) if winner in calibrated else 1.0,
         "metric": metric,
         "metrics": judged[winner].metrics(),
         "scores": {k: e.score(metric) for k, e in judged.items()},
-        "residual_quantiles": {} if winner in statistical.KINDS else chosen.residual_quantiles(spec.quantiles, output_transform),
+        "residual_quantiles": _residual_quantiles(winner, chosen, members, transform, data, spec, folds),
         "folds": len(folds),
         "n_trials": lightgbm.get("n_trials", 0),
         "tuned": lightgbm.get("source") == "tuned",
@@ -306,8 +335,17 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
     }
 
 
+def _residual_quantiles(winner: str, chosen: automl.Evaluation, members: list[str], transform: str, data: GroupData, spec: GroupSpec, folds: list) -> dict[str, float]:
+    """The quantile shifts stored with the decision: none for a statistical model (its own
+    intervals), the backtest residuals', or without a fold the history's spread."""
+    if winner in statistical.KINDS:
+        return {}
+    space = _forecast_space(winner, chosen, members, transform)
+    return chosen.residual_quantiles(spec.quantiles, space) if folds else automl.spread_quantiles(data.panel.y, spec.quantiles, space)
+
+
 def _search_note(folds: list, lightgbm: dict) -> str:
-    notes = [] if folds else ["backtest skipped: history shorter than one horizon plus a minimal training window"]
+    notes = [] if folds else ["backtest skipped: history shorter than one horizon plus a minimal training window (quantiles from the history's spread)"]
     failed = lightgbm.get("failed_trials", 0)
     if failed:
         notes.append(f"{failed} of {lightgbm['n_trials']} LightGBM trials failed and were pruned (first: {lightgbm['first_failure']})")
@@ -343,30 +381,97 @@ def _stored_decision(stored: dict, out_of_time: bool) -> dict:
     return {**stored, "n_trials": 0, "tuned": False, "source": f"stored decision of {stored.get('tuned_at', '?')} ({why})"}
 
 
-ENSEMBLE_MEMBERS = ("lightgbm", "linear")
+# candidates: auto's ensembles, in order of preference: the first family with two members in a group's
+# candidates is averaged (with known-future columns lightgbm + linear, as before auto; without, ETS and
+# Theta, whose combinations won the M competitions; for intermittent series the Croston family)
+ENSEMBLE_FAMILIES = (("lightgbm", "linear"), statistical.CONTINUOUS_KINDS, statistical.INTERMITTENT_KINDS)
+LEGACY_MEMBERS = ("lightgbm", "linear")  # what a stored ensemble decision without 'members' averaged
 
 
-def _members(kind: str) -> tuple[str, ...]:
-    return ENSEMBLE_MEMBERS if kind == "ensemble" else (kind,)
+def ensemble_members(spec: GroupSpec, candidates: list[str]) -> list[str]:
+    """What this group's ensemble averages: train.automl.ensemble, or under auto the first family
+    (ENSEMBLE_FAMILIES) with at least two members among the candidates."""
+    if spec.automl.ensemble != "auto":
+        return list(spec.automl.ensemble)
+    for family in ENSEMBLE_FAMILIES:
+        present = [k for k in family if k in candidates]
+        if len(present) >= 2:
+            return present
+    return []
+
+
+def ensemble_transform(members, transform: str) -> str:
+    """The space members are averaged in: the group's transform, but the raw target when a
+    statistical model is among them (they forecast the raw target; a log mean would shrink them)."""
+    return "none" if any(m in statistical.KINDS for m in members) else transform
+
+
+def _decided_members(decision: dict) -> list[str]:
+    if decision["winner"] != "ensemble":
+        return [decision["winner"]]
+    return list(decision.get("members") or LEGACY_MEMBERS)
+
+
+def _forecast_space(kind: str, evaluation: automl.Evaluation, members: list[str], transform: str) -> str:
+    """The space a candidate forecasts in: a LightGBM with a raw objective (mape, poisson) has no
+    log; statistical models and ensembles with them forecast the raw target."""
+    if kind == "lightgbm":
+        return evaluation.params.get("_transform", transform)
+    if kind in statistical.KINDS:
+        return "none"
+    return ensemble_transform(members, transform) if kind == "ensemble" else transform
+
+
+def _reference(spec: GroupSpec, order: list[str]) -> str | None:
+    """The candidate kept unless another is clearly better: train.automl.reference; under
+    candidates: auto, a group without it (no ensemble) keeps the first of its own candidates."""
+    a = spec.automl
+    if a.candidates == "auto" and a.reference not in order and order:
+        return order[0]
+    return a.reference
 
 
 def _n_folds(spec: GroupSpec) -> int:
     return spec.automl.folds if spec.automl.enabled else 1
 
 
-def _candidates(spec: GroupSpec, data: GroupData) -> list[str]:
+def _candidates(spec: GroupSpec, data: GroupData, profiles: list[SeriesProfile]) -> tuple[list[str], str]:
+    """The group's candidates, in order, and a note on how they were chosen (or '')."""
     if not spec.automl.enabled:
-        return ["lightgbm"]
+        return ["lightgbm"], ""
+    note = ""
+    if spec.automl.candidates != "auto":
+        listed = list(spec.automl.candidates)
+    elif not statistical.available():
+        listed = list(AUTO_WITHOUT_STATS)
+        note = "candidates auto without the statistical models: " + STATS_MISSING
+    else:
+        listed = auto_candidates(profiles, data, bool(spec.known_future_columns))
     out = []
-    for kind in spec.automl.candidates:
+    for kind in listed:
         if kind == "seasonal_naive" and not data.spec.season_length:
             continue  # no season length known: nothing to be seasonal about
-        if kind in ("linear", "ensemble") and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
+        if kind == "linear" and data.panel.exog.shape[1] == 0 and not data.spec.season_length:
             continue  # nothing for a linear model to use but intercepts (that is 'mean')
-        if kind in ("lightgbm", "ensemble") and np.sum(~np.isnan(data.panel.y)) < 2:
+        if kind == "lightgbm" and np.sum(~np.isnan(data.panel.y)) < 2:
             continue  # one row: LightGBM has nothing to split (and bagging leaves it no row at all)
         out.append(kind)
-    return out or ["naive"]
+    if "ensemble" in out and len([m for m in ensemble_members(spec, out) if m in out]) < 2:
+        out.remove("ensemble")  # fewer than two members left to average
+    return out or ["naive"], note
+
+
+# candidates: auto without statsforecast: the candidates of mm before auto
+AUTO_WITHOUT_STATS = ("ensemble", "lightgbm", "linear", "naive", "seasonal_naive", "mean", "moving_average")
+
+
+def auto_candidates(profiles: list[SeriesProfile], data: GroupData, has_known_future: bool) -> list[str]:
+    """candidates: auto for a group: the union of its series' sets (statistical.auto_candidates)."""
+    season = data.spec.season_length
+    if not profiles:
+        return ["naive", "mean"]
+    sets = [statistical.auto_candidates(p.demand_class, p.n_obs, season, has_known_future) for p in profiles]
+    return statistical.union_candidates(sets)
 
 
 def _transform(spec: GroupSpec, data: GroupData) -> str:
@@ -420,8 +525,9 @@ def _target_fits_objective(params: dict, data: GroupData) -> dict:
 def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, transform: str) -> Fitted:
     """The decided model, fitted on every row of the group."""
     winner = decision["winner"]
+    kinds = _decided_members(decision)
     members = []
-    for kind in _members(winner):
+    for kind in kinds:
         if kind == "lightgbm":
             params = dict(decision["params"]["lightgbm"])
             rounds = int(params.pop("_num_boost_round"))
@@ -433,7 +539,7 @@ def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, t
         else:
             fitted = fit_baseline(kind, data, rows, _baseline_params(kind, spec, data, transform))
         members.append(fitted)
-    return make_ensemble(members, transform) if winner == "ensemble" else members[0]
+    return make_ensemble(members, ensemble_transform(kinds, transform)) if winner == "ensemble" else members[0]
 
 
 # -- backtest folds ----------------------------------------------------------
@@ -441,12 +547,15 @@ def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, t
 MIN_FOLD_TRAIN_ROWS = 5
 
 
-def backtest_folds(data: GroupData, horizon: int, n_folds: int) -> list[tuple[np.ndarray, np.ndarray]]:
+def backtest_folds(data: GroupData, horizon: int, n_folds: int, min_series_rows: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Rolling origins: (train mask, test mask) for each fold, newest first.
 
     Fold f trains on periods up to ``T - f * horizon`` and tests on the next
     ``horizon`` periods, where T is the group's last period with a target.
-    Windows are counted in periods, so a gap never shifts them.
+    Windows are counted in periods, so a gap never shifts them. A fold needs
+    ``MIN_FOLD_TRAIN_ROWS`` training rows, and each series tested in it
+    ``min_series_rows`` of its own (a statistical candidate's minimum history:
+    a fold too short for it would drop it from a choice it could have won).
     """
     panel = data.panel
     known = ~np.isnan(panel.y)
@@ -456,10 +565,22 @@ def backtest_folds(data: GroupData, horizon: int, n_folds: int) -> list[tuple[np
         origin = last - f * horizon
         train = known & (panel.period <= origin)
         test = known & (panel.period > origin) & (panel.period <= origin + horizon)
-        if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any():
+        if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any() or not _long_enough(panel, train, test, min_series_rows):
             break
         folds.append((train, test))
     return folds
+
+
+def _long_enough(panel, train: np.ndarray, test: np.ndarray, min_rows: int) -> bool:
+    if min_rows <= 0:
+        return True
+    counts = np.bincount(panel.series[train], minlength=panel.n_series)
+    return bool(np.all(counts[np.unique(panel.series[test])] >= min_rows))
+
+
+def _min_series_history(candidates: list[str]) -> int:
+    """The longest minimum history among the statistical candidates (0 without any)."""
+    return max((statistical.MIN_OBS[k] for k in candidates if k in statistical.KINDS), default=0)
 
 
 # -- forecasting -------------------------------------------------------------

@@ -354,13 +354,14 @@ def auto_candidates(demand_class: str, n_obs: int, season_length: int | None, ha
     - ``constant``: naive.
     - ``short``: naive, seasonal_naive (when the history is longer than one
       season), mean, moving_average; plus linear when known-future columns exist.
-    - ``intermittent``, ``lumpy``: croston, tsb, adida, imapa, naive, mean,
-      moving_average.
+    - ``intermittent``, ``lumpy``: croston, tsb, adida, imapa, ensemble (their
+      average), naive, mean, moving_average.
     - ``smooth``, ``erratic``: ets, theta; mstl when at least two of the season
       lengths (``seasons``, default ``default_seasons(season_length)``: hourly and
-      daily data) have two full cycles in the history; lightgbm, linear and
-      ensemble when known-future columns exist; naive and seasonal_naive (when
-      the history is longer than one season).
+      daily data) have two full cycles in the history; lightgbm and linear when
+      known-future columns exist; ensemble (lightgbm + linear with known-future
+      columns, else the statistical models' average); naive and seasonal_naive
+      (when the history is longer than one season).
     - arima is never chosen by default (the most expensive; available by name).
     """
     if demand_class not in DEMAND_CLASSES:
@@ -372,13 +373,13 @@ def auto_candidates(demand_class: str, n_obs: int, season_length: int | None, ha
     if demand_class == "short":
         return ["naive", *seasonal_naive, "mean", "moving_average"] + (["linear"] if has_known_future else [])
     if demand_class in ("intermittent", "lumpy"):
-        return ["croston", "tsb", "adida", "imapa", "naive", "mean", "moving_average"]
+        return ["croston", "tsb", "adida", "imapa", "ensemble", "naive", "mean", "moving_average"]
     out = ["ets", "theta"]
     if len(_mstl_seasons(default_seasons(m) if seasons is None else seasons, n_obs)) >= 2:
         out.append("mstl")
     if has_known_future:
-        out += ["lightgbm", "linear", "ensemble"]
-    return out + ["naive", *seasonal_naive]
+        out += ["lightgbm", "linear"]
+    return out + ["ensemble", "naive", *seasonal_naive]
 
 
 def union_candidates(candidate_lists: Iterable[Iterable[str]]) -> list[str]:

@@ -63,6 +63,15 @@ BASELINE_RULES = {
     "moving_average": "every forecast period gets the mean of the series' last `window` known values",
 }
 # statistical models (core/statistical.py): per-series states, forecast by statsforecast's filters from the history
+def _member_kinds(meta: dict) -> list[str]:
+    return [m["kind"] for m in meta["state"].get("members", [])]
+
+
+def _statistical_ensemble(meta: dict) -> bool:
+    """An ensemble with a statistical member: a rule over the history, like its members (no ONNX graph)."""
+    return meta["kind"] == "ensemble" and any(k in STATISTICAL_KINDS for k in _member_kinds(meta))
+
+
 STATISTICAL_RULE = (
     "a statistical model per series ({kind}): 'state.series' holds each series' fitted specification and parameters "
     "(in the order of 'series.codes'); the forecast filters the series' history with them and extrapolates "
@@ -191,9 +200,10 @@ class _OnnxExporter:
             meta = self.store.read_model_meta(key, version)
             document = self.metadata(row, meta)
             entry["metadata_file"] = f"{key}.json"
-            if meta["kind"] in BASELINE_RULES or meta["kind"] in STATISTICAL_KINDS:
+            if meta["kind"] in BASELINE_RULES or meta["kind"] in STATISTICAL_KINDS or _statistical_ensemble(meta):
                 atomic_write_json(folder / entry["metadata_file"], document)
-                return {**entry, "status": "metadata_only", "note": f"{meta['kind']} is a rule over the series' history, not a function of one row: see 'rule' in the .json"}
+                what = f"an ensemble of {', '.join(_member_kinds(meta))}" if meta["kind"] == "ensemble" else meta["kind"]
+                return {**entry, "status": "metadata_only", "note": f"{what} is a rule over the series' history, not a function of one row: see 'rule' in the .json"}
             model, check = self.graph(key, version, meta, document)
             entry["file"] = f"{key}.onnx"
             if self.verify:
@@ -289,6 +299,12 @@ class _OnnxExporter:
         elif kind == "linear":
             document["inputs"] = _linear_inputs(info)
             document["forecasting"] = "each row is independent of the others: one ONNX call scores any number of future rows"
+        elif kind == "ensemble" and _statistical_ensemble(meta):
+            document["inputs"] = []
+            document["rule"] = (
+                f"the mean of its members ({', '.join(_member_kinds(meta))}; 'state.members', each as its own model kind), "
+                "averaged in the raw target space" + ("; clipped at 0" if info.get("nonnegative") else "")
+            )
         elif kind == "ensemble":
             lgb_state = next(m["state"] for m in state["members"] if m["kind"] == "lightgbm")
             document["inputs"] = self._lightgbm_inputs(info, lgb_state["transform"])

@@ -290,7 +290,7 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
 
 
 def training_output_columns(config: Config) -> list[str]:
-    candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
+    candidates = config.train.automl.candidate_names() if config.train.automl.enabled else []
     fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates", "demand_class"]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
@@ -304,7 +304,7 @@ def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
     """The binding training_output.csv table: one row per group of this run."""
     columns = list(config.data.group_columns)
     records = []
-    candidates = list(config.train.automl.candidates) if config.train.automl.enabled else []
+    candidates = config.train.automl.candidate_names() if config.train.automl.enabled else []
     for r in rows:
         failed = r.status is Status.FAILED
         record = dict(zip(columns, r.values))
