@@ -7,6 +7,7 @@ forecast for real; at least one run is the `mm` command in a subprocess.
 
 from __future__ import annotations
 
+import importlib
 import json
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import pandas as pd
 import pytest
 
 import manymodels as mm
+import manymodels.steps.reader as reader
 from manymodels.config import load_config
 from manymodels.core.kernels import backtest_folds, group_data
 from manymodels.errors import ConfigError
@@ -24,6 +26,7 @@ from manymodels.store.datastore import Datastore
 
 from .conftest import run_cli, small_config, write_config
 
+split_module = importlib.import_module("manymodels.steps.split")  # the package's `split` is the function
 START = pd.Timestamp("2020-01-02")  # a Thursday: weekly W-THU
 # series -> (first week, first week without a target, future weeks after it)
 RAGGED = {"a": (0, 40, 4), "b": (6, 28, 3), "c": (10, 44, 4), "d": (0, 32, 0)}
@@ -114,6 +117,30 @@ def test_integer_periods_and_several_series_per_group_each_end_on_their_own(tmp_
     for g, (first, end, future) in spans.items():
         assert train.loc[train["g"] == g, "t"].tolist() == list(range(100 + first, 100 + end))
         assert inference.loc[inference["g"] == g, "t"].tolist() == list(range(100 + end, 100 + end + future))
+
+
+def test_small_batches_and_many_buckets_cut_each_series_where_one_bucket_does(tmp_path: Path, monkeypatch):
+    rng = np.random.default_rng(3)
+    spans = {f"s{i:02d}": (int(rng.integers(0, 20)), int(rng.integers(30, 70)), int(rng.integers(0, 5))) for i in range(40)}
+    frame = ragged(spans, gaps={"s03": [40, 41], "s07": [35]})
+    contents = {}
+    for name, streamed in (("whole", False), ("streamed", True)):
+        folder = tmp_path / name
+        folder.mkdir()
+        if streamed:
+            monkeypatch.setattr(reader, "CSV_BLOCK_BYTES", 4096)  # ~100 rows a batch
+            monkeypatch.setattr(split_module, "ROWS_PER_BUCKET", 300)  # 4 buckets
+        config = load_config(_per_series(folder, frame))
+        result = mm.split(config).to_dict()
+        contents[name] = ({k: v for k, v in result.items() if k not in ("run_id", "reused", "reason")}, _partitions(config))
+    (summary, parts), (streamed_summary, streamed_parts) = contents["whole"], contents["streamed"]
+    assert summary == streamed_summary and summary["n_inference_rows"] == sum(f for _, _, f in spans.values())
+    earliest, latest = (START + pd.Timedelta(weeks=fn([e for _, e, _ in spans.values()]) - 1) for fn in (min, max))
+    assert summary["cutoff"] == f"per series: each series' last target (from {earliest:%Y-%m-%d} to {latest:%Y-%m-%d})"
+    assert parts.keys() == streamed_parts.keys() and len(parts) == 40
+    for label, (train, inference) in parts.items():
+        pd.testing.assert_frame_equal(train, streamed_parts[label][0])
+        pd.testing.assert_frame_equal(inference, streamed_parts[label][1])
 
 
 def test_a_series_without_any_target_is_forecast_as_new_and_reported(tmp_path: Path):
