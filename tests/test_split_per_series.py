@@ -95,13 +95,19 @@ def test_each_series_trains_up_to_its_own_last_target_and_forecasts_only_what_co
 
 
 def test_with_one_global_cutoff_the_early_series_get_no_forecast_and_per_series_gives_each_its_own(tmp_path: Path):
-    frame = ragged()
+    frame = ragged(gaps={"a": [5]})
     auto = load_config(_per_series(tmp_path, frame)).with_overrides(["split.train_end=auto"])
     result = mm.split(auto)
     assert result.cutoff == "2020-10-29" and result.n_inference_rows == 4  # only c's future: a's and b's are gaps
-    assert result.rows_missing_target == 4 + 3
+    assert result.rows_missing_target == 1 + 4 + 3 and result.rows_after_series_end == 4 + 3  # a's own gap is not its future
+    assert any(
+        w.startswith("8 row(s) at or before the cutoff (2020-10-29) have no target")
+        and w.endswith("; 7 of them come after their series' last target: to forecast each series from its own end, set split.train_end: per_series")
+        for w in result.warnings
+    )
     result = mm.split(auto.with_overrides(["split.train_end=per_series"]))
-    assert not result.reused and result.n_inference_rows == 11 and result.rows_missing_target == 0
+    assert not result.reused and result.n_inference_rows == 11 and result.rows_missing_target == 1 and result.rows_after_series_end == 0
+    assert not any("set split.train_end: per_series" in w for w in result.warnings)
 
 
 def test_integer_periods_and_several_series_per_group_each_end_on_their_own(tmp_path: Path):

@@ -133,8 +133,9 @@ def plan(frame: pd.DataFrame, spec: BucketSpec) -> BucketPlan:
     has_target = ~np.isnan(target)
     period = frame[PERIOD].to_numpy()
     series = frame["_s"].to_numpy()
+    last = _series_last_target(series, period, has_target)
     if spec.holdout is not None or spec.per_series:
-        in_train_window, inference_mask = _series_windows(spec, series, period, has_target)
+        in_train_window, inference_mask = _series_windows(spec, last, period)
     else:
         in_train_window = period <= spec.cutoff_period
         inference_mask = ~in_train_window
@@ -153,15 +154,21 @@ def plan(frame: pd.DataFrame, spec: BucketSpec) -> BucketPlan:
         "rows_not_used": int((~in_train_window & ~inference_mask).sum()),
         "series_without_target": int(frame["_s"].nunique() - pd.unique(series[has_target]).size),
         "series_without_inference": int(frame["_s"].nunique() - inference["_s"].nunique()),
+        # rows a global cutoff calls gaps although their series has ended: its future, which per_series would forecast
+        "rows_after_series_end": int((in_train_window & (period > last)).sum()),
         # inference rows without a value in a known-future column (forecast as if it were unknown)
         "inference_missing_known_future": {c: int(inference[c].isna().sum()) for c in spec.known_future if c in inference and inference[c].isna().any()},
     }
     return BucketPlan(train, inference, groups, summary)
 
 
-def _series_windows(spec: BucketSpec, series: np.ndarray, period: np.ndarray, has_target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _series_last_target(series: np.ndarray, period: np.ndarray, has_target: np.ndarray) -> np.ndarray:
+    """Each row's series' last period with a target (NaN for a series without any)."""
+    return pd.Series(np.where(has_target, period, np.nan)).groupby(series).transform("max").to_numpy()
+
+
+def _series_windows(spec: BucketSpec, last: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(train window, inference rows) when each series has its own cutoff: its last period with a target."""
-    last = pd.Series(np.where(has_target, period, np.nan)).groupby(series).transform("max").to_numpy()
     if spec.holdout is not None:
         # everything up to (its last target - holdout) trains, the holdout window is forecast, later rows are not used
         return period <= last - spec.holdout, (period > last - spec.holdout) & (period <= last)

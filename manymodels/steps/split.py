@@ -98,6 +98,7 @@ class SplitResult:
     rows_not_used: int = 0
     series_without_target: int = 0
     series_without_inference: int = 0
+    rows_after_series_end: int = 0
     groups_written: int = 0
     inference_missing_known_future: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -630,7 +631,7 @@ def _vanished(previous: pa.ChunkedArray | None, current: pa.ChunkedArray) -> lis
     return previous.filter(pc.invert(pc.is_in(previous, value_set=current))).to_pylist()
 
 
-COUNTS = ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "series_without_target", "series_without_inference", "groups_written")
+COUNTS = ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "series_without_target", "series_without_inference", "rows_after_series_end", "groups_written")
 
 
 def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str, per_series: bool) -> dict:
@@ -645,7 +646,7 @@ def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_tex
         where = "before their series' last target" if per_series else f"at or before the cutoff ({cutoff_text})"
         warnings.append(
             f"{total['rows_missing_target']} row(s) {where} have no target: they are gaps in training "
-            "and are not forecast (rows to forecast come after the cutoff)"
+            "and are not forecast (rows to forecast come after the cutoff)" + _ended_early(total)
         )
     for column, n in missing_kf.items():
         warnings.append(
@@ -666,6 +667,14 @@ def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_tex
         "frequency": axis.label,
         "warnings": warnings,
     }
+
+
+def _ended_early(total: dict) -> str:
+    """With one global cutoff, the part of the gaps that is really the future of series that ended earlier."""
+    n = total["rows_after_series_end"]
+    if not n:
+        return ""
+    return f"; {n} of them come after their series' last target: to forecast each series from its own end, set split.train_end: per_series"
 
 
 def _per_series_warnings(total: dict) -> list[str]:
