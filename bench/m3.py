@@ -2,12 +2,13 @@
 
 Data: ``../shared/data/m3/`` (3,003 series; read its README). Each series keeps
 its own competition hold-out (yearly 6, quarterly 8, monthly 18, other 8
-periods). M3 series start and end at different times; until ``split`` has a
-per-series cutoff, this script aligns the series on their ends: the period
-index is ``t - n_train``, so every series' last training period is 0 and its
-hold-out is 1..h, and one global cutoff (``split.train_end: 0``) is each
-series' own. mm gets no calendar (M3's dates are partly synthetic): an integer
-period index with the season length of the period (12, 4, 1, 1).
+periods). M3 is fed as a user would feed it: each series indexed by its own
+period ``t`` (1, 2, ... from its own start), its hold-out rows as future rows
+with the target empty, and ``split.train_end: per_series``, so each series is
+cut at its own last target whatever its length; the hold-out values are read
+back only to score the forecasts. mm gets no calendar (M3's dates are partly
+synthetic): an integer period index with the season length of the period
+(12, 4, 1, 1).
 
 The config is mm's default (AutoML on, default candidates) with only the
 columns, the horizon, the season length and ``train.min_history: 12`` set (the
@@ -51,10 +52,12 @@ def load(data: Path, period: str, limit: int | None) -> pd.DataFrame:
     frame = pd.read_csv(data / f"m3_{period}.csv", usecols=["series_id", "t", "value", "split"])
     if limit:
         frame = frame[frame["series_id"].isin(frame["series_id"].drop_duplicates().head(limit))]
-    n_train = frame[frame["split"] == "train"].groupby("series_id")["t"].max().rename("n_train")
-    frame = frame.join(n_train, on="series_id")
-    frame["period"] = frame["t"] - frame["n_train"]  # aligned on the series' ends: the cutoff is 0
     return frame
+
+
+def mm_input(frame: pd.DataFrame) -> pd.DataFrame:
+    """What mm is given: the hold-out rows are future rows, their values left empty (scored afterwards)."""
+    return frame.assign(value=frame["value"].where(frame["split"] == "train"))[["series_id", "t", "value"]]
 
 
 def run_period(frame: pd.DataFrame, period: str, out: Path, overrides: list[str], jobs: int | None) -> dict:
@@ -62,18 +65,18 @@ def run_period(frame: pd.DataFrame, period: str, out: Path, overrides: list[str]
     folder = out / period
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
-    frame[["series_id", "period", "value"]].to_csv(folder / "input.csv", index=False)
+    mm_input(frame).to_csv(folder / "input.csv", index=False)
     raw = {
         "datastore": str(folder / "store"),
-        "data": {"path": str(folder / "input.csv"), "time_column": "period", "target_column": "value", "group_columns": ["series_id"], "season_length": season},
-        "split": {"train_end": 0},
+        "data": {"path": str(folder / "input.csv"), "time_column": "t", "target_column": "value", "group_columns": ["series_id"], "season_length": season},
+        "split": {"train_end": "per_series"},
         "train": {"horizon": horizon, "min_history": MIN_HISTORY},
     }
     config = mm.config_from_dict(apply_overrides(raw, overrides), base_dir=folder)
     started = time.perf_counter()
     result = mm.run(config, Terminal(quiet=True), jobs=jobs)
     wall = time.perf_counter() - started
-    forecast = pd.read_csv(result.forecast.output, usecols=["series_id", "period", "value", config.forecast.prediction_column])
+    forecast = pd.read_csv(result.forecast.output, usecols=["series_id", "t", config.forecast.prediction_column])
     scores = score(frame, forecast.rename(columns={config.forecast.prediction_column: "forecast"}), season)
     return {
         "period": period,
@@ -92,7 +95,7 @@ def run_period(frame: pd.DataFrame, period: str, out: Path, overrides: list[str]
 def score(frame: pd.DataFrame, forecast: pd.DataFrame, season: int) -> pd.DataFrame:
     """Per series: sMAPE (percent) and MASE over its hold-out, as the published table."""
     rows = []
-    truth = frame[frame["split"] == "test"].merge(forecast[["series_id", "period", "forecast"]], on=["series_id", "period"], how="left")
+    truth = frame[frame["split"] == "test"].merge(forecast[["series_id", "t", "forecast"]], on=["series_id", "t"], how="left")
     for sid, test in truth.groupby("series_id"):
         train = frame.loc[(frame["series_id"] == sid) & (frame["split"] == "train"), "value"].to_numpy(dtype=float)
         y, f = test["value"].to_numpy(dtype=float), test["forecast"].to_numpy(dtype=float)

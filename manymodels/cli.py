@@ -356,7 +356,7 @@ def _show_run(terminal: Terminal, config, run_id: str, groups_limit: int) -> int
 
     details = api.show_run(config, run_id)
     record, groups = details.record, details.groups
-    keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "accuracy", "error", "reason"]
+    keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "accuracy", "error", "reason", "cutoff"]
     terminal.facts(f"run {run_id}", [(k, json.dumps(record[k]) if isinstance(record[k], (dict, list)) else record[k]) for k in keys if k in record and record[k] not in (None, "", {}, [])])
     if len(groups):
         cols = [c for c in ("label", "status", "model", "model_version", "decision", "error") if c in groups.columns]

@@ -42,6 +42,8 @@ ALL_CANDIDATES = CANDIDATES + STATISTICAL_CANDIDATES
 # shrinkage the calibration already does)
 ENSEMBLE_MEMBERS = ("lightgbm", "linear") + STATISTICAL_CANDIDATES
 METRICS = ("mape", "smape", "wape", "rmse", "mase")
+TRAIN_END_MODES = ("auto", "per_series")
+TRAIN_END_CHOICES = "use auto, per_series, an ISO date like 1992-05-28, or a period number"
 
 
 class _Section(BaseModel):
@@ -93,6 +95,8 @@ class DataConfig(_Section):
 
 
 class SplitConfig(_Section):
+    # auto (one cutoff: the last time with a target anywhere), per_series (each series' own last
+    # target), or an explicit date / period number; see steps/split.py
     train_end: str | int = "auto"
     holdout: int | None = Field(default=None, ge=1)
 
@@ -100,7 +104,7 @@ class SplitConfig(_Section):
     @classmethod
     def _parse_train_end(cls, value: Any) -> str | int:
         if isinstance(value, bool):
-            raise ValueError(f"not a date or period: {value!r}")
+            raise ValueError(f"not a date or period: {value!r} ({TRAIN_END_CHOICES})")
         if isinstance(value, dt.datetime):
             return value.isoformat()
         if isinstance(value, dt.date):
@@ -109,16 +113,17 @@ class SplitConfig(_Section):
             return value
         if isinstance(value, str):
             text = value.strip()
-            if text == "auto":
+            if text in TRAIN_END_MODES:
                 return text
             if text.lstrip("-").isdigit():
                 return int(text)
             try:
                 dt.datetime.fromisoformat(text)
             except ValueError:
-                raise ValueError(f"not a date: {value!r} (use auto, an ISO date like 1992-05-28, or a period number)") from None
+                near = did_you_mean(text, TRAIN_END_MODES)  # 'per-series', 'Auto'
+                raise ValueError(f"not a date: {value!r} ({TRAIN_END_CHOICES})" + (f".{near}" if near else "")) from None
             return text
-        raise ValueError(f"not a date or period: {value!r}")
+        raise ValueError(f"not a date or period: {value!r} ({TRAIN_END_CHOICES})")
 
     @model_validator(mode="after")
     def _one_cutoff_mode(self) -> SplitConfig:

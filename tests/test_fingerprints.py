@@ -278,3 +278,24 @@ def test_a_data_key_a_model_is_built_from_retrains_it_and_moving_the_input_does_
     result = mm.run(moved)
     assert not result.split.reused and _counts(result.train) == (0, 3)
     assert pd.read_csv(store.output_path("forecasting_output.csv"))["Prediction"].notna().all()
+
+
+def test_switching_the_cutoff_to_per_series_splits_again_and_keeps_the_models_whose_rows_did_not_change(tmp_path: Path):
+    from .test_split_per_series import ragged
+
+    ragged().to_csv(tmp_path / "d.csv", index=False)  # a, b and d end before c; a and b have future rows
+    config = load_config(small_config(tmp_path, "d.csv"))  # train_end: auto
+    first = mm.run(config)
+    assert first.exit_code == 0 and first.forecast.n_rows == 4  # one global cutoff: only c's future is forecast
+    per_series = config.with_overrides(["split.train_end=per_series"])  # a new value of a decided key: no DECIDED entry
+    assert cache.config_fingerprint(per_series, cache.SPLIT) != cache.config_fingerprint(config, cache.SPLIT)
+    assert cache.config_fingerprint(per_series, cache.TRAIN) == cache.config_fingerprint(config, cache.TRAIN)
+    result = mm.run(per_series)
+    assert not result.split.reused and "config changed" in result.split.reason
+    # every series trained on all its targets either way: same partitions, every model reused
+    assert _counts(result.train) == (0, 4)
+    # c's forecast is reused; a and b are forecast from their own ends; d has no row after its end
+    assert (result.forecast.forecast, result.forecast.reused, result.forecast.n_rows) == (2, 1, 11)
+    assert mm.run(per_series).split.reused
+    back = mm.run(config)
+    assert not back.split.reused and back.forecast.n_rows == 4

@@ -101,7 +101,7 @@ def cases(draw):
         train["automl"] = {"enabled": True, "candidates": candidates, "reference": None, "n_trials": draw(st.integers(0, 1)), "folds": draw(st.integers(1, 2)), "timeout_per_group": None}
     else:
         train["automl"] = {"enabled": False}
-    split = draw(st.sampled_from([{}, {"holdout": 1}, {"holdout": 2}, {"train_end": "middle"}]))
+    split = draw(st.sampled_from([{}, {"holdout": 1}, {"holdout": 2}, {"train_end": "middle"}, {"train_end": "per_series"}]))
     data = {
         "time_column": "t",
         "target_column": "y",

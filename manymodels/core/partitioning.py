@@ -7,9 +7,9 @@ parallel: ``scan`` validates and summarises a bucket without writing anything
 (time steps for frequency inference, duplicate rows, the longest span of
 targets), and ``partition`` cuts it into each group's train and inference
 tables and its rows of the groups table. Everything per series (time steps,
-duplicates, holdout windows, gaps) is computed inside one bucket; what needs
-the whole input (the time axis, the cutoff) is reduced from the summaries
-between the passes.
+duplicates, holdout windows, per-series cutoffs, gaps) is computed inside one
+bucket; what needs the whole input (the time axis, the cutoff) is reduced from
+the summaries between the passes.
 """
 
 from __future__ import annotations
@@ -43,8 +43,9 @@ class BucketSpec:
     target_column: str
     columns: tuple[str, ...] = ()  # partition columns, in order (PERIOD last)
     axis: dict | None = None
-    cutoff_period: int | None = None  # train_end / auto; None with holdout
+    cutoff_period: int | None = None  # train_end / auto; None with holdout or per_series
     holdout: int | None = None
+    per_series: bool = False  # train_end: per_series: each series' own last target is its cutoff
     known_future: tuple[str, ...] = ()
 
     @property
@@ -89,7 +90,8 @@ def scan(frame: pd.DataFrame, spec: BucketSpec) -> dict:
 
 
 def _target_spans(frame: pd.DataFrame, spec: BucketSpec, series: np.ndarray, values: np.ndarray) -> dict:
-    """The longest first-to-last target span of any series, in time units and in months.
+    """The longest first-to-last target span of any series, in time units and in months, and the
+    earliest last target of any series (where the first per-series cutoff is, to show it).
 
     With a holdout, a series trains on something only if its targets span more
     than the holdout window; the axis (hence periods) is not known yet, so both
@@ -97,7 +99,7 @@ def _target_spans(frame: pd.DataFrame, spec: BucketSpec, series: np.ndarray, val
     """
     has_target = frame[spec.target_column].notna().to_numpy()
     if not has_target.any():
-        return {"span": None, "span_months": None}
+        return {"span": None, "span_months": None, "earliest_end": None}
     s, v = series[has_target], values[has_target]
     first = pd.Series(v).groupby(s).min()
     last = pd.Series(v).groupby(s).max()
@@ -107,7 +109,7 @@ def _target_spans(frame: pd.DataFrame, spec: BucketSpec, series: np.ndarray, val
         times = frame[spec.time_column][has_target]
         m = pd.Series(month_numbers(times)).groupby(s).agg(["min", "max"])
         months = int((m["max"] - m["min"]).max())
-    return {"span": span, "span_months": months}
+    return {"span": span, "span_months": months, "earliest_end": int(last.min())}
 
 
 # -- pass 2: partition -----------------------------------------------------------
@@ -130,11 +132,10 @@ def plan(frame: pd.DataFrame, spec: BucketSpec) -> BucketPlan:
     target = frame[spec.target_column].to_numpy()
     has_target = ~np.isnan(target)
     period = frame[PERIOD].to_numpy()
-    if spec.holdout is not None:
-        # per series: everything up to (its last target - holdout) trains, the holdout window is forecast
-        last = pd.Series(np.where(has_target, period, np.nan)).groupby(frame["_s"].to_numpy()).transform("max").to_numpy()
-        in_train_window = period <= last - spec.holdout
-        inference_mask = (period > last - spec.holdout) & (period <= last)
+    series = frame["_s"].to_numpy()
+    last = _series_last_target(series, period, has_target)
+    if spec.holdout is not None or spec.per_series:
+        in_train_window, inference_mask = _series_windows(spec, last, period)
     else:
         in_train_window = period <= spec.cutoff_period
         inference_mask = ~in_train_window
@@ -151,10 +152,30 @@ def plan(frame: pd.DataFrame, spec: BucketSpec) -> BucketPlan:
         "groups_without_inference": int((groups["n_inference"] == 0).sum()),
         "rows_missing_target": int((in_train_window & ~has_target).sum()),
         "rows_not_used": int((~in_train_window & ~inference_mask).sum()),
+        "series_without_target": int(frame["_s"].nunique() - pd.unique(series[has_target]).size),
+        "series_without_inference": int(frame["_s"].nunique() - inference["_s"].nunique()),
+        # rows a global cutoff calls gaps although their series has ended: its future, which per_series would forecast
+        "rows_after_series_end": int((in_train_window & (period > last)).sum()),
         # inference rows without a value in a known-future column (forecast as if it were unknown)
         "inference_missing_known_future": {c: int(inference[c].isna().sum()) for c in spec.known_future if c in inference and inference[c].isna().any()},
     }
     return BucketPlan(train, inference, groups, summary)
+
+
+def _series_last_target(series: np.ndarray, period: np.ndarray, has_target: np.ndarray) -> np.ndarray:
+    """Each row's series' last period with a target (NaN for a series without any)."""
+    return pd.Series(np.where(has_target, period, np.nan)).groupby(series).transform("max").to_numpy()
+
+
+def _series_windows(spec: BucketSpec, last: np.ndarray, period: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(train window, inference rows) when each series has its own cutoff: its last period with a target."""
+    if spec.holdout is not None:
+        # everything up to (its last target - holdout) trains, the holdout window is forecast, later rows are not used
+        return period <= last - spec.holdout, (period > last - spec.holdout) & (period <= last)
+    # per_series: a series without any target has no history, so all its rows come after its cutoff
+    # (forecast as a new series, as after a global cutoff; a group of nothing else fails no_history in train)
+    last = np.where(np.isnan(last), -np.inf, last)
+    return period <= last, period > last
 
 
 def group_slices(part: pd.DataFrame, n_groups: int) -> tuple[np.ndarray, np.ndarray]:

@@ -5,6 +5,9 @@ The cutoff decides which rows train a model and which are forecast:
 - ``train_end: auto``: rows with a target up to the last time that has one
   train; later rows (whose target may be empty) are forecast;
 - ``train_end: <date or period>``: rows up to it train, later rows are forecast;
+- ``train_end: per_series``: each series' own last target is its cutoff: its
+  rows up to it train, its later rows are forecast (for series that end at
+  different times: competition data, late-reporting stores);
 - ``holdout: N``: the last N periods of each series (up to its last target) are
   forecast with their actuals kept for evaluation; later rows are not used.
 
@@ -93,6 +96,9 @@ class SplitResult:
     groups_without_inference: int = 0
     rows_missing_target: int = 0
     rows_not_used: int = 0
+    series_without_target: int = 0
+    series_without_inference: int = 0
+    rows_after_series_end: int = 0
     groups_written: int = 0
     inference_missing_known_future: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
@@ -133,7 +139,7 @@ def _split(s: Session) -> SplitResult:
     if decision.reuse:
         terminal.detail(f"split: reused, {decision.reason}")
         result = SplitResult(run.id, True, decision.reason, **previous["summary"])
-        run.finish("completed", {"reused": result.n_groups}, reused=True, reason=decision.reason)
+        run.finish("completed", {"reused": result.n_groups}, reused=True, reason=decision.reason, cutoff=result.cutoff)
         return result
     terminal.detail(f"split: recomputed, {decision.reason}")
     terminal.info(f"split: reading {files.label}")
@@ -149,7 +155,7 @@ def _split(s: Session) -> SplitResult:
     manifest["mm_version"] = parts["version"]
     store.write_split_manifest(manifest)  # last: the manifest marks the split complete
     result = SplitResult(run.id, False, decision.reason, **manifest["summary"])
-    run.finish("completed", {"groups": result.n_groups, "written": result.groups_written}, reason=decision.reason)
+    run.finish("completed", {"groups": result.n_groups, "written": result.groups_written}, reason=decision.reason, cutoff=result.cutoff)
     return result
 
 
@@ -170,7 +176,8 @@ def _compute(s: Session, files, run: Run) -> dict:
     d = config.data
     scratch = store.scratch(run.id, "buckets")
     reading = _read_into_buckets(s, files, scratch, _bucket_count(files, s.workers))
-    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout, known_future=tuple(d.known_future_columns))
+    per_series = config.split.train_end == "per_series"
+    spec = BucketSpec(tuple(d.group_columns), tuple(d.series_key), d.time_column, d.target_column, holdout=config.split.holdout, per_series=per_series, known_future=tuple(d.known_future_columns))
     context = SplitContext(store.location, scratch, spec, reading.schema, store.has_split_groups())
     buckets = sorted(reading.buckets)
     scans = _on_buckets(s, run, split_scan_batch, context, buckets, "split: checking")
@@ -184,7 +191,7 @@ def _compute(s: Session, files, run: Run) -> dict:
     for key in _vanished(previous_keys, current_keys):
         store.remove_partition("train", key)
         store.remove_partition("inference", key)
-    summary = _summary(written, times, axis, cutoff_text)
+    summary = _summary(written, times, axis, cutoff_text, per_series)
     summary["warnings"] = reading.warnings + summary["warnings"]
     return {
         "run_id": run.id,
@@ -530,7 +537,7 @@ def _check_duplicates(config: Config, scans: list[dict], times: TimeSummary, axi
 
 
 def _cutoff(config: Config, axis: TimeAxis, times: TimeSummary, reading: _Reading, scans: list[dict], source: str) -> tuple[int | None, str]:
-    """The cutoff period (None with a holdout: it is per series) and how to show it."""
+    """The cutoff period (None with a holdout or per_series: it is per series) and how to show it."""
     s = config.split
     if s.holdout is not None:
         text = f"last {s.holdout} period(s) of each series held out"
@@ -539,6 +546,10 @@ def _cutoff(config: Config, axis: TimeAxis, times: TimeSummary, reading: _Readin
         if not spans or max(spans) // axis.step < s.holdout:
             raise _nothing_to_train(source, text)
         return None, text
+    if s.train_end == "per_series":
+        # every series with a target trains on at least that row: nothing more to check
+        earliest = min(scan["earliest_end"] for scan in scans if scan["earliest_end"] is not None)
+        return None, _per_series_text(axis, times, earliest, reading.last_target)
     if s.train_end == "auto":
         cutoff = int(axis.to_periods(times.series(np.array([reading.last_target])))[0])
     else:
@@ -550,6 +561,13 @@ def _cutoff(config: Config, axis: TimeAxis, times: TimeSummary, reading: _Readin
     if first > cutoff:
         raise _nothing_to_train(source, text)
     return cutoff, text
+
+
+def _per_series_text(axis: TimeAxis, times: TimeSummary, earliest: int, latest: int) -> str:
+    """'per series: each series' last target (from 1990-01-01 to 2017-05-01)', for the summary and the run record."""
+    first, last = (format_time(v, axis) for v in times.series(np.array([earliest, latest], dtype=np.int64)))
+    where = f"all at {first}" if first == last else f"from {first} to {last}"
+    return f"per series: each series' last target ({where})"
 
 
 def _nothing_to_train(source: str, cutoff_text: str) -> InputDataError:
@@ -613,18 +631,22 @@ def _vanished(previous: pa.ChunkedArray | None, current: pa.ChunkedArray) -> lis
     return previous.filter(pc.invert(pc.is_in(previous, value_set=current))).to_pylist()
 
 
-def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str) -> dict:
-    total = {k: sum(r[k] for r in written) for k in ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "groups_written")}
+COUNTS = ("n_groups", "n_series", "n_train_rows", "n_inference_rows", "groups_with_gaps", "groups_without_inference", "rows_missing_target", "rows_not_used", "series_without_target", "series_without_inference", "rows_after_series_end", "groups_written")
+
+
+def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_text: str, per_series: bool) -> dict:
+    total = {k: sum(r[k] for r in written) for k in COUNTS}
     missing_kf: dict[str, int] = {}
     for r in written:
         for column, n in r.get("inference_missing_known_future", {}).items():
             missing_kf[column] = missing_kf.get(column, 0) + n
     total["inference_missing_known_future"] = missing_kf
-    warnings = []
+    warnings = _per_series_warnings(total) if per_series else []
     if total["rows_missing_target"]:
+        where = "before their series' last target" if per_series else f"at or before the cutoff ({cutoff_text})"
         warnings.append(
-            f"{total['rows_missing_target']} row(s) at or before the cutoff ({cutoff_text}) have no target: they are gaps in training "
-            "and are not forecast (rows to forecast come after the cutoff)"
+            f"{total['rows_missing_target']} row(s) {where} have no target: they are gaps in training "
+            "and are not forecast (rows to forecast come after the cutoff)" + _ended_early(total)
         )
     for column, n in missing_kf.items():
         warnings.append(
@@ -634,7 +656,8 @@ def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_tex
     if total["rows_not_used"]:
         warnings.append(f"{total['rows_not_used']} row(s) after the holdout window are not used")
     if total["n_inference_rows"] == 0:
-        warnings.append("no rows after the cutoff: there is nothing to forecast (add future rows, or use split.holdout to evaluate)")
+        where = "no series has rows after its last target" if per_series else "no rows after the cutoff"
+        warnings.append(f"{where}: there is nothing to forecast (add future rows, or use split.holdout to evaluate)")
     distinct = times.series()
     return {
         **total,
@@ -644,3 +667,24 @@ def _summary(written: list[dict], times: TimeSummary, axis: TimeAxis, cutoff_tex
         "frequency": axis.label,
         "warnings": warnings,
     }
+
+
+def _ended_early(total: dict) -> str:
+    """With one global cutoff, the part of the gaps that is really the future of series that ended earlier."""
+    n = total["rows_after_series_end"]
+    if not n:
+        return ""
+    return f"; {n} of them come after their series' last target: to forecast each series from its own end, set split.train_end: per_series"
+
+
+def _per_series_warnings(total: dict) -> list[str]:
+    """One line per kind of series a per-series cutoff leaves without history or without a forecast (counts, not names)."""
+    out = []
+    if total["series_without_target"]:
+        out.append(
+            f"{total['series_without_target']} series with no target at all: every row of theirs comes after their cutoff and is forecast "
+            "as a new series (a group with no other history fails in train with no_history)"
+        )
+    if total["series_without_inference"] and total["n_inference_rows"]:  # when none has any, the 'nothing to forecast' warning says it
+        out.append(f"no rows after their last target in {total['series_without_inference']} of {total['n_series']} series: nothing is forecast for them")
+    return out
