@@ -10,9 +10,11 @@ back only to score the forecasts. mm gets no calendar (M3's dates are partly
 synthetic): an integer period index with the season length of the period
 (12, 4, 1, 1).
 
-The config is mm's default (AutoML on, default candidates) with only the
-columns, the horizon, the season length and ``train.min_history: 12`` set (the
-default 20 is longer than many M3 series), plus any ``--set``.
+The config is mm's default (AutoML on, ``candidates: auto``) with only the
+columns, the horizon, the season length and the per-series cutoff set, plus
+any ``--set``. The statistical candidates need the ``stats`` extra; without it
+``candidates: auto`` falls back to LightGBM, linear and the baselines (the script
+says so).
 
 Prints, per period and overall: sMAPE and MASE (per series, then the mean over
 series, as the README's published table), the wall time of ``mm run``, how many
@@ -42,7 +44,6 @@ import manymodels as mm  # noqa: E402
 from manymodels.config import apply_overrides  # noqa: E402
 from manymodels.console import Terminal  # noqa: E402
 
-MIN_HISTORY = 12  # mm's default (20) is longer than many M3 series (yearly: 14 to 41 periods)
 PERIODS = {"yearly": (6, 1), "quarterly": (8, 4), "monthly": (18, 12), "other": (8, 1)}  # horizon, season
 PUBLISHED = {"Theta": (12.76, 1.39), "ForecastPro": (13.06, 1.47), "ets": (13.07, 1.43), "auto.arima": (13.57, 1.45), "Naive2": (14.74, 1.67)}
 PUBLISHED_MASE = {"monthly": {"AutoTheta": 0.855, "AutoETS": 0.863}, "quarterly": {"AutoTheta": 1.119, "AutoETS": 1.144}, "yearly": {"AutoTheta": 2.610, "AutoETS": 2.695}}
@@ -70,7 +71,7 @@ def run_period(frame: pd.DataFrame, period: str, out: Path, overrides: list[str]
         "datastore": str(folder / "store"),
         "data": {"path": str(folder / "input.csv"), "time_column": "t", "target_column": "value", "group_columns": ["series_id"], "season_length": season},
         "split": {"train_end": "per_series"},
-        "train": {"horizon": horizon, "min_history": MIN_HISTORY},
+        "train": {"horizon": horizon},
     }
     config = mm.config_from_dict(apply_overrides(raw, overrides), base_dir=folder)
     started = time.perf_counter()
@@ -114,7 +115,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--jobs", type=int, default=None)
     args = parser.parse_args(argv)
+    from manymodels.core import statistical
 
+    if not statistical.available():
+        print("statsforecast is not installed: candidates auto falls back to LightGBM, linear and the baselines (pip install 'manymodels[stats]')", flush=True)
     results = []
     for period in args.periods.split(","):
         frame = load(args.data, period, args.limit)

@@ -211,3 +211,18 @@ def test_raw_space_models_are_not_calibrated_log_space_ones_are():
             assert factor != 1.0
         else:  # the statistical models forecast the raw target: no factor fitted on three folds
             assert factor == 1.0
+
+
+def test_train_warns_once_when_auto_has_no_statsforecast(tmp_path, monkeypatch):
+    monkeypatch.setattr(statistical, "available", lambda: False)
+    from manymodels.console import Terminal
+
+    config = mixed_config(tmp_path / "nostats", [])
+    warnings: list[str] = []
+    terminal = Terminal(quiet=True)
+    monkeypatch.setattr(terminal, "warn", warnings.append)
+    result = mm.run(config, terminal, engine="serial")
+    assert result.train.failed == 0
+    assert sum("statsforecast is not installed" in w for w in warnings) == 1, warnings
+    training, _ = outputs(config)
+    assert training["tuning"].str.contains("candidates auto without the statistical models").all()

@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..config import Config
 from ..console import Terminal
 from ..core.identity import digest
+from ..core import statistical
 from ..core.metrics import METRIC_NAMES
 from ..core.results import Reason, Status, TrainRow
 from ..errors import InputDataError
@@ -111,6 +112,8 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         selected, n_fit = _plan(s, spool, run, GroupSelector(group_specs, config.data.group_columns), retry_failed, manifest, config_fp)
         if retry_failed and not n_fit:
             s.terminal.info("train: no failed groups to retry")
+        if n_fit:
+            _warn_if_auto_lacks_statistical_models(config, s.terminal)
         context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
         _fit(s, spool, run, context, n_fit)
         return _finish(s, run, spool, selected, time.perf_counter() - started)
@@ -287,6 +290,15 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
     )
     run.finish(status, summary.counts, output=str(out_path), winners=summary.winners)
     return result
+
+
+def _warn_if_auto_lacks_statistical_models(config: Config, terminal: Terminal) -> None:
+    a = config.train.automl
+    if a.enabled and a.candidates == "auto" and not statistical.available():
+        terminal.warn(
+            "train.automl.candidates auto: statsforecast is not installed, so ETS, Theta and the Croston family are left out "
+            "(LightGBM, linear and the baselines only; each group's tuning column says so): pip install 'manymodels[stats]'"
+        )
 
 
 def training_output_columns(config: Config) -> list[str]:
