@@ -6,6 +6,8 @@ import math
 import numpy as np
 import pytest
 
+from manymodels.core import automl
+from manymodels.core.kernels import fit_group
 from manymodels.core.metrics import (
     both_zero,
     history_scale,
@@ -13,6 +15,8 @@ from manymodels.core.metrics import (
     scores,
     unscored,
 )
+
+from .test_kernels import spec_for, weekly_group
 
 # -- the metrics at zero -----------------------------------------------------------------
 
@@ -63,3 +67,59 @@ def test_the_forecast_reads_the_same_scale_as_the_backtest():
     for season in (None, 4, 52):
         assert history_scale(series, period + 100, values, season) == pytest.approx(mase_scale(grid, season))
     assert history_scale(np.empty(0, int), np.empty(0, int), np.empty(0), 52) is None
+
+
+# -- choosing when the metric cannot score a group ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "metric, actual, scale, expected",
+    [
+        ("mape", [1.0, 2.0, 0.0, 3.0], 1.0, "mape"),  # 3 of 4 rows scored: enough
+        ("mape", [0.0, 0.0, 0.0, 3.0], 1.0, "wape"),  # mostly zeros: MAPE would ignore most of the backtest
+        ("mape", [0.0, 0.0, 0.0, 0.0], 1.0, "mase"),  # all zeros: WAPE cannot either, MASE can
+        ("wape", [0.0, 0.0, 0.0, 0.0], 0.0, "rmse"),  # and a constant (never sold) history: RMSE
+        ("mase", [2.0, 2.0], 0.0, "wape"),
+        ("smape", [0.0, 0.0], 0.0, "smape"),  # sMAPE scores every row (0/0 is exact)
+        ("wape", [], None, "wape"),  # no backtest: nothing to fall back on
+    ],
+)
+def test_selection_metric_falls_back_to_one_that_can_score_the_backtest(metric, actual, scale, expected):
+    chosen, note = automl.selection_metric(metric, np.asarray(actual, dtype=float), scale)
+    assert chosen == expected
+    assert (note == "") == (expected == metric)
+    if note:
+        assert note.startswith(f"{metric} could score") and f"by {expected} instead" in note
+
+
+def intermittent_group(n_weeks=80, share=0.1, seed=3, zero_tail=0):
+    """weekly_group's shape with mostly-zero demand; the last ``zero_tail`` weeks sold nothing."""
+    history, future = weekly_group(n_weeks=n_weeks, seed=seed)
+    rng = np.random.default_rng(seed)
+    sold = rng.random(len(history)) < share
+    history["y"] = np.where(sold, rng.poisson(3, len(history)) + 1, 0).astype(float)
+    history.loc[history.index[len(history) - zero_tail :], "y"] = 0.0
+    return history, future
+
+
+@pytest.mark.parametrize("metric", ["mape", "wape"])
+def test_a_group_whose_backtest_actuals_are_all_zero_is_chosen_by_a_metric_that_can_score_it(metric):
+    """Before: every candidate scored inf and the first of a fixed preference list won, silently."""
+    history, _ = intermittent_group(zero_tail=12)  # the 3 backtest folds of 4 weeks sold nothing
+    auto = {"enabled": True, "candidates": ["naive", "mean", "moving_average", "linear"], "n_trials": 0, "folds": 3, "metric": metric, "evidence": 0.0}
+    result = fit_group(history, spec_for(automl=auto))
+    assert result["status"] == "trained", result
+    assert result["selection_metric"] == "mase" and result["meta"]["calibration"]["metric"] == "mase"
+    assert all(math.isfinite(v) for v in result["scores"].values())
+    assert result["model"] == min(result["scores"], key=result["scores"].get)  # evidence 0: the best MASE wins
+    assert f"{metric} could score 0 of the 12 backtest rows" in result["note"] and "by mase instead" in result["note"]
+    assert result["n_backtest"] == 12 and result["unscored"]["mape"] == result["unscored"]["wape"] == 12 and result["unscored"]["mase"] == 0
+
+
+def test_a_scored_group_keeps_its_metric_and_counts_what_mape_skipped():
+    history, _ = intermittent_group(share=0.7)
+    auto = {"enabled": True, "candidates": ["naive", "mean"], "n_trials": 0, "folds": 2, "metric": "mape"}
+    result = fit_group(history, spec_for(automl=auto))
+    zeros = int((history["y"].to_numpy()[-8:] == 0).sum())
+    assert result["selection_metric"] == "mape" and "instead" not in result["note"]
+    assert result["n_backtest"] == 8 and result["unscored"]["mape"] == zeros and result["unscored"]["wape"] == 0

@@ -236,6 +236,9 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "meta": meta,
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
         "metrics": decision["metrics"],
+        "unscored": decision.get("unscored") or {},  # a decision stored by an older mm has none
+        "n_backtest": decision.get("n_backtest", 0),
+        "selection_metric": decision["metric"],
         "scores": decision["scores"],
         "n_trials": decision.get("n_trials", 0),
         "note": decision.get("note", ""),
@@ -278,7 +281,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
     if not evaluated:
         raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    metric = a.metric if a.enabled else "wape"
+    metric, metric_note = automl.selection_metric(a.metric if a.enabled else "wape", automl.fold_actuals(data, folds), data.mase_scale)
     calibrate = a.enabled and a.calibrate and len(folds) >= 2
     judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
     order = [k for k in candidates if k in evaluated]
@@ -293,6 +296,8 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "calibration": chosen.factor(metric) if calibrate else 1.0,
         "metric": metric,
         "metrics": judged[winner].metrics(),
+        "unscored": judged[winner].unscored(),  # backtest rows each metric could not score
+        "n_backtest": judged[winner].n_rows(),
         "scores": {k: e.score(metric) for k, e in judged.items()},
         "residual_quantiles": {} if winner in statistical.KINDS else chosen.residual_quantiles(spec.quantiles, output_transform),
         "folds": len(folds),
@@ -301,7 +306,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
         "space": a.space,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": _search_note(folds, lightgbm),
+        "note": "; ".join(n for n in (_search_note(folds, lightgbm), metric_note) if n),
         "candidate_errors": errors,
     }
 
