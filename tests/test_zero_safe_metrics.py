@@ -1,9 +1,12 @@
 """Metrics that survive zeros (intermittent demand): what each metric cannot score is counted
 and said, the selection falls back to a metric that can score a group, and `mm run` says it all."""
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from manymodels.core import automl
@@ -16,6 +19,7 @@ from manymodels.core.metrics import (
     unscored,
 )
 
+from .conftest import run_cli, small_config
 from .test_kernels import spec_for, weekly_group
 
 # -- the metrics at zero -----------------------------------------------------------------
@@ -123,3 +127,61 @@ def test_a_scored_group_keeps_its_metric_and_counts_what_mape_skipped():
     zeros = int((history["y"].to_numpy()[-8:] == 0).sum())
     assert result["selection_metric"] == "mape" and "instead" not in result["note"]
     assert result["n_backtest"] == 8 and result["unscored"]["mape"] == zeros and result["unscored"]["wape"] == 0
+
+
+# -- mm run on intermittent data -------------------------------------------------------------
+
+
+def spare_parts(folder: Path) -> Path:
+    """5 weekly series of spare parts: three sell in 1 week of 7, one never sells, one sells 3 a week."""
+    rng = np.random.default_rng(5)
+    rows = []
+    for g in ("p1", "p2", "p3", "never", "steady"):
+        for w in range(60):
+            y = 0.0 if g == "never" else 3.0 if g == "steady" else float(rng.poisson(4) + 1) * (rng.random() < 0.15)
+            rows.append({"g": g, "t": (pd.Timestamp("2021-01-07") + pd.Timedelta(weeks=w)).strftime("%Y-%m-%d"), "y": y, "price": round(float(rng.uniform(1, 3)), 2)})
+    path = folder / "spares.csv"
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return small_config(folder, str(path), split={"holdout": 8}, train={"horizon": 8, "min_history": 10, "automl": {"enabled": True, "n_trials": 2, "folds": 2, "metric": "mape"}})
+
+
+def test_mm_run_on_intermittent_data_names_the_rows_each_metric_could_not_score(tmp_path: Path):
+    config = spare_parts(tmp_path)
+    done = run_cli("run", "-c", str(config), "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    train, forecast = result["train"], result["forecast"]
+    training = pd.read_csv(tmp_path / "store" / "outputs" / "training_output.csv").set_index("g")
+    actual = pd.read_csv(tmp_path / "store" / "outputs" / "forecasting_output.csv")
+
+    # the forecast: zero-safe metrics are finite, and every unscored row is counted with its reason
+    accuracy, missed = forecast["accuracy"], forecast["unscored"]
+    n = accuracy["n_rows"]
+    assert n == 40 and math.isfinite(accuracy["wape"]) and math.isfinite(accuracy["mase"])
+    zeros = int((actual["y"] == 0).sum())
+    assert zeros > n / 2 and missed["mape"]["rows"] == zeros  # MAPE: undefined at actual 0
+    assert missed["mase"]["rows"] == 16  # "never" and "steady" have a constant history: no scale
+    assert missed["wape"] == {"rows": 0, "groups": int(actual.groupby("g")["y"].sum().eq(0).sum())}
+    assert accuracy["n_both_zero"] == int(((actual["y"] == 0) & (actual["Prediction"] == 0)).sum())
+    assert missed["smape"]["rows"] == missed["rmse"]["rows"] == 0
+
+    # the backtest: per group in training_output.csv, summed in the result; mape fell back where it had to
+    assert training.loc["never", "n_unscored_mape"] == training.loc["never", "n_backtest"] == 16
+    assert training.loc["never", "n_unscored_mase"] == training.loc["steady", "n_unscored_mase"] == 16
+    assert train["unscored"]["mape"]["rows"] == training["n_unscored_mape"].sum() and train["backtest_rows"] == 80
+    assert training.loc["steady", "selection_metric"] == "mape"
+    fell_back = training[training["selection_metric"] != "mape"]
+    assert len(fell_back) >= 1 and fell_back["tuning"].str.contains("chosen and calibrated by").all()
+    assert sum(train["metric_fallbacks"].values()) == len(fell_back)
+    score_columns = [c for c in training.columns if c.startswith("score_")]
+    assert np.isfinite(training[score_columns].to_numpy(dtype=float)[~training[score_columns].isna().to_numpy()]).all()
+
+    # the console says the same in words, zero-safe metrics first
+    again = run_cli("forecast", "-c", str(config))
+    assert again.returncode == 0, again.stderr
+    lines = again.stdout.splitlines()
+    heads = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in ("WAPE", "MASE", "sMAPE", "MAPE")]
+    assert heads == ["WAPE", "MASE", "sMAPE", "MAPE"]
+    assert f"({n - zeros} of {n} rows scored; {zeros} have actual 0: MAPE is undefined there, see WAPE)" in again.stdout
+    assert f"({n - 16} of {n} rows scored; 16 are in groups with no MASE scale (a constant history))" in again.stdout
+    assert "group(s) whose actuals are all 0 have no WAPE and are not ranked" in again.stdout

@@ -544,12 +544,13 @@ class ForecastChecks:
     capped: list[str] = field(default_factory=list)
 
 
-def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None) -> tuple[np.ndarray, ForecastChecks]:
-    """Name known-future values the model never saw, and cap forecasts far outside a series' history."""
+def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None, series: SeriesCodes | None = None) -> tuple[np.ndarray, ForecastChecks]:
+    """Name known-future values the model never saw, and cap forecasts far outside a series' history.
+    ``series``: the rows' series codes, when the caller has them already."""
     checks = ForecastChecks()
     if not len(future):
         return matrix, checks
-    series = SeriesCodes.of(history, future, spec)
+    series = series or SeriesCodes.of(history, future, spec)
     checks.n_out_of_range, checks.out_of_range = known_future_out_of_range(history, future, meta["info"], spec, series)
     if cap_factor:
         matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor), series)
