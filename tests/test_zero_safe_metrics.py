@@ -9,6 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
+import manymodels as mm
+from manymodels.config import load_config
 from manymodels.core import automl
 from manymodels.core.kernels import fit_group
 from manymodels.core.metrics import (
@@ -19,8 +21,9 @@ from manymodels.core.metrics import (
     unscored,
 )
 
-from .conftest import run_cli, small_config
+from .conftest import chromium_page, run_cli, small_config
 from .test_kernels import spec_for, weekly_group
+from .test_report import embedded
 
 # -- the metrics at zero -----------------------------------------------------------------
 
@@ -145,14 +148,21 @@ def spare_parts(folder: Path) -> Path:
     return small_config(folder, str(path), split={"holdout": 8}, train={"horizon": 8, "min_history": 10, "automl": {"enabled": True, "n_trials": 2, "folds": 2, "metric": "mape"}})
 
 
-def test_mm_run_on_intermittent_data_names_the_rows_each_metric_could_not_score(tmp_path: Path):
-    config = spare_parts(tmp_path)
+@pytest.fixture(scope="module")
+def intermittent_run(tmp_path_factory):
+    """``mm run --json`` on the spare parts, the last 8 weeks held out: (folder, config, the JSON result)."""
+    folder = tmp_path_factory.mktemp("spares")
+    config = spare_parts(folder)
     done = run_cli("run", "-c", str(config), "--json")
     assert done.returncode == 0, done.stderr
-    result = json.loads(done.stdout)
+    return folder, config, json.loads(done.stdout)
+
+
+def test_mm_run_on_intermittent_data_names_the_rows_each_metric_could_not_score(intermittent_run):
+    folder, config, result = intermittent_run
     train, forecast = result["train"], result["forecast"]
-    training = pd.read_csv(tmp_path / "store" / "outputs" / "training_output.csv").set_index("g")
-    actual = pd.read_csv(tmp_path / "store" / "outputs" / "forecasting_output.csv")
+    training = pd.read_csv(folder / "store" / "outputs" / "training_output.csv").set_index("g")
+    actual = pd.read_csv(folder / "store" / "outputs" / "forecasting_output.csv")
 
     # the forecast: zero-safe metrics are finite, and every unscored row is counted with its reason
     accuracy, missed = forecast["accuracy"], forecast["unscored"]
@@ -164,6 +174,8 @@ def test_mm_run_on_intermittent_data_names_the_rows_each_metric_could_not_score(
     assert missed["wape"] == {"rows": 0, "groups": int(actual.groupby("g")["y"].sum().eq(0).sum())}
     assert accuracy["n_both_zero"] == int(((actual["y"] == 0) & (actual["Prediction"] == 0)).sum())
     assert missed["smape"]["rows"] == missed["rmse"]["rows"] == 0
+    record = json.loads((folder / "store" / "runs" / f"{forecast['run_id']}.json").read_text())
+    assert record["unscored"] == missed and record["accuracy"] == accuracy
 
     # the backtest: per group in training_output.csv, summed in the result; mape fell back where it had to
     assert training.loc["never", "n_unscored_mape"] == training.loc["never", "n_backtest"] == 16
@@ -175,13 +187,46 @@ def test_mm_run_on_intermittent_data_names_the_rows_each_metric_could_not_score(
     assert sum(train["metric_fallbacks"].values()) == len(fell_back)
     score_columns = [c for c in training.columns if c.startswith("score_")]
     assert np.isfinite(training[score_columns].to_numpy(dtype=float)[~training[score_columns].isna().to_numpy()]).all()
+    record = json.loads((folder / "store" / "runs" / f"{train['run_id']}.json").read_text())
+    assert record["backtest"]["unscored"] == train["unscored"] and record["backtest"]["rows"] == 80
 
-    # the console says the same in words, zero-safe metrics first
-    again = run_cli("forecast", "-c", str(config))
+
+def test_the_console_leads_with_the_zero_safe_metrics_and_says_what_each_skipped(intermittent_run):
+    folder, config, result = intermittent_run
+    n, zeros = result["forecast"]["accuracy"]["n_rows"], result["forecast"]["unscored"]["mape"]["rows"]
+    again = run_cli("run", "-c", str(config))  # everything reused: measured again from the files
     assert again.returncode == 0, again.stderr
-    lines = again.stdout.splitlines()
-    heads = [line.split()[0] for line in lines if line.startswith("  ") and line.split()[0] in ("WAPE", "MASE", "sMAPE", "MAPE")]
+    heads = [line.split()[0] for line in again.stdout.splitlines() if line.startswith("  ") and line.split()[0] in ("WAPE", "MASE", "sMAPE", "MAPE")]
     assert heads == ["WAPE", "MASE", "sMAPE", "MAPE"]
     assert f"({n - zeros} of {n} rows scored; {zeros} have actual 0: MAPE is undefined there, see WAPE)" in again.stdout
     assert f"({n - 16} of {n} rows scored; 16 are in groups with no MASE scale (a constant history))" in again.stdout
     assert "group(s) whose actuals are all 0 have no WAPE and are not ranked" in again.stdout
+    backtest = result["train"]["unscored"]
+    assert f"MAPE {backtest['mape']['rows']} of 80 backtest rows (actual 0)" in again.stdout
+    assert "metric fallback" in again.stdout and "could not score most of their backtest" in again.stdout
+
+
+def test_the_report_shows_each_metric_s_coverage(intermittent_run):
+    folder, config, result = intermittent_run
+    page = mm.report(load_config(config), output=folder / "report.html")
+    data, _ = embedded(Path(page.path).read_text(encoding="utf-8"))
+    summary, groups = data["summary"], data["groups"]
+    assert summary["forecast"]["unscored"] == {m: u["rows"] for m, u in result["forecast"]["unscored"].items()}
+    assert summary["train"]["unscored"] == {m: result["train"]["unscored"][m]["rows"] for m in ("mape", "wape", "mase")}
+    assert summary["train"]["backtest_rows"] == 80 and summary["train"]["n_models"] == 5
+    assert [m["key"] for m in data["metrics"]][:4] == ["wape", "wape", "mase", "mase"]  # zero-safe first
+    never = groups["label"].index("g=never")
+    assert groups["bt_miss"]["mape"][never] == groups["bt_n"][never] == 16 and groups["fc_miss"]["mase"][never] == 8
+
+    with chromium_page() as browser:
+        errors = []
+        browser.on("pageerror", lambda e: errors.append(str(e)))
+        browser.goto(Path(page.path).as_uri())
+        browser.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        n, zeros = result["forecast"]["accuracy"]["n_rows"], result["forecast"]["unscored"]["mape"]["rows"]
+        assert f"({n - zeros} of {n} rows scored; {zeros} have actual 0)" in browser.text_content("#card-forecast")
+        assert "backtest rows have actual 0" in browser.text_content("#card-train")
+        browser.select_option("#dist-metric", "fc_mape")
+        assert f"It could not score {zeros} of the {n} rows with actuals" in browser.text_content("#dist-note")
+        assert browser.locator("#worst thead th", has_text="rows scored").count() == 1
+        assert errors == []
