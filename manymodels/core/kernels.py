@@ -281,7 +281,8 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             evaluated["ensemble"] = automl.combine([evaluated[m] for m in ENSEMBLE_MEMBERS], transform)
     if not evaluated:
         raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    metric, metric_note = automl.selection_metric(a.metric if a.enabled else "wape", automl.fold_actuals(data, folds), data.mase_scale)
+    # without AutoML there is nothing to choose between: the metric only names the (one) score
+    metric, metric_note = automl.selection_metric(a.metric, automl.fold_actuals(data, folds), data.mase_scale) if a.enabled else ("wape", "")
     calibrate = a.enabled and a.calibrate and len(folds) >= 2
     judged = {k: e.calibrated(metric) if calibrate else e for k, e in evaluated.items()}
     order = [k for k in candidates if k in evaluated]
