@@ -108,6 +108,7 @@ def main() -> int:
     winners: dict[str, int] = {}
     saved: list[dict] = []
     started = time.perf_counter()
+    zero_rows = 0
     for r in [int(x) for x in args.rounds.split(",")]:
         end = ROUND_ENDS[r - 1]
         part = data[(data.week >= 40) & (data.week <= end + 3)].copy()
@@ -138,10 +139,13 @@ def main() -> int:
             for name, pred in res.items():
                 if name.startswith("_"):
                     continue
-                ape = np.abs(pred[rows] - truth[rows]) / truth[rows]
+                scored = rows & (truth != 0)  # MAPE is undefined at 0 units: not scored, and counted below
+                ape = np.abs(pred[scored] - truth[scored]) / truth[scored]
                 totals.setdefault(name, []).append(ape)
+                zero_rows += int(np.sum(rows & (truth == 0))) if name == "auto" else 0
         line = "  ".join(f"{k} {100 * np.concatenate(v).mean():.2f}" for k, v in totals.items())
-        print(f"after round {r}: {line}   ({time.perf_counter() - started:.0f}s)", flush=True)
+        skipped = f"; {zero_rows} rows with 0 units not scored" if zero_rows else ""
+        print(f"after round {r}: {line}   ({time.perf_counter() - started:.0f}s{skipped})", flush=True)
     print("winners:", winners)
     if args.save:
         pd.DataFrame(saved).to_parquet(args.save)

@@ -79,7 +79,10 @@ def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str)
     pred = pd.read_csv(forecast_csv, usecols=["store", "brand", "week", prediction, *quantiles])
     joined = truth.merge(pred, on=["store", "brand", "week"], how="left")
     missing = int(joined[prediction].isna().sum())
-    ape = np.abs(joined[prediction] - joined["units"]) / joined["units"]
+    zero = joined["units"] == 0  # MAPE is undefined there: not scored, and said
+    if zero.any():
+        print(f"  round to week {end}: {int(zero.sum())} rows with 0 units are not scored by MAPE", flush=True)
+    ape = (np.abs(joined[prediction] - joined["units"]) / joined["units"])[~zero]
     below = {q: int((joined["units"] <= joined[q]).sum()) for q in quantiles}
     return float(100 * ape.mean()), len(joined), missing, below
 

@@ -84,7 +84,8 @@ def run_period(frame: pd.DataFrame, period: str, out: Path, overrides: list[str]
         "series": int(frame["series_id"].nunique()),
         "forecast_series": int(scores["series_id"].nunique()),
         "smape": float(scores["smape"].mean()),
-        "mase": float(scores["mase"].mean()),
+        "mase": float(scores["mase"].mean()),  # over the series with a scale
+        "mase_series": int(scores["mase"].notna().sum()),
         "wall_s": wall,
         "failed": result.train.failed + result.forecast.failed + result.forecast.no_model,
         "capped": (result.forecast.capped or {}).get("n", 0),
@@ -102,7 +103,10 @@ def score(frame: pd.DataFrame, forecast: pd.DataFrame, season: int) -> pd.DataFr
         y, f = test["value"].to_numpy(dtype=float), test["forecast"].to_numpy(dtype=float)
         m = season if len(train) > season else 1
         scale = np.mean(np.abs(train[m:] - train[:-m])) if len(train) > m else np.nan
-        rows.append({"series_id": sid, "smape": float(np.mean(200 * np.abs(y - f) / (np.abs(y) + np.abs(f)))), "mase": float(np.mean(np.abs(y - f)) / scale)})
+        denom = np.abs(y) + np.abs(f)
+        # zero-safe, as mm scores: 0/0 is an exact forecast; a constant history has no MASE (NaN, counted)
+        smape = float(np.mean(np.where(denom > 0, 200 * np.abs(y - f) / np.where(denom > 0, denom, 1), 0.0)))
+        rows.append({"series_id": sid, "smape": smape, "mase": float(np.mean(np.abs(y - f)) / scale) if scale > 0 else np.nan})
     return pd.DataFrame(rows)
 
 
@@ -124,14 +128,15 @@ def main(argv: list[str] | None = None) -> int:
         frame = load(args.data, period, args.limit)
         res = run_period(frame, period, args.out, args.set, args.jobs)
         results.append(res)
-        print(f"{period:<10} {res['series']:5d} series  sMAPE {res['smape']:6.2f}  MASE {res['mase']:6.3f}  wall {res['wall_s']:7.1f}s  failed {res['failed']}  capped {res['capped']}  winners {res['winners']}", flush=True)
+        unscaled = f" (over {res['mase_series']}: {res['series'] - res['mase_series']} have a constant history)" if res["mase_series"] < res["series"] else ""
+        print(f"{period:<10} {res['series']:5d} series  sMAPE {res['smape']:6.2f}  MASE {res['mase']:6.3f}{unscaled}  wall {res['wall_s']:7.1f}s  failed {res['failed']}  capped {res['capped']}  winners {res['winners']}", flush=True)
         for e in res["capped_examples"]:
             print(f"{'':10} capped: {e}")
         for name, value in PUBLISHED_MASE.get(period, {}).items():
             print(f"{'':10} published MASE {name}: {value}")
     n = sum(r["series"] for r in results)
     overall_smape = sum(r["smape"] * r["series"] for r in results) / n
-    overall_mase = sum(r["mase"] * r["series"] for r in results) / n
+    overall_mase = sum(r["mase"] * r["mase_series"] for r in results if r["mase_series"]) / max(1, sum(r["mase_series"] for r in results))
     print(f"{'overall':<10} {n:5d} series  sMAPE {overall_smape:6.2f}  MASE {overall_mase:6.3f}  wall {sum(r['wall_s'] for r in results):7.1f}s  capped {sum(r['capped'] for r in results)}")
     for name, (smape, mase) in PUBLISHED.items():
         print(f"{'':10} published {name}: sMAPE {smape}, MASE {mase} (all 3,003 series)")

@@ -60,12 +60,14 @@ def load(path: Path) -> dict[str, tuple[np.ndarray, np.ndarray]]:
 
 
 def smape(actual: np.ndarray, forecast: np.ndarray) -> float:
-    return float(np.mean(200 * np.abs(actual - forecast) / (np.abs(actual) + np.abs(forecast))))
+    denom = np.abs(actual) + np.abs(forecast)  # 0/0: an exact forecast (as mm scores it)
+    return float(np.mean(np.where(denom > 0, 200 * np.abs(actual - forecast) / np.where(denom > 0, denom, 1), 0.0)))
 
 
 def mase(actual: np.ndarray, forecast: np.ndarray, train: np.ndarray) -> float:
+    """NaN for a constant history (no scale): the means below skip it, and say how many."""
     scale = np.mean(np.abs(train[M:] - train[:-M]))
-    return float(np.mean(np.abs(actual - forecast)) / scale)
+    return float(np.mean(np.abs(actual - forecast)) / scale) if scale > 0 else float("nan")
 
 
 def seasonal_naive(train: np.ndarray, h: int) -> np.ndarray:
@@ -125,7 +127,7 @@ def main() -> None:
             "fit_med": float(np.median(fit_ms)), "fit_p95": float(np.percentile(fit_ms, 95)),
             "fc_med": float(np.median(fc_ms)), "fc_p95": float(np.percentile(fc_ms, 95)),
             "tot_med": float(np.median(total)), "tot_p95": float(np.percentile(total, 95)),
-            "smape": float(np.mean(sm)), "mase": float(np.mean(ms)), "dropped": dropped,
+            "smape": float(np.mean(sm)), "mase": float(np.nanmean(ms)), "dropped": dropped,
             "cover80": float(np.mean(np.concatenate(inside))) if inside else float("nan"),
             "wall_s": time.perf_counter() - t_kind,
             "specs": sorted(specs.items(), key=lambda kv: -kv[1])[:3],
@@ -136,7 +138,7 @@ def main() -> None:
     print(f"{'kind':<22}{'fit med':>9}{'fit p95':>9}{'fc med':>8}{'fc p95':>8}{'tot med':>9}{'tot p95':>9}"
           f"{'sMAPE':>8}{'MASE':>8}{'publ.':>7}{'cov80':>7}{'drop':>6}   ms per series; most chosen specs")
     print(f"{'seasonal_naive':<22}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}"
-          f"{np.mean(base['smape']):8.2f}{np.mean(base['mase']):8.3f}{PUBLISHED_MASE['seasonal_naive']:7.3f}{'':>7}{'':>6}")
+          f"{np.mean(base['smape']):8.2f}{np.nanmean(base['mase']):8.3f}{PUBLISHED_MASE['seasonal_naive']:7.3f}{'':>7}{'':>6}")
     for kind, r in results.items():
         pub = PUBLISHED_MASE.get(kind)
         specs = ", ".join(f"{s} {c}" for s, c in r["specs"])
@@ -151,7 +153,10 @@ def main() -> None:
                 sm.append(smape(test, f))
                 ms.append(mase(test, f, train))
             label = "mean " + "+".join(combo)
-            print(f"{label:<22}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}{np.mean(sm):8.2f}{np.mean(ms):8.3f}")
+            print(f"{label:<22}{'':>9}{'':>9}{'':>8}{'':>8}{'':>9}{'':>9}{np.mean(sm):8.2f}{np.nanmean(ms):8.3f}")
+    unscaled = int(np.sum(np.isnan(base["mase"])))
+    if unscaled:
+        print(f"MASE leaves out {unscaled} series with a constant history (no scale).")
     print(f"\n'publ.': MASE on all 1,428 series (statsforecast via fev, the data's README); "
           f"here {len(pick)} series. cov80: share of hold-out values inside the\n"
           f"80% interval. Wall {time.perf_counter() - started:.0f} s.")

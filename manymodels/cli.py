@@ -356,7 +356,7 @@ def _show_run(terminal: Terminal, config, run_id: str, groups_limit: int) -> int
 
     details = api.show_run(config, run_id)
     record, groups = details.record, details.groups
-    keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "accuracy", "error", "reason", "cutoff"]
+    keys = ["id", "step", "status", "started", "ended", "counts", "config_fingerprint", "mm_version", "host", "pid", "argv", "train_run_id", "output", "backtest", "accuracy", "unscored", "error", "reason", "cutoff"]
     terminal.facts(f"run {run_id}", [(k, json.dumps(record[k]) if isinstance(record[k], (dict, list)) else record[k]) for k in keys if k in record and record[k] not in (None, "", {}, [])])
     if len(groups):
         cols = [c for c in ("label", "status", "model", "model_version", "decision", "error") if c in groups.columns]
@@ -373,10 +373,10 @@ def models(config, terminal, groups: GroupsOpt = None, limit: Annotated[int, typ
 
     found = api.list_models(config, groups=groups)
     rows = [
-        (",".join(f"{k}={v}" for k, v in m["group"].items()), m["version"], m["model"], m["run_id"], m["created"], _num(m.get("wape")))
+        (",".join(f"{k}={v}" for k, v in m["group"].items()), m["version"], m["model"], m["run_id"], m["created"], _num(m.get("wape")), _num(m.get("mase"), 3))
         for m in found[:limit]
     ]
-    terminal.table(f"models ({len(found)} versions)", ["group", "version", "model", "run", "created", "backtest wape"], rows)
+    terminal.table(f"models ({len(found)} versions)", ["group", "version", "model", "run", "created", "backtest wape", "backtest mase"], rows)
     terminal.emit_json(found)
     return 0
 
@@ -411,18 +411,99 @@ def report_split(terminal: Terminal, r) -> None:
 
 def report_train(terminal: Terminal, r) -> None:
     winners = ", ".join(f"{k} {v}" for k, v in sorted(r.winners.items(), key=lambda kv: -kv[1])) or "-"
-    medians = ", ".join(f"{k} {v:.2f}%" for k, v in r.median_backtest.items()) or "-"
-    terminal.facts(
-        f"train: {r.status} (run {r.run_id})",
-        [
-            ("groups", f"{r.n_groups:,}: {r.trained:,} trained ({r.tuned:,} tuned), {r.reused:,} reused, {r.failed:,} failed"),
-            ("models chosen", winners),
-            ("median backtest", medians),
-            ("time", f"{r.duration_s:.1f}s"),
-            ("output", r.output),
-        ],
-    )
+    pairs = [
+        ("groups", f"{r.n_groups:,}: {r.trained:,} trained ({r.tuned:,} tuned), {r.reused:,} reused, {r.failed:,} failed"),
+        ("models chosen", winners),
+        ("median backtest", _median_backtest(r) or "-"),
+    ]
+    unscored = _backtest_unscored(r)
+    if unscored:
+        pairs.append(("not scored", unscored))
+    if r.metric_fallbacks:
+        chosen = ", ".join(f"{n:,} group(s) chosen by {m}" for m, n in r.metric_fallbacks.items())
+        pairs.append(("metric fallback", f"{chosen}: train.automl.metric could not score most of their backtest (see tuning in training_output.csv)"))
+    pairs += [("time", f"{r.duration_s:.1f}s"), ("output", r.output)]
+    terminal.facts(f"train: {r.status} (run {r.run_id})", pairs)
     _failures(terminal, r.failures, "train", "training_output.csv")
+
+
+# How the console names the metrics, and writes their values.
+METRIC_LABELS = {"wape": "WAPE", "mase": "MASE", "smape": "sMAPE", "mape": "MAPE", "rmse": "RMSE"}
+PERCENT = ("wape", "smape", "mape")
+
+
+def _metric_value(metric: str, value) -> str:
+    if value is None or value != value:
+        return "-"
+    return f"{value:.2f}%" if metric in PERCENT else f"{value:.3f}"
+
+
+def _median_backtest(r) -> str:
+    """Each median with how many groups it is over, when the metric could not score them all."""
+    with_model = sum(r.winners.values())
+    parts = []
+    for m, value in r.median_backtest.items():
+        missing = (r.unscored.get(m) or {}).get("groups", 0)
+        over = f" ({with_model - missing:,} of {with_model:,} groups)" if missing else ""
+        parts.append(f"{METRIC_LABELS[m]} {_metric_value(m, value)}{over}")
+    return ", ".join(parts)
+
+
+# Why a metric could not score backtest rows (see core/metrics.py), as the console says it.
+BACKTEST_WHY = {
+    "mape": "actual 0",
+    "wape": "in groups whose backtest actuals are all 0",
+    "mase": "in groups with a constant history: no scale",
+}
+
+
+def _backtest_unscored(r) -> str:
+    parts = []
+    for m, why in BACKTEST_WHY.items():
+        rows = (r.unscored.get(m) or {}).get("rows", 0)
+        if rows:
+            parts.append(f"{METRIC_LABELS[m]} {rows:,} of {r.backtest_rows:,} backtest rows ({why})")
+    return "; ".join(parts)
+
+
+# Why a pooled forecast metric could not score rows: (some of them, all of them), WAPE and MASE first.
+FORECAST_WHY = {
+    "wape": ("", "every actual is 0: WAPE is undefined, see MASE"),  # pooled, it fails only as a whole
+    "mase": ("are in groups with no MASE scale (a constant history)", "no group has a MASE scale (a constant history)"),
+    "smape": ("", ""),  # scores every row
+    "mape": ("have actual 0: MAPE is undefined there, see WAPE", "every actual is 0: MAPE is undefined, see WAPE"),
+}
+
+
+def _accuracy_pairs(r) -> list[tuple[str, str]]:
+    """WAPE and MASE first (zero-safe); for each metric, the rows it could not score and why."""
+    a, n = r.accuracy, r.accuracy["n_rows"]
+    pairs = []
+    for m, (some, every) in FORECAST_WHY.items():
+        missed = (r.unscored.get(m) or {}).get("rows", 0)
+        note = ""
+        if missed and missed == n:
+            note = f"  (no row scored: {every})"
+        elif missed:
+            note = f"  ({n - missed:,} of {n:,} rows scored; {missed:,} {some})"
+        elif m == "smape" and a.get("n_both_zero"):
+            note = f"  ({a['n_both_zero']:,} rows with actual and forecast 0 count as exact)"
+        pairs.append((METRIC_LABELS[m], _metric_value(m, a.get(m)) + note))
+    return pairs
+
+
+def _worst_groups(terminal: Terminal, r) -> None:
+    without = (r.unscored.get("wape") or {}).get("groups", 0)
+    title = "worst groups (by WAPE" + (f"; {without:,} group(s) whose actuals are all 0 have no WAPE and are not ranked)" if without else ")")
+    rows = [(w["group"], _num(w["wape"]), _num(w["mase"], 3), _num(w["smape"]), _partial(w, "mape")) for w in r.worst_groups]
+    terminal.table(title, ["group", "WAPE %", "MASE", "sMAPE %", "MAPE %"], rows)
+
+
+def _partial(w: dict, metric: str) -> str:
+    """A group's metric, with the rows it scored when it could not score them all."""
+    missed = (w.get("unscored") or {}).get(metric, 0)
+    value = _num(w[metric])
+    return f"{value} ({w['n_rows'] - missed} of {w['n_rows']} rows)" if missed and value else value
 
 
 def report_forecast(terminal: Terminal, r) -> None:
@@ -437,14 +518,12 @@ def report_forecast(terminal: Terminal, r) -> None:
         pairs.insert(3, ("beyond horizon", f"{r.rows_beyond_horizon:,} rows are further ahead than train.horizon"))
     terminal.facts(f"forecast: {r.status} (run {r.run_id})", pairs)
     if r.accuracy:
-        a = r.accuracy
         terminal.facts(
-            f"accuracy against the actuals in the inference rows ({a['n_rows']:,} rows)",
-            [("MAPE", f"{a['mape']:.2f}%"), ("sMAPE", f"{a['smape']:.2f}%"), ("WAPE", f"{a['wape']:.2f}%")]
-            + [(f"below {name}", f"{share:.1%}") for name, share in r.coverage.items()],
+            f"accuracy against the actuals in the inference rows ({r.accuracy['n_rows']:,} rows)",
+            _accuracy_pairs(r) + [(f"below {name}", f"{share:.1%}") for name, share in r.coverage.items()],
         )
         if r.worst_groups:
-            terminal.table("worst groups (by WAPE)", ["group", "MAPE %", "sMAPE %", "WAPE %"], [(w["group"], _num(w["mape"]), _num(w["smape"]), _num(w["wape"])) for w in r.worst_groups])
+            _worst_groups(terminal, r)
     if r.rows_beyond_horizon:
         terminal.warn(f"{r.rows_beyond_horizon:,} inference rows are more than train.horizon periods after their last known value; their accuracy was not validated by the backtest")
     if r.out_of_range:
@@ -477,8 +556,8 @@ def _size(n: int) -> str:
     return f"{n} B"
 
 
-def _num(v) -> str:
-    return "" if v is None else f"{v:.2f}"
+def _num(v, digits: int = 2) -> str:
+    return "" if v is None or v != v else f"{v:.{digits}f}"
 
 
 def _duration(r: dict) -> str:

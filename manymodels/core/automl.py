@@ -11,6 +11,10 @@ Candidates are scored on rolling-origin backtest folds (see
   standard errors of the paired backtest difference. With a few weeks of
   backtest per series, the plain best score mostly picks noise: on Dominick's
   orange juice it cost 5 MAPE points against always using the ensemble.
+- Metric: the configured one, unless it cannot score most of a group's
+  backtest (``selection_metric``: MAPE on mostly-zero actuals, WAPE on all-zero
+  ones, MASE on a constant history); then the group is chosen, tuned and
+  calibrated by the next metric that can, and its note says so.
 - LightGBM's search covers leaves, learning rate, rounds (early stopping on the
   fold's one-step-ahead error, as ``lightgbm.cv`` does), min data in leaf,
   feature and bagging fractions, L1/L2, the objective and a log target. Hopeless
@@ -27,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from . import calibration
-from .metrics import scores
+from .metrics import scores, unscored
 from .models import (
     GroupData,
     average,
@@ -77,6 +81,16 @@ class Evaluation:
     def metrics(self) -> dict[str, float]:
         a, p = self._pooled()
         return scores(a, p, self.mase_scale)
+
+    def unscored(self) -> dict[str, int]:
+        """Per metric, the backtest rows it could not score (see ``metrics``)."""
+        a, p = self._pooled()
+        return unscored(a, p, self.mase_scale)
+
+    def n_rows(self) -> int:
+        """Backtest rows (over all folds) with an actual and a prediction: what ``metrics`` are computed over."""
+        a, p = self._pooled()
+        return int(np.sum(~(np.isnan(a) | np.isnan(p))))
 
     def score(self, metric: str) -> float:
         """The selection score: NaN without folds, inf when the folds gave no usable value."""
@@ -171,15 +185,50 @@ def apply_residual(point: np.ndarray, shift: float, transform: str) -> np.ndarra
     return point + shift
 
 
+# When the configured metric cannot score a group's backtest, the first of these that can.
+FALLBACKS = {"mape": ("wape", "mase", "rmse"), "smape": ("wape", "mase", "rmse"), "wape": ("mase", "rmse"), "mase": ("wape", "rmse"), "rmse": ()}
+# A metric that scores less than this share of the backtest chooses on a few rows and
+# ignores the rest: MAPE on mostly-zero demand never sees a forecast of 5 in a week that sold 0.
+MIN_SCORED_SHARE = 0.5
+
+
+def fold_actuals(data: GroupData, folds) -> np.ndarray:
+    """The backtest's actuals, pooled over the folds (what every candidate is scored against)."""
+    if not folds:
+        return np.empty(0)
+    return np.concatenate([data.panel.y[np.flatnonzero(test)] for _, test in folds])
+
+
+def selection_metric(metric: str, actual: np.ndarray, mase_scale: float | None) -> tuple[str, str]:
+    """The metric to choose, tune and calibrate a group by, and a note when it is not ``metric``.
+
+    Which rows a metric can score depends on the actuals and the scale only, so this is
+    decided once per group, before any candidate is fitted, and is the same for all of them.
+    """
+    chain = (metric, *FALLBACKS.get(metric, ()))
+    n = int(np.sum(~np.isnan(actual)))
+    missed = unscored(actual, None, mase_scale)
+    usable = [m for m in chain if n - missed[m] >= MIN_SCORED_SHARE * n]
+    if not n or not usable or usable[0] == metric:
+        return metric, ""  # no backtest (nothing scores anything), or the configured metric can score it
+    chosen = usable[0]
+    why = {"mape": f"{missed['mape']} have actual 0", "wape": "every actual is 0", "mase": "the history is constant: no scale"}.get(metric, "undefined")
+    passed = chain[1 : chain.index(chosen)]
+    either = f" ({' and '.join(passed)} cannot score it either)" if passed else ""
+    return chosen, f"{metric} could score {n - missed[metric]} of the {n} backtest rows ({why}): chosen and calibrated by {chosen} instead{either}"
+
+
 def pick_winner(evaluated: dict[str, Evaluation], metric: str, order: list[str], reference: str | None = None, evidence: float = 0.0) -> str:
     """The candidate to use: the reference, unless another is clearly better.
 
     Clearly better: a paired test over (fold, series) blocks (``block_losses``) says
     its mean loss is lower by more than ``evidence`` standard errors (``_threshold``:
-    as Student's t, for few blocks). A single block
-    (one series, one fold) is no evidence: the reference stays. With ``evidence`` 0
-    (or no usable reference) this is the best score, ties to the earlier candidate
-    in ``order``.
+    as Student's t, for few blocks). A single block (one series, one fold) is no
+    evidence: the reference stays. With ``evidence`` 0 (or no usable reference)
+    this is the best score, ties to the earlier candidate in ``order``. Without a
+    finite score (no backtest fold: the history is too short) it is the first of
+    ``NO_BACKTEST_PREFERENCE``; a backtest whose actuals ``metric`` cannot score
+    never gets here, because ``selection_metric`` chose one that can.
     """
     scored = {k: e.score(metric) for k, e in evaluated.items()}
     finite = {k: v for k, v in scored.items() if not math.isnan(v) and not math.isinf(v)}
@@ -270,7 +319,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    metric = spec.automl.metric
+    metric, _ = selection_metric(spec.automl.metric, fold_actuals(data, folds), data.mase_scale)  # as the choice will be
     calibrate = spec.automl.calibrate and len(folds) >= 2
     n_rows = int(np.sum(~np.isnan(data.panel.y)))
     sampler = optuna.samplers.TPESampler(seed=spec.seed, n_startup_trials=max(3, min(8, n_trials // 3)), multivariate=True)

@@ -259,6 +259,9 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "meta": meta,
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
         "metrics": decision["metrics"],
+        "unscored": decision.get("unscored") or {},  # a decision stored by an older mm has none
+        "n_backtest": decision.get("n_backtest", 0),
+        "selection_metric": decision["metric"],
         "scores": decision["scores"],
         "n_trials": decision.get("n_trials", 0),
         "note": note,
@@ -304,7 +307,8 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             evaluated["ensemble"] = automl.combine([evaluated[m] for m in members], ensemble_transform(members, transform))
     if not evaluated:
         raise GroupFailure("no_candidate", "no candidate could fit: " + "; ".join(f"{k}: {v}" for k, v in errors.items()))
-    metric = a.metric if a.enabled else "wape"
+    # without AutoML there is nothing to choose between: the metric only names the (one) score
+    metric, metric_note = automl.selection_metric(a.metric, automl.fold_actuals(data, folds), data.mase_scale) if a.enabled else ("wape", "")
     calibrate = a.enabled and a.calibrate and len(folds) >= 2
     # calibration corrects the bias of a model fitted in the log space (it forecasts something
     # like the median, scored on the metric); on a raw-space model (the statistical ones) a factor
@@ -322,6 +326,8 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "calibration": chosen.factor(metric) if winner in calibrated else 1.0,
         "metric": metric,
         "metrics": judged[winner].metrics(),
+        "unscored": judged[winner].unscored(),  # backtest rows each metric could not score
+        "n_backtest": judged[winner].n_rows(),
         "scores": {k: e.score(metric) for k, e in judged.items()},
         "residual_quantiles": _residual_quantiles(winner, chosen, members, transform, data, spec, folds),
         "folds": len(folds),
@@ -330,7 +336,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
         "space": a.space,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "note": _search_note(folds, lightgbm),
+        "note": "; ".join(n for n in (_search_note(folds, lightgbm), metric_note) if n),
         "candidate_errors": errors,
     }
 
@@ -553,9 +559,10 @@ def backtest_folds(data: GroupData, horizon: int, n_folds: int, min_series_rows:
     Fold f trains on periods up to ``T - f * horizon`` and tests on the next
     ``horizon`` periods, where T is the group's last period with a target.
     Windows are counted in periods, so a gap never shifts them. A fold needs
-    ``MIN_FOLD_TRAIN_ROWS`` training rows, and each series tested in it
-    ``min_series_rows`` of its own (a statistical candidate's minimum history:
-    a fold too short for it would drop it from a choice it could have won).
+    ``MIN_FOLD_TRAIN_ROWS`` training rows, and every fold but the newest needs,
+    for each series tested in it, ``min_series_rows`` of its own (a statistical
+    candidate's minimum history: an older fold too short for it would drop it
+    from a choice the newer folds let it compete in).
     """
     panel = data.panel
     known = ~np.isnan(panel.y)
@@ -565,7 +572,7 @@ def backtest_folds(data: GroupData, horizon: int, n_folds: int, min_series_rows:
         origin = last - f * horizon
         train = known & (panel.period <= origin)
         test = known & (panel.period > origin) & (panel.period <= origin + horizon)
-        if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any() or not _long_enough(panel, train, test, min_series_rows):
+        if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any() or (folds and not _long_enough(panel, train, test, min_series_rows)):
             break
         folds.append((train, test))
     return folds
@@ -660,12 +667,13 @@ class ForecastChecks:
     capped: list[str] = field(default_factory=list)
 
 
-def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None) -> tuple[np.ndarray, ForecastChecks]:
-    """Name known-future values the model never saw, and cap forecasts far outside a series' history."""
+def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarray, meta: dict, spec: GroupSpec, cap_factor: float | None, series: SeriesCodes | None = None) -> tuple[np.ndarray, ForecastChecks]:
+    """Name known-future values the model never saw, and cap forecasts far outside a series' history.
+    ``series``: the rows' series codes, when the caller has them already."""
     checks = ForecastChecks()
     if not len(future):
         return matrix, checks
-    series = SeriesCodes.of(history, future, spec)
+    series = series or SeriesCodes.of(history, future, spec)
     checks.n_out_of_range, checks.out_of_range = known_future_out_of_range(history, future, meta["info"], spec, series)
     if cap_factor:
         matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor), series)

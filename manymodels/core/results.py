@@ -113,6 +113,9 @@ class TrainRow(GroupRow):
     model: str | None = None  # the kind of model: lightgbm, naive, ensemble...
     model_version: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # the winner's backtest
+    n_backtest: int = 0  # backtest rows the metrics are computed over (all folds)
+    unscored: dict[str, int] = field(default_factory=dict)  # per metric, the backtest rows it could not score (metrics.unscored)
+    selection_metric: str = ""  # what the candidates were chosen by: train.automl.metric, or its fallback for this group
     scores: dict[str, float] = field(default_factory=dict)  # every candidate's, by the selection metric
     n_trials: int = 0  # Optuna trials run for this fit (0: a stored decision was refit)
     tuning: str = ""  # where the fit's parameters came from
@@ -136,6 +139,7 @@ class ForecastRow(GroupRow):
     n_missing_prediction: int | None = None
     metrics: dict[str, float] = field(default_factory=dict)  # mape, smape, wape... over the rows with an actual
     n_actual: int = 0  # rows with an actual (and a prediction)
+    unscored: dict[str, int] = field(default_factory=dict)  # per metric, of those rows, the ones it could not score
     below_quantile: dict[str, int] = field(default_factory=dict)  # per quantile column: actuals at or below it
     n_out_of_range: int = 0  # known-future values outside their series' training range
     n_capped: int = 0  # rows capped by forecast.cap_factor

@@ -30,7 +30,7 @@ import pandas as pd
 from .._version import __version__
 from ..config import Config
 from ..console import Terminal
-from ..core.metrics import METRIC_NAMES
+from ..core.metrics import HEADLINE, METRIC_NAMES
 from ..core.partitioning import PERIOD
 from ..core.results import ForecastRow, GroupRow, Status, TrainRow
 from ..core.timeindex import NS_PER_DAY, TimeAxis
@@ -150,17 +150,23 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
         "duration": _rounded(durations),
         "n_train_rows": _each(train, lambda r: r.n_train_rows),
         "bt": {m: _rounded(_metric(train, m)) for m in METRIC_NAMES},
+        # how much of each group's backtest / actuals a metric covers (see core/metrics.py)
+        "bt_n": _each(train, lambda r: r.n_backtest if r.unscored else None),
+        "bt_miss": {m: _each(train, lambda r: r.unscored.get(m)) for m in PARTIAL},
+        "bt_by": _categorical(_each(train, lambda r: r.selection_metric or None)),
         "fc_status": _categorical(_each(forecast, lambda r: r.status)),
         "fc_reason": _categorical(_each(forecast, lambda r: r.reason)),
         "fc_error": _each(forecast, lambda r: _short(r.error)),
         "fc_decision": _categorical(_each(forecast, lambda r: r.decision)),
         "fc": {m: _rounded(_metric(forecast, m)) for m in METRIC_NAMES},
+        "fc_n": _each(forecast, lambda r: r.n_actual if r.unscored else None),
+        "fc_miss": {m: _each(forecast, lambda r: r.unscored.get(m)) for m in PARTIAL},
         "off": offsets,
         "len": lengths,
     }
     metrics = [{"id": f"bt_{m}", "src": "bt", "key": m, "label": f"backtest {_METRIC_LABELS[m]}"} for m in METRIC_NAMES if _any(table["bt"][m])]
     metrics += [{"id": f"fc_{m}", "src": "fc", "key": m, "label": f"forecast {_METRIC_LABELS[m]}"} for m in METRIC_NAMES if _any(table["fc"][m])]
-    metrics.sort(key=lambda m: (m["key"] != "wape", m["src"] != "fc"))  # forecast WAPE first when there are actuals
+    metrics.sort(key=lambda m: (ORDER.index(m["key"]), m["src"] != "fc"))  # zero-safe first; forecast WAPE first when there are actuals
     summary = _summary(store, manifest, train_record, forecast_record, train, forecast, durations)
     document = {
         "meta": {
@@ -375,12 +381,14 @@ def _summary(store, manifest, train_record, forecast_record, train: list[TrainRo
     if manifest:
         out["split"] = {"run_id": manifest.get("run_id"), **{k: v for k, v in (manifest.get("summary") or {}).items() if k != "warnings"}}
     if train_record:
-        medians = {m: _median([r.metrics.get(m) for r in trained if r.has_model]) for m in METRIC_NAMES}
+        with_model = [r for r in trained if r.has_model]
+        medians = {m: _median([r.metrics.get(m) for r in with_model]) for m in ORDER}
         seconds = [d for d in durations if d is not None]
         out["train"] = {
             **_run_facts(train_record),
             "winners": train_record.get("winners") or {},
             "median_backtest": {m: v for m, v in medians.items() if v is not None},
+            **_backtest_coverage(with_model, train_record),
             "tuned": sum(1 for r in trained if r.status is Status.TRAINED and r.n_trials > 0),
             "training_seconds": {"total": round(sum(seconds), 3), "median": _round_scalar(float(np.median(seconds))) if seconds else None},
         }
@@ -389,9 +397,26 @@ def _summary(store, manifest, train_record, forecast_record, train: list[TrainRo
             **_run_facts(forecast_record),
             "train_run_id": forecast_record.get("train_run_id"),
             "accuracy": {k: _round_scalar(v) for k, v in (forecast_record.get("accuracy") or {}).items()},
+            "unscored": {m: u.get("rows", 0) for m, u in (forecast_record.get("unscored") or {}).items()},  # none in an older record
             "coverage": _coverage(forecast),
         }
     return out
+
+
+def _backtest_coverage(with_model: list[TrainRow], record: dict) -> dict:
+    """For the train card: how many groups each median is over, and the backtest rows each metric could not score."""
+    known = [r for r in with_model if r.unscored]  # a model of an older mm did not count
+    return {
+        "n_models": len(with_model),
+        "median_groups": {m: sum(1 for r in with_model if _finite(r.metrics.get(m))) for m in ORDER},
+        "backtest_rows": sum(r.n_backtest for r in known),
+        "unscored": {m: sum(r.unscored.get(m, 0) for r in known) for m in PARTIAL},
+        "metric_fallbacks": (record.get("backtest") or {}).get("metric_fallbacks") or {},
+    }
+
+
+def _finite(value) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _run_facts(record: dict) -> dict:
@@ -442,6 +467,8 @@ def _axis_for_page(axis: dict) -> dict:
 # -- small helpers ------------------------------------------------------------
 
 _METRIC_LABELS = {"mape": "MAPE %", "smape": "sMAPE %", "wape": "WAPE %", "rmse": "RMSE", "mase": "MASE"}
+ORDER = (*HEADLINE, "rmse")  # zero-safe first
+PARTIAL = ("mape", "wape", "mase")  # the metrics that may leave rows unscored (smape and rmse score every row)
 
 
 def _categorical(values: list) -> dict:

@@ -151,9 +151,11 @@ def run_metrics(step: str, result) -> dict[str, float]:
     out = {name: float(getattr(result, name)) for name in (*counts, "duration_s")}
     if step == "train":
         out.update({f"backtest_median_{m}": v for m, v in result.median_backtest.items()})
+        out.update({f"backtest_unscored_rows_{m}": u["rows"] for m, u in result.unscored.items() if u["rows"]})
         out.update({f"models_{kind}": float(n) for kind, n in result.winners.items()})
     else:
         out.update({f"accuracy_{m}": v for m, v in result.accuracy.items() if m != "n_rows"})
+        out.update({f"accuracy_unscored_rows_{m}": u["rows"] for m, u in result.unscored.items() if u["rows"]})
         out.update({f"coverage_below_{name}": v for name, v in result.coverage.items()})
     return {k: float(v) for k, v in out.items() if v is not None and v == v}
 

@@ -16,6 +16,7 @@ rewritten whole.
 from __future__ import annotations
 
 import datetime as dt
+import json
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,13 +25,14 @@ import pyarrow as pa
 from ..core import partitioning
 from ..core.kernels import (
     GroupSpec,
+    SeriesCodes,
     check_forecast,
     fit_group,
     forecast_group,
     has_booster,
     horizon_steps,
 )
-from ..core.metrics import scores
+from ..core.metrics import history_scale, scores, unscored
 from ..core.partitioning import BucketSpec
 from ..core.results import ForecastRow, Reason, Status, TrainRow
 from ..store.datastore import Datastore
@@ -133,6 +135,9 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         model=result["model"],
         model_version=version,
         metrics=result["metrics"],
+        n_backtest=result["n_backtest"],
+        unscored=result["unscored"],
+        selection_metric=result["selection_metric"],
         scores=result["scores"],
         n_trials=result["n_trials"],
         tuning=meta["tuning"].get("source", ""),
@@ -175,6 +180,9 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
             "model_version": version,
             "trained_in_run": meta.get("run_id"),
             "metrics": meta.get("metrics", {}),
+            "n_backtest": (meta.get("tuning") or {}).get("n_backtest", 0),
+            "unscored": (meta.get("tuning") or {}).get("unscored") or {},
+            "selection_metric": meta.get("selection_metric", ""),
             "scores": meta.get("candidate_scores", {}),
             "n_trials": (meta.get("tuning") or {}).get("n_trials", 0),
             "tuning": "adopted",
@@ -264,8 +272,10 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     missing = ~np.isfinite(matrix[:, 0])
     if missing.any():
         return ctx.failed(item, Reason.NO_PREDICTION, _no_prediction(future, missing, meta, ctx.spec))
-    matrix, checks = check_forecast(history, future, matrix, meta, ctx.spec, ctx.cap_factor)
+    series = SeriesCodes.of(history, future, ctx.spec)
+    matrix, checks = check_forecast(history, future, matrix, meta, ctx.spec, ctx.cap_factor, series)
     table = _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx)
+    table = with_mase_scale(table, _mase_scale(history, series, meta, ctx.spec))
     store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
     return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
@@ -279,16 +289,43 @@ def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray,
     return ok, actual[ok], pred[ok]
 
 
+MASE_SCALE_KEY = b"mm_mase_scale"  # in a forecast file's schema metadata: the history's MASE scale (JSON)
+
+
+def _mase_scale(history, series: SeriesCodes, meta: dict, spec: GroupSpec) -> float | None:
+    """The in-sample scale of the group's history, with the season length its model was fitted with."""
+    season = (meta["info"].get("features") or {}).get("season_length")
+    period = history[spec.period_column].to_numpy(dtype=np.int64)
+    values = history[spec.target_column].to_numpy(dtype=np.float64, na_value=np.nan)
+    return history_scale(series.history, period, values, season)
+
+
+def with_mase_scale(table: pa.Table, scale: float | None) -> pa.Table:
+    """The forecast table carrying its MASE scale, so that a reused forecast is scored from
+    its file alone (the history it was made from is not read again)."""
+    return table.replace_schema_metadata({**(table.schema.metadata or {}), MASE_SCALE_KEY: json.dumps(scale).encode()})
+
+
+def _stored_mase_scale(table: pa.Table) -> float | None:
+    raw = (table.schema.metadata or {}).get(MASE_SCALE_KEY)
+    try:
+        value = json.loads(raw) if raw else None
+    except ValueError:
+        return None
+    return float(value) if isinstance(value, (int, float)) else None  # none in a file of an older mm: not scored
+
+
 def measure_forecast(table: pa.Table, ctx: ForecastContext) -> dict:
     """A group's forecast against the actuals among its inference rows: the ``ForecastRow``
-    fields ``metrics``, ``n_actual`` and, per quantile column, the actuals at or below it."""
+    fields ``metrics``, ``n_actual``, ``unscored`` and, per quantile column, the actuals at or below it."""
     ok, actual, pred = forecast_actuals(table, ctx)
     if not ok.any():
-        return {"metrics": {}, "n_actual": 0, "below_quantile": {}}
+        return {"metrics": {}, "n_actual": 0, "unscored": {}, "below_quantile": {}}
     below = {name: int(np.sum(actual <= table[name].to_numpy(zero_copy_only=False).astype(float)[ok])) for name in ctx.quantile_columns}
+    scale = _stored_mase_scale(table)
     with np.errstate(all="ignore"):
-        metrics = scores(actual, pred)
-    return {"metrics": metrics, "n_actual": int(ok.sum()), "below_quantile": below}
+        metrics = scores(actual, pred, scale)
+    return {"metrics": metrics, "n_actual": int(ok.sum()), "unscored": unscored(actual, pred, scale), "below_quantile": below}
 
 
 def booster_text_ok(text: str) -> bool:

@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from ..config import Config
 from ..console import Terminal
+from ..core.metrics import HEADLINE, METRIC_NAMES, both_zero
 from ..core.results import ForecastRow, Reason, Status, TrainRow
 from ..core.timeindex import NS_PER_DAY
 from ..runner.options import RunOptions
@@ -52,6 +53,7 @@ GROUPS_SCHEMA = pa.schema(
         ("n_missing_prediction", pa.int64()),
         ("metrics", pa.string()),
         ("n_actual", pa.int64()),
+        ("unscored", pa.string()),  # JSON {metric: rows with an actual it could not score}
         ("below_quantile", pa.string()),
         ("n_out_of_range", pa.int64()),  # known-future values outside the series' training range
         ("n_capped", pa.int64()),  # rows capped by forecast.cap_factor
@@ -75,7 +77,8 @@ class ForecastResult(GroupsResult):
     rows_beyond_horizon: int = 0
     duration_s: float = 0.0
     output: str = ""
-    accuracy: dict[str, float] = field(default_factory=dict)
+    accuracy: dict[str, float | None] = field(default_factory=dict)  # pooled; None: the metric scored no row
+    unscored: dict[str, dict[str, int]] = field(default_factory=dict)  # per metric: {"rows", "groups"} it could not score
     coverage: dict[str, float] = field(default_factory=dict)
     worst_groups: list[dict] = field(default_factory=list)
     failures: list[dict] = field(default_factory=list)
@@ -219,13 +222,14 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
         duration_s=round(elapsed, 3),
         output=str(store.output_path(FORECASTING_OUTPUT)),
         accuracy=tally.accuracy(),
+        unscored=tally.unscored(),
         coverage=tally.coverage(),
         worst_groups=tally.worst(),
         failures=failures,
         out_of_range=findings.summary("out_of_range"),
         capped=findings.summary("capped"),
     )
-    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, out_of_range=result.out_of_range, capped=result.capped)
+    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped)
     return result
 
 
@@ -294,15 +298,19 @@ class _Output:
 
 
 class Tally:
-    """Accuracy of the forecasts against the actuals in the inference rows, pooled over the groups."""
+    """Accuracy of the forecasts against the actuals in the inference rows, pooled over the groups,
+    with the rows each metric could not score (see ``core.metrics``)."""
 
     def __init__(self, context: ForecastContext):
         self.context = context
         self.rows = 0
         self.beyond_horizon = 0
-        self.n = 0
-        self.n_ape = 0
-        self.sum_ape = self.sum_sape = self.sum_abs_err = self.sum_abs_actual = self.sum_sq_err = 0.0
+        self.n = 0  # rows with an actual and a prediction
+        self.n_ape = 0  # ...whose actual is not 0 (what MAPE scores)
+        self.n_scaled = 0  # ...in groups with a MASE scale (what MASE scores)
+        self.n_both_zero = 0  # ...whose actual and forecast are both 0 (sMAPE: exact)
+        self.sum_ape = self.sum_sape = self.sum_abs_err = self.sum_abs_actual = self.sum_sq_err = self.sum_scaled_err = 0.0
+        self.groups_without = dict.fromkeys(METRIC_NAMES, 0)  # groups with actuals but no value of the metric
         self.below = {name: 0 for name in context.quantile_columns}
         self._worst: list[tuple[float, int, str, dict]] = []  # a min-heap of the N worst groups by WAPE
         self._seen = 0
@@ -319,41 +327,74 @@ class Tally:
         denom = np.abs(a) + np.abs(p)
         self.n += row.n_actual
         self.n_ape += int(nz.sum())
+        self.n_both_zero += both_zero(a, p)
         self.sum_ape += float(np.sum(err[nz] / np.abs(a[nz])))
         self.sum_sape += float(np.sum(np.where(denom > 0, 2 * err / np.where(denom > 0, denom, 1), 0.0)))
         self.sum_abs_err += float(err.sum())
         self.sum_abs_actual += float(np.abs(a).sum())
         self.sum_sq_err += float(np.sum((p - a) ** 2))
+        mase = row.metrics.get("mase")
+        if _finite(mase):  # the group's MAE over its own scale: pooled, the mean scaled error of every row
+            self.sum_scaled_err += mase * row.n_actual
+            self.n_scaled += row.n_actual
+        for m in METRIC_NAMES:
+            self.groups_without[m] += not _finite(row.metrics.get(m))
         for name in self.below:
             self.below[name] += row.below_quantile.get(name, 0)
-        self._keep_if_worst(row.label, row.metrics)
+        self._keep_if_worst(row)
 
     WORST = 5
 
-    def _keep_if_worst(self, label: str, metrics: dict) -> None:
-        if math.isnan(metrics["wape"]):
+    def _keep_if_worst(self, row: ForecastRow) -> None:
+        wape = row.metrics.get("wape")
+        if not _finite(wape):  # every actual 0: no WAPE to rank by (counted in groups_without)
             return
         self._seen += 1
-        entry = (metrics["wape"], -self._seen, label, metrics)  # ties: the earlier group ranks worse
+        entry = (wape, -self._seen, row.label, {"metrics": row.metrics, "n_rows": row.n_actual, "unscored": row.unscored})  # ties: the earlier group ranks worse
         if len(self._worst) < self.WORST:
             heapq.heappush(self._worst, entry)
-        elif entry > self._worst[0]:
+        elif entry[:3] > self._worst[0][:3]:
             heapq.heapreplace(self._worst, entry)
 
-    def accuracy(self) -> dict[str, float]:
+    def accuracy(self) -> dict[str, float | None]:
+        """The pooled metrics, zero-safe first; None where a metric scored no row."""
         if not self.n:
             return {}
         return {
-            "mape": 100.0 * self.sum_ape / self.n_ape if self.n_ape else float("nan"),
-            "smape": 100.0 * self.sum_sape / self.n,
-            "wape": 100.0 * self.sum_abs_err / self.sum_abs_actual if self.sum_abs_actual else float("nan"),
+            "wape": _ratio(self.sum_abs_err, self.sum_abs_actual, 100.0),
+            "mase": _ratio(self.sum_scaled_err, self.n_scaled),
+            "smape": _ratio(self.sum_sape, self.n, 100.0),
+            "mape": _ratio(self.sum_ape, self.n_ape, 100.0),
             "rmse": math.sqrt(self.sum_sq_err / self.n),
             "n_rows": self.n,
+            "n_both_zero": self.n_both_zero,
         }
+
+    def unscored(self) -> dict[str, dict[str, int]]:
+        """Per metric: ``rows`` the pooled figure could not score, and ``groups`` that have no
+        value of their own (for WAPE these differ: a group whose actuals are all 0 has no WAPE,
+        but its errors still count in the pooled one)."""
+        if not self.n:
+            return {}
+        rows = {"mape": self.n - self.n_ape, "smape": 0, "wape": 0 if self.sum_abs_actual else self.n, "rmse": 0, "mase": self.n - self.n_scaled}
+        return {m: {"rows": rows[m], "groups": self.groups_without[m]} for m in METRIC_NAMES}
 
     def coverage(self) -> dict[str, float]:
         return {name: below / self.n for name, below in self.below.items()} if self.n else {}
 
     def worst(self) -> list[dict]:
-        ranked = sorted(self._worst, reverse=True)
-        return [{"group": label, **{k: m.get(k) for k in ("mape", "smape", "wape")}} for _, _, label, m in ranked]
+        ranked = sorted(self._worst, key=lambda e: e[:2], reverse=True)
+        return [{"group": label, **{k: _or_none(m["metrics"].get(k)) for k in HEADLINE}, "n_rows": m["n_rows"], "unscored": m["unscored"]} for _, _, label, m in ranked]
+
+
+def _ratio(num: float, den: float, unit: float = 1.0) -> float | None:
+    return unit * num / den if den else None
+
+
+def _finite(value) -> bool:
+    return value is not None and math.isfinite(value)
+
+
+def _or_none(value) -> float | None:
+    """A metric for JSON: None where it is undefined (NaN is not JSON)."""
+    return value if _finite(value) else None

@@ -21,9 +21,9 @@ import pyarrow as pa
 
 from ..config import Config
 from ..console import Terminal
-from ..core.identity import digest
 from ..core import statistical
-from ..core.metrics import METRIC_NAMES
+from ..core.identity import digest
+from ..core.metrics import HEADLINE, METRIC_NAMES
 from ..core.results import Reason, Status, TrainRow
 from ..errors import InputDataError
 from ..runner.options import RunOptions
@@ -53,6 +53,9 @@ GROUPS_SCHEMA = pa.schema(
         ("model", pa.string()),
         ("model_version", pa.int64()),
         ("metrics", pa.string()),
+        ("n_backtest", pa.int64()),
+        ("unscored", pa.string()),  # JSON {metric: backtest rows it could not score}
+        ("selection_metric", pa.string()),
         ("scores", pa.string()),
         ("n_trials", pa.int64()),
         ("tuning", pa.string()),
@@ -78,7 +81,10 @@ class TrainResult(GroupsResult):
     output: str = ""
     failures: list[dict] = field(default_factory=list)
     winners: dict[str, int] = field(default_factory=dict)
-    median_backtest: dict[str, float] = field(default_factory=dict)
+    median_backtest: dict[str, float] = field(default_factory=dict)  # per metric, over the groups it could score
+    backtest_rows: int = 0  # backtest rows of the groups with a model (all their folds)
+    unscored: dict[str, dict[str, int]] = field(default_factory=dict)  # per metric: backtest "rows" it could not score, "groups" it has no value for
+    metric_fallbacks: dict[str, int] = field(default_factory=dict)  # groups chosen by another metric than train.automl.metric, by that metric
 
 
 def train(
@@ -225,11 +231,15 @@ def _ident(g: dict) -> dict:
 class _Summary:
     """What the result reports, accumulated row by row (a few numbers per group at most)."""
 
-    def __init__(self) -> None:
+    def __init__(self, metric: str) -> None:
+        self.metric = metric  # train.automl.metric: a group chosen by another one fell back
         self.counts = {Status.TRAINED: 0, Status.REUSED: 0, Status.FAILED: 0}
         self.tuned = 0
         self.winners: dict[str, int] = {}
-        self.metrics = {m: array("d") for m in ("mape", "smape", "wape")}
+        self.metrics = {m: array("d") for m in HEADLINE}
+        self.backtest_rows = 0
+        self.unscored = {m: {"rows": 0, "groups": 0} for m in METRIC_NAMES}
+        self.fallbacks: dict[str, int] = {}
         self.failures: list[dict] = []
         self.partitions_missing = 0
 
@@ -242,13 +252,21 @@ class _Summary:
         if ok and r.model:
             self.winners[r.model] = self.winners.get(r.model, 0) + 1
         if ok:
-            for m, values in self.metrics.items():
-                v = r.metrics.get(m)
-                if v is not None and v == v:
-                    values.append(v)
+            self._add_backtest(r)
         if r.status is Status.FAILED:
             self.failures.append(r.failure())
             self.partitions_missing += r.reason is Reason.PARTITION_MISSING
+
+    def _add_backtest(self, r: TrainRow) -> None:
+        for m in METRIC_NAMES:
+            v = r.metrics.get(m)
+            if v is not None and v == v and m in self.metrics:
+                self.metrics[m].append(v)
+            self.unscored[m]["groups"] += v is None or v != v
+            self.unscored[m]["rows"] += r.unscored.get(m, 0)  # a model of an older mm: not known
+        self.backtest_rows += r.n_backtest
+        if r.selection_metric and r.selection_metric != self.metric:
+            self.fallbacks[r.selection_metric] = self.fallbacks.get(r.selection_metric, 0) + 1
 
     def medians(self) -> dict[str, float]:
         return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
@@ -257,7 +275,8 @@ class _Summary:
 def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -> TrainResult:
     """training_output.csv and the run's groups table, streamed from the spool in group order."""
     store, config = s.store, s.config
-    summary = _Summary()
+    automl = config.train.automl
+    summary = _Summary(automl.metric if automl.enabled else "wape")
     out_path = store.output_path(TRAINING_OUTPUT)
     # the run's groups table is published before training_output.csv: a failure writing either keeps the previous output
     with store.output_file(TRAINING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
@@ -287,8 +306,12 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
         failures=summary.failures,
         winners=summary.winners,
         median_backtest=summary.medians(),
+        backtest_rows=summary.backtest_rows,
+        unscored=summary.unscored,
+        metric_fallbacks=summary.fallbacks,
     )
-    run.finish(status, summary.counts, output=str(out_path), winners=summary.winners)
+    backtest = {"median": result.median_backtest, "rows": result.backtest_rows, "unscored": result.unscored, "metric_fallbacks": result.metric_fallbacks}
+    run.finish(status, summary.counts, output=str(out_path), winners=summary.winners, backtest=backtest)
     return result
 
 
@@ -301,15 +324,26 @@ def _warn_if_auto_lacks_statistical_models(config: Config, terminal: Terminal) -
         )
 
 
+# How much of each group's backtest its metrics cover (empty for a failed group, or a model of an
+# older mm that did not count): smape and rmse score every row, so they have no column.
+BACKTEST_COVERAGE = ["n_backtest", "n_unscored_mape", "n_unscored_wape", "n_unscored_mase", "selection_metric"]
+
+
 def training_output_columns(config: Config) -> list[str]:
     candidates = config.train.automl.candidate_names() if config.train.automl.enabled else []
-    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates", "demand_class"]
+    fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates", "demand_class", *BACKTEST_COVERAGE]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
 
 def _dropped(errors: dict[str, str]) -> str:
     """``candidate: why`` for every candidate left out of the group's choice."""
     return "; ".join(f"{kind}: {why}" for kind, why in errors.items())
+
+
+def _coverage(r: TrainRow) -> dict:
+    known = bool(r.unscored) and r.status is not Status.FAILED
+    counts = {f"n_unscored_{m}": r.unscored.get(m) if known else None for m in ("mape", "wape", "mase")}
+    return {"n_backtest": r.n_backtest if known else None, **counts, "selection_metric": r.selection_metric}
 
 
 def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
@@ -338,10 +372,12 @@ def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
                 "tuning": "; ".join(t for t in (r.tuning, r.note) if t),
                 "dropped_candidates": _dropped(r.candidate_errors),
                 "demand_class": r.demand_class,
+                **_coverage(r),
                 **{f"score_{c}": r.scores.get(c) for c in candidates},
             }
         )
         records.append(record)
     frame = pd.DataFrame.from_records(records, columns=training_output_columns(config))
-    frame["model_version"] = frame["model_version"].astype("Int64")
+    for column in ("model_version", *BACKTEST_COVERAGE[:-1]):
+        frame[column] = frame[column].astype("Int64")
     return frame

@@ -14,6 +14,7 @@ import datetime as dt
 import hashlib
 import itertools
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -71,7 +72,18 @@ def atomic_write_json(path: Path, document: Any, durable: bool = False) -> None:
 
 
 def json_text(document: Any) -> str:
-    return json.dumps(document, indent=1, sort_keys=True, default=str)
+    """Strict JSON (RFC 8259): a NaN or infinite number, which strict readers refuse, is written as null."""
+    return json.dumps(_strict(document), indent=1, sort_keys=True, default=str, allow_nan=False)
+
+
+def _strict(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: _strict(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_strict(v) for v in value]
+    return value
 
 
 def parquet_bytes(table: pa.Table) -> bytes:

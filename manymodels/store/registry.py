@@ -155,7 +155,7 @@ def list_models(store: Datastore, group_filter=None) -> list[dict[str, Any]]:
                     "run_id": meta.get("run_id"),
                     "created": meta.get("created"),
                     "train_end": meta.get("train_end"),
-                    **{m: meta.get("metrics", {}).get(m) for m in ("mape", "smape", "wape", "rmse")},
+                    **{m: meta.get("metrics", {}).get(m) for m in ("mape", "smape", "wape", "rmse", "mase")},
                 }
             )
     return out

@@ -150,13 +150,24 @@
         ["groups", counts(t.counts)],
         ["tuned", t.tuned],
         ["models chosen", Object.entries(t.winners).sort((a, b) => b[1] - a[1]).map(([k, v]) => `${k} ${v}`).join(", ")],
-        ["median backtest", Object.entries(t.median_backtest).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")],
+        ["median backtest", Object.entries(t.median_backtest).map(([k, v]) => {
+          const over = t.median_groups && t.median_groups[k] < t.n_models ? ` (${t.median_groups[k]} of ${t.n_models} groups)` : "";
+          return metricText(k, v) + over;
+        }).join(", ")],
+        ["not scored", Object.entries(t.unscored || {}).filter(([, n]) => n).map(([k, n]) => `${NAMES[k]}: ${fmt(n)} of ${fmt(t.backtest_rows)} backtest rows ${SHORT[k]}`).join("; ")],
+        ["metric fallback", Object.entries(t.metric_fallbacks || {}).map(([k, n]) => `${n} group(s) chosen by ${k}`).join(", ")],
         ["training time", `${fmtSeconds(t.training_seconds.total)} in all, median ${fmtSeconds(t.training_seconds.median)} per group`],
       ])));
     }
     if (sm.forecast) {
       const f = sm.forecast;
-      const acc = Object.entries(f.accuracy || {}).filter(([k]) => k !== "n_rows").map(([k, v]) => `${k} ${fmt(v)}`).join(", ");
+      const a = f.accuracy || {}, rows = a.n_rows, unscored = f.unscored || {};
+      const acc = Object.keys(NAMES).filter((k) => k in a).map((k) => {
+        const miss = unscored[k] || 0;
+        if (miss) return metricText(k, a[k]) + ` (${fmt(rows - miss)} of ${fmt(rows)} rows scored; ${fmt(miss)} ${SHORT[k]})`;
+        if (k === "smape" && a.n_both_zero) return metricText(k, a[k]) + ` (${fmt(a.n_both_zero)} rows with actual and forecast 0 count as exact)`;
+        return metricText(k, a[k]);
+      }).join(", ");
       box.appendChild(h("div", { class: "card", id: "card-forecast" }, h("h3", { text: `Forecast: ${f.status}` }), dl([
         ["run", f.id],
         ["models from", f.train_run_id],
@@ -184,6 +195,26 @@
     return m ? G[m.src][m.key] : new Array(N).fill(null);
   }
   function metricLabel(id) { const m = D.metrics.find((x) => x.id === id); return m ? m.label : id; }
+
+  // -- what a metric could not score (see core/metrics.py) --------------------------------
+  const NAMES = { wape: "WAPE", mase: "MASE", smape: "sMAPE", mape: "MAPE", rmse: "RMSE" };
+  const PERCENT = new Set(["wape", "smape", "mape"]);
+  const WHY = {
+    mape: "actual 0: MAPE is undefined there",
+    wape: "groups whose actuals are all 0: WAPE is undefined there",
+    mase: "groups with a constant history: no MASE scale",
+  };
+  const SHORT = { mape: "have actual 0", wape: "are in groups whose actuals are all 0", mase: "are in groups with a constant history (no scale)" };
+  function metricText(key, v) { return `${NAMES[key] || key} ${fmt(v)}${PERCENT.has(key) && finite(v) ? "%" : ""}`; }
+  /* rows of group i that metric key of src ("bt" or "fc") could not score, and the rows it had */
+  function missed(src, key, i) {
+    const miss = (G[`${src}_miss`] || {})[key], n = G[`${src}_n`];
+    return miss && n && finite(miss[i]) && finite(n[i]) ? [miss[i], n[i]] : [0, 0];
+  }
+  function scoredText(src, key, i) {
+    const [miss, n] = missed(src, key, i);
+    return miss ? ` (${n - miss} of ${n} rows)` : "";
+  }
 
   /* entries: [[name, values[]], ...]; draws one horizontal box (or violin) per entry. */
   function drawBoxes(container, entries, opts) {
@@ -284,8 +315,19 @@
     entries.sort((a, b) => String(a[0]).localeCompare(String(b[0]), undefined, { numeric: true }));
     drawBoxes($("dist-plot"), entries, { style, xLabel: metricLabel(id), emptyText: "no group has this metric" });
     const counted = entries.reduce((a, e) => a + e[1].length, 0);
-    $("dist-note").textContent = note + `${counted} of ${N} groups have a ${metricLabel(id)}. Boxes: quartiles; whiskers: 1.5 IQR; circles: outliers.`;
+    $("dist-note").textContent = note + `${counted} of ${N} groups have a ${metricLabel(id)}.${coverageNote(id)} Boxes: quartiles; whiskers: 1.5 IQR; circles: outliers.`;
     drawRanking(id);
+  }
+
+  /* " It could not score R of T rows (why)." over every group, when it skipped any */
+  function coverageNote(id) {
+    const m = D.metrics.find((x) => x.id === id);
+    if (!m || !WHY[m.key]) return "";
+    let miss = 0, total = 0;
+    for (let i = 0; i < N; i++) { const [k, n] = missed(m.src, m.key, i); miss += k; total += n; }
+    if (!miss) return "";
+    const what = m.src === "bt" ? "backtest rows" : "rows with actuals";
+    return ` It could not score ${fmt(miss)} of the ${fmt(total)} ${what} (${WHY[m.key]}).`;
   }
 
   // -- worst and best -------------------------------------------------------------------
@@ -296,6 +338,10 @@
       { label: "model", get: (i) => G.model[i] || "" },
       { label: metricLabel(id), num: true, get: (i) => fmt(values[i]) },
     ];
+    const m = D.metrics.find((x) => x.id === id);
+    if (m && WHY[m.key] && G.label.some((_, i) => finite(values[i]) && missed(m.src, m.key, i)[0])) {  // a ranked group it scored only in part
+      cols.push({ label: "rows scored", num: true, get: (i) => { const [miss, n] = missed(m.src, m.key, i); return n ? `${n - miss} of ${n}` : ""; } });
+    }
     for (const other of ["bt_wape", "fc_wape"]) {
       if (other !== id && D.metrics.some((m) => m.id === other)) {
         const ov = metricValues(other);
@@ -370,10 +416,11 @@
     if (G.n_train_rows[i] !== null) pairs.push(["training rows", G.n_train_rows[i]]);
     if (G.duration[i] !== null) pairs.push(["training time", fmtSeconds(G.duration[i])]);
     if (G.tuning[i]) pairs.push(["tuning", G.tuning[i]]);
-    const bt = Object.entries(G.bt).filter(([, v]) => finite(v[i])).map(([k, v]) => `${k} ${fmt(v[i])}`).join(", ");
+    const bt = Object.entries(G.bt).filter(([, v]) => finite(v[i])).map(([k, v]) => `${k} ${fmt(v[i])}${scoredText("bt", k, i)}`).join(", ");
     if (bt) pairs.push(["backtest", bt]);
+    if (G.bt_by && G.bt_by[i]) pairs.push(["chosen by", G.bt_by[i]]);
     if (G.fc_status[i]) pairs.push(["forecast status", G.fc_status[i] + (G.fc_decision[i] ? ` (${G.fc_decision[i]})` : "")]);
-    const fc = Object.entries(G.fc).filter(([, v]) => finite(v[i])).map(([k, v]) => `${k} ${fmt(v[i])}`).join(", ");
+    const fc = Object.entries(G.fc).filter(([, v]) => finite(v[i])).map(([k, v]) => `${k} ${fmt(v[i])}${scoredText("fc", k, i)}`).join(", ");
     if (fc) pairs.push(["forecast accuracy", fc]);
     if (data.scores) pairs.push(["candidate scores", Object.entries(data.scores).filter(([, v]) => finite(v)).sort((a, b) => a[1] - b[1]).map(([k, v]) => `${k} ${fmt(v)}`).join(", ")]);
     if (data.note) pairs.push(["note", data.note]);
