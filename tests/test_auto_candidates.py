@@ -96,7 +96,7 @@ def test_auto_is_the_default_and_each_class_gets_its_documented_candidates(univa
     classes = training["demand_class"].to_dict()
     assert classes.pop("spare_part") in ("intermittent", "lumpy")
     assert classes == {"seasonal": "smooth", "flat": "constant", "new": "short", "priced": "smooth"}
-    assert scored(training.loc["seasonal"]) == {"ets", "theta", "ensemble", "naive", "seasonal_naive"}
+    assert scored(training.loc["seasonal"]) == {"ets", "theta", "ensemble", "naive", "seasonal_naive", "mean", "moving_average"}
     assert scored(training.loc["spare_part"]) == {"croston", "tsb", "adida", "imapa", "ensemble", "naive", "mean", "moving_average"}
     assert scored(training.loc["flat"]) == {"naive"} and training.loc["flat", "model"] == "naive"
     assert scored(training.loc["new"]) <= {"naive", "seasonal_naive", "mean", "moving_average"} and training.loc["new", "model"] in ("naive", "mean", "moving_average")
@@ -226,3 +226,18 @@ def test_train_warns_once_when_auto_has_no_statsforecast(tmp_path, monkeypatch):
     assert sum("statsforecast is not installed" in w for w in warnings) == 1, warnings
     training, _ = outputs(config)
     assert training["tuning"].str.contains("candidates auto without the statistical models").all()
+
+
+def test_a_hopeless_statistical_model_is_pruned_after_the_newest_window_only_over_many_series():
+    needs_stats()
+    automl = {"enabled": True, "candidates": ["linear", "ets", "theta", "naive"], "n_trials": 0, "folds": 3, "reference": None}
+    # twelve price-driven series: the log-log ridge reads the price, ETS and Theta cannot
+    history, _ = weekly_group(n_weeks=80, series=tuple(f"s{i}" for i in range(12)))
+    many = fit_group(history, spec_for(series_columns=("item",), automl=automl))
+    assert many["status"] == "trained" and many["model"] == "linear", many
+    assert many["candidate_errors"]["ets"].startswith("pruned: after the newest backtest window: wape ")
+    assert "for linear" in many["candidate_errors"]["ets"] and "ets" not in many["scores"]
+    # one series: one window is no evidence, every candidate is backtested on every fold
+    one, _ = weekly_group(n_weeks=80)
+    single = fit_group(one, spec_for(automl=automl))
+    assert "ets" in single["scores"] and not any(v.startswith("pruned") for v in single["candidate_errors"].values())

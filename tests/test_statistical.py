@@ -382,13 +382,13 @@ def test_auto_candidates_on_a_mixed_set():
     chosen = {}
     for name, (y, m, known) in series.items():
         chosen[name] = st.auto_candidates(st.demand_class(y), int(np.sum(~np.isnan(y))), m, known)
-    assert chosen["smooth_monthly"] == ["ets", "theta", "ensemble", "naive", "seasonal_naive"]
-    assert chosen["smooth_promo"] == ["ets", "theta", "lightgbm", "linear", "ensemble", "naive", "seasonal_naive"]
+    assert chosen["smooth_monthly"] == ["ets", "theta", "ensemble", "naive", "seasonal_naive", "mean", "moving_average"]
+    assert chosen["smooth_promo"] == ["ets", "theta", "lightgbm", "linear", "ensemble", "naive", "seasonal_naive", "mean", "moving_average"]
     assert chosen["lumpy_spare_part"] == ["croston", "tsb", "adida", "imapa", "ensemble", "naive", "mean", "moving_average"]
     assert chosen["intermittent"] == chosen["lumpy_spare_part"]
     assert chosen["new_item"] == ["naive", "mean", "moving_average", "linear"]
     assert chosen["flat"] == ["naive"]
-    assert chosen["hourly"] == ["ets", "theta", "mstl", "ensemble", "naive", "seasonal_naive"]
+    assert chosen["hourly"] == ["ets", "theta", "mstl", "ensemble", "naive", "seasonal_naive", "mean", "moving_average"]
     assert all("arima" not in c for c in chosen.values())
     group = st.union_candidates(chosen.values())
     assert group == ["ets", "theta", "mstl", "croston", "tsb", "adida", "imapa", "lightgbm", "linear", "ensemble",

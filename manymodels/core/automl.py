@@ -111,6 +111,10 @@ class Evaluation:
                 return err**2
         return err  # wape, mase: absolute errors (their scale is the same for every candidate)
 
+    def fold_score(self, metric: str, fold: int) -> float:
+        """``metric`` on one fold's rows alone (NaN where it cannot score them)."""
+        return scores(self.actual[fold], self.predicted[fold], self.mase_scale)[metric]
+
     def block_losses(self, metric: str) -> np.ndarray:
         """The mean point loss of each (fold, series) block, NaN where none is defined.
 
@@ -273,17 +277,35 @@ def evaluate_baseline(kind: str, data: GroupData, folds, params: dict) -> Evalua
     return evaluation
 
 
-def evaluate_statistical(kind: str, data: GroupData, folds, params: dict) -> Evaluation:
+@dataclass(frozen=True)
+class PruneBar:
+    """A candidate scoring above ``limit`` on the newest fold is not fitted on the older ones."""
+
+    metric: str
+    limit: float
+    best: str  # the candidate the limit comes from, and its score
+    best_score: float
+
+
+class CandidatePruned(CandidateUnfit):
+    def __init__(self, kind: str, bar: PruneBar, score: float):
+        super().__init__("pruned", f"after the newest backtest window: {bar.metric} {score:.4g} against {bar.best_score:.4g} for {bar.best}")
+
+
+def evaluate_statistical(kind: str, data: GroupData, folds, params: dict, prune: PruneBar | None = None) -> Evaluation:
     """Backtest a statistical kind: on each fold, each series fitted on its values up to the
-    cutoff and forecast over the fold's test rows. ``CandidateUnfit`` (from any series) propagates."""
+    cutoff and forecast over the fold's test rows. ``CandidateUnfit`` (from any series) propagates;
+    ``CandidatePruned`` when the newest fold scores above ``prune``."""
     evaluation = Evaluation(kind, params, data.mase_scale)
-    for train, test in folds:
+    for i, (train, test) in enumerate(folds):
         rows = np.flatnonzero(test)
         fitted = fit_statistical(kind, data, train, params)
         predicted = predict(fitted, data, train, rows)
         if np.any(np.isnan(predicted)):
             raise CandidateUnfit("no_data", f"{kind}: a series has test rows in a backtest fold but no value before its cutoff")
         evaluation.add_rows(data, rows, predicted)
+        if i == 0 and prune is not None and evaluation.fold_score(prune.metric, 0) > prune.limit:
+            raise CandidatePruned(kind, prune, evaluation.fold_score(prune.metric, 0))
     return evaluation
 
 
