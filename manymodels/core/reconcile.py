@@ -572,8 +572,9 @@ def _fill_bottom(h: Hierarchy, base: np.ndarray, failed: np.ndarray, history: np
     lost, best = lost[found], best[found]
     share = 1.0 / sizes[best]
     if history is not None:
-        with np.errstate(invalid="ignore"):
-            means = np.nan_to_num(np.nanmean(np.asarray(history, dtype=np.float64), axis=1), nan=0.0)
+        history = np.asarray(history, dtype=np.float64)
+        seen = np.maximum((~np.isnan(history)).sum(axis=1), 1)
+        means = np.nansum(history, axis=1) / seen  # a series never observed: 0
         of_ancestor = np.asarray(h.S @ means)[best]
         usable = np.isfinite(of_ancestor) & (of_ancestor != 0)
         share = np.where(usable, means[lost] / np.where(usable, of_ancestor, 1.0), share)
