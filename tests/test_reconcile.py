@@ -245,9 +245,55 @@ def test_a_two_level_toy_by_hand():
                                [10.0, 1.75, 8.25])
     np.testing.assert_allclose(rc.top_down(hier, base, rule="proportion_averages", history=history).ravel(),
                                [10.0, 10 / 7, 60 / 7])
-    # nonnegative clips the reconciled bottom and sums it up again
+    # nonnegative: OLS gives [5/3, -11/3, 16/3]; x is held at 0 and the rest projected
+    # again: minimise (2 - b)^2 + (-4 - 0)^2 + (5 - b)^2, b = 3.5 (clipping would say 16/3)
     negative = np.array([[2.0], [-4.0], [5.0]])
-    np.testing.assert_allclose(rc.ols(hier, negative, nonnegative=True).ravel(), [5 + 1 / 3, 0.0, 5 + 1 / 3])
+    np.testing.assert_allclose(rc.ols(hier, negative).ravel(), [5 / 3, -11 / 3, 16 / 3])
+    np.testing.assert_allclose(rc.ols(hier, negative, nonnegative=True).ravel(), [3.5, 0.0, 3.5])
+    np.testing.assert_allclose(rc.bottom_up(hier, negative, nonnegative=True).ravel(), [5.0, 0.0, 5.0])
+
+
+def _metric(hier, method, residuals):
+    if method == "ols":
+        return np.eye(hier.n_nodes)
+    if method == "wls_struct":
+        return np.diag(hier.sizes.astype(float))
+    if method == "wls_var":
+        return np.diag(np.mean(residuals**2, axis=1))
+    return rc.shrunk_covariance(residuals)[0]
+
+
+@pytest.mark.parametrize("kind", ["nested", "grouped"])
+@pytest.mark.parametrize("method", PROJECTIONS)
+def test_nonnegative_projections_sit_between_the_exact_optimum_and_clipping(kind, method):
+    """In the W^-1 norm, the held-at-zero projection is never farther from the base than
+    clipping the projection, never nearer than the exact non-negative least squares
+    (scipy's nnls on the whitened problem), and here it reaches the exact optimum."""
+    from scipy.optimize import nnls
+
+    hier, base, residuals, _ = _problem(kind, seed=3)
+    base = base - 3.0  # plenty of negative bottoms
+    W = _metric(hier, method, residuals)
+    whiten = np.linalg.cholesky(np.linalg.inv(W)).T  # whiten' whiten = W^-1
+    S = hier.S.toarray()
+    ours = rc.reconcile(hier, base, method, nonnegative=True, residuals=residuals)
+    clipped = S @ np.maximum(rc.reconcile(hier, base, method, residuals=residuals)[hier.n_aggregate:], 0)
+    assert (ours >= 0).all() and (clipped[hier.n_aggregate:] == 0).any()
+    _assert_coherent_on_every_level(hier, ours)
+    for step in range(base.shape[1]):
+        exact, _ = nnls(whiten @ S, whiten @ base[:, step])
+        distance = [np.linalg.norm(whiten @ (base[:, step] - y)) for y in (S @ exact, ours[:, step], clipped[:, step])]
+        assert distance[0] - 1e-9 <= distance[1] <= distance[2] + 1e-9, distance
+        np.testing.assert_allclose(ours[:, step], S @ exact, atol=1e-7)
+
+
+def test_nonnegative_changes_nothing_when_nothing_is_negative():
+    hier, base, residuals, _ = _problem("grouped")
+    base = np.abs(base) + 5.0
+    for method in PROJECTIONS:
+        plain = rc.reconcile(hier, base, method, residuals=residuals)
+        assert (plain >= 0).all()
+        np.testing.assert_array_equal(rc.reconcile(hier, base, method, nonnegative=True, residuals=residuals), plain)
 
 
 # --------------------------------------------------- top-down and middle-out
