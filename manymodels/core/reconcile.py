@@ -405,24 +405,40 @@ class _Projection:
             self.WU = W[:, :n_agg] - np.asarray(C @ W[n_agg:]).T
             self.M = self.WU[:n_agg] - np.asarray(C @ self.WU[n_agg:])
 
+    def _solve_m(self, rhs: np.ndarray) -> np.ndarray:
+        """M^-1 rhs, M factored once (every forecast step and, for a dense W, every round reuses it)."""
+        if not hasattr(self, "_factor"):
+            self._factor = spla.splu(self.M) if self.diagonal else scipy.linalg.lu_factor(self.M)
+        return self._factor.solve(rhs) if self.diagonal else scipy.linalg.lu_solve(self._factor, rhs)
+
     def bottom(self, base: np.ndarray, held: np.ndarray | None = None) -> np.ndarray:
         """Reconciled bottom values, with bottom series ``held`` (indices) at 0."""
         n_agg, C, WU = self.n_agg, self.C, self.WU
         gap = base[:n_agg] - C @ base[n_agg:]  # U' y^: zero when coherent
         if held is None or len(held) == 0:
-            lam = spla.splu(self.M).solve(gap) if self.diagonal else scipy.linalg.solve(self.M, gap, assume_a="sym")
-            return base[n_agg:] - np.asarray(WU[n_agg:] @ lam)
-        rows = n_agg + held
-        rhs = np.vstack([gap, base[rows]])
+            return base[n_agg:] - np.asarray(WU[n_agg:] @ self._solve_m(gap))
         if self.diagonal:
-            K = sp.bmat([[self.M, WU[rows].T], [WU[rows], sp.diags(self.w[rows])]]).tocsc()
-            lam = spla.splu(K).solve(rhs)
-            bottom = base[n_agg:] - np.asarray(WU[n_agg:] @ lam[:n_agg])
-            bottom[held] -= self.w[rows, None] * lam[n_agg:]
-        else:
-            K = np.block([[self.M, WU[rows].T], [WU[rows], self.w[np.ix_(rows, rows)]]])
-            lam = scipy.linalg.solve(K, rhs, assume_a="sym")
-            bottom = base[n_agg:] - WU[n_agg:] @ lam[:n_agg] - self.w[n_agg:, rows] @ lam[n_agg:]
+            # held at 0 = left out: the same projection on the other bottom series'
+            # columns (their aggregates' system, n_aggregate x n_aggregate, factored afresh)
+            free = np.ones(self.C.shape[1], dtype=bool)
+            free[held] = False
+            C_free, w_free = C[:, free], self.w[n_agg:][free]
+            M = (C_free.multiply(w_free[None, :]) @ C_free.T + sp.diags(self.w[:n_agg])).tocsc()
+            lam = spla.splu(M).solve(base[:n_agg] - C_free @ base[n_agg:][free])
+            bottom = np.zeros_like(base[n_agg:])
+            bottom[free] = base[n_agg:][free] + w_free[:, None] * np.asarray(C_free.T @ lam)
+            return bottom
+        # dense W: one more constraint row per held series, A W A' = [[M, B'], [B, D]] with
+        # B = (W U)[held rows] and D = W[held, held], solved through M's factor and the
+        # Schur complement D - B M^-1 B' (held x held)
+        rows = n_agg + held
+        B = WU[rows]
+        X = self._solve_m(B.T)
+        schur = self.w[np.ix_(rows, rows)] - B @ X
+        first = self._solve_m(gap)
+        lam_held = scipy.linalg.solve(schur, base[rows] - B @ first, assume_a="sym")
+        bottom = base[n_agg:] - WU[n_agg:] @ (first - X @ lam_held)
+        bottom -= self.w[rows, n_agg:].T @ lam_held  # W[bottom, held] = W[held, bottom]': rows gather faster
         bottom[held] = 0.0  # it is, up to rounding
         return bottom
 
