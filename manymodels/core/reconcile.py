@@ -67,10 +67,11 @@ METHODS = ("bottom_up", "top_down", "middle_out", "ols", "wls_struct", "wls_var"
 TOP_DOWN_RULES = ("forecast_proportions", "average_proportions", "proportion_averages")
 
 # mint_shrink builds dense n_nodes x n_nodes matrices: the covariance, and the pair
-# counts when residuals are missing (two at once, 16 bytes a pair). Measured by bench/reconcile_scale.py on
-# this 2-core, 24 GiB machine: see the README's "Hierarchical reconciliation
-# (core)". Above this many nodes it raises CovarianceTooLarge; callers fall back
-# to wls_var and say so.
+# counts when residuals are missing (two at once, 16 bytes a pair). Measured by
+# bench/reconcile_scale.py on this 2-core, 24 GiB machine (README, "Hierarchical
+# reconciliation (core)"): 20,131 nodes took 15-48 s (by the machine's load) and
+# 6.2 GiB; 30,000 would take ~14 GiB, too much beside training. Above the limit it
+# raises CovarianceTooLarge; callers fall back to wls_var and say so.
 MINT_MAX_NODES = 20_000
 
 
