@@ -485,3 +485,20 @@ def test_quantiles_shift_with_the_point_forecast():
     assert (clipped >= 0).all() and (np.diff(clipped, axis=2) >= 0).all()
     with pytest.raises(ValueError, match="do not match"):
         rc.shift_quantiles(base, y, quantiles[:3])
+
+
+# ------------------------------------------------------- an independent implementation
+
+
+@pytest.mark.parametrize("kind", ["nested", "grouped"])
+def test_the_diagonal_projections_agree_with_hierarchicalforecast(kind):
+    """Nixtla's hierarchicalforecast, where it is installed (not a dependency of mm: run
+    this file in a venv that has it). Its mint_shrink shrinks with other conventions
+    and its nonnegative solves a QP on base forecasts clipped at 0 first, so those two
+    are not compared; ours are checked against their formulas above."""
+    methods = pytest.importorskip("hierarchicalforecast.methods", reason="hierarchicalforecast is not installed")
+    hier, base, residuals, _ = _problem(kind)
+    for method, atol in (("ols", 1e-9), ("wls_struct", 1e-9), ("wls_var", 1e-6)):
+        theirs = methods.MinTrace(method=method).fit_predict(
+            S=hier.S.toarray(), y_hat=base, y_insample=residuals, y_hat_insample=np.zeros_like(residuals), tags={})["mean"]
+        np.testing.assert_allclose(rc.reconcile(hier, base, method, residuals=residuals), theirs, atol=atol, err_msg=method)
