@@ -89,6 +89,10 @@ DECIDED: dict[str, set[str]] = {
     "tracking.mlflow.uri": set(),
     "tracking.mlflow.experiment": set(),
     "tracking.mlflow.log_report": set(),
+    "serve.cache_size": set(),
+    "serve.refresh_seconds": set(),
+    "serve.max_body_bytes": set(),
+    "serve.max_groups": set(),
     "allow_reuse": set(),
 }
 
