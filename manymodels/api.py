@@ -46,6 +46,15 @@ run = _tracked(_run, lambda r: [("train", r.train), ("forecast", r.forecast)])
 
 
 
+def serve(config: Config, *, host: str = "127.0.0.1", port: int = 8000, pin: str | None = None, api_key_file: str | None = None) -> None:
+    """Serve every group's forecast over HTTP until interrupted (``mm serve``; the ``serve`` extra).
+    ``pin``: serve this train run's models instead of following the latest one."""
+    # FastAPI is imported only here, never by 'import manymodels'
+    from .extras import serve as serving
+
+    serving.serve(config, host=host, port=port, pin=pin, api_key_file=api_key_file)
+
+
 def list_runs(config: Config, *, step: str | None = None, limit: int | None = None) -> list[dict]:
     """The datastore's run records (of ``step``), oldest first, the newest ``limit``; a record left
     ``running`` by a process that is gone says ``interrupted``."""
@@ -65,5 +74,5 @@ def list_models(config: Config, *, groups: list[str] | None = None) -> list[dict
 
 __all__ = [
     "RunOptions", "clean", "config_from_dict", "export", "forecast", "list_models", "list_runs",
-    "load_config", "report", "run", "show_run", "split", "train",
+    "load_config", "report", "run", "serve", "show_run", "split", "train",
 ]
