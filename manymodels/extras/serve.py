@@ -39,6 +39,7 @@ import datetime as dt
 import hmac
 import json
 import math
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -628,27 +629,27 @@ def rows_frame(rows: list[dict], like: pd.DataFrame, info: GroupInfo, spec: Grou
         for column, value in zip(spec.group_columns, info.values):
             if column in row and str(jsonable(row[column])) != str(jsonable(value)):
                 raise RequestError(422, f"{where}[{i}].{column}: {row[column]!r} is not this group's value {jsonable(value)!r}", f"{where}[{i}].{column}")
-    schema = pa.Schema.from_pandas(like, preserve_index=False)
-    arrays = []
     times = _times(rows, spec, where)
-    for f in schema:
-        name = f.name
+    data = {}
+    for name, dtype in like.dtypes.items():
         if name == spec.period_column:
-            values: Any = spec.time_axis.to_periods(times)
+            data[name] = spec.time_axis.to_periods(times)
         elif name == spec.time_column:
-            values = times
-        elif name in spec.group_columns:
-            values = [info.values[spec.group_columns.index(name)]] * len(rows)
+            data[name] = _as_dtype(times, dtype, name, where)
+        elif name in spec.group_columns:  # the group's own value, typed as its partition has it
+            data[name] = pd.Series([info.values[spec.group_columns.index(name)]] * len(rows), dtype=object).astype(dtype)
         else:
-            values = [row.get(name) for row in rows]
-        arrays.append(_array(values, f, where))
-    frame = pa.Table.from_arrays(arrays, schema=schema).to_pandas()
+            data[name] = _column(name, [row.get(name) for row in rows], dtype, where)
+    frame = pd.DataFrame(data)
     if target:
         y = frame[spec.target_column].to_numpy(dtype=np.float64, na_value=np.nan)
         bad = np.flatnonzero(~np.isfinite(y))
         if len(bad):
             raise RequestError(422, f"{where}[{bad[0]}].{spec.target_column}: an actual must be a finite number", f"{where}[{bad[0]}].{spec.target_column}")
     return frame
+
+
+NAIVE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?\Z")
 
 
 def _times(rows: list[dict], spec: GroupSpec, where: str) -> pd.Series:
@@ -668,7 +669,12 @@ def _times(rows: list[dict], spec: GroupSpec, where: str) -> pd.Series:
             i = next(i for i, v in enumerate(raw) if not isinstance(v, str))
             raise RequestError(422, f"{where}[{i}].{column}: {raw[i]!r} is not a date (send ISO text such as 2021-08-05)", f"{where}[{i}].{column}")
         try:
-            times = parse_times(pd.Series(raw, dtype=object), column, where)
+            # plain ISO dates and times (the usual request) parse in numpy, 20x faster than
+            # pandas' format inference and to the same values; anything else (zones...) goes there
+            if all(NAIVE_ISO.match(v) for v in raw):
+                times = pd.Series(np.array(raw, dtype="datetime64[ns]"))
+            else:
+                times = parse_times(pd.Series(raw, dtype=object), column, where)
         except MMError as exc:
             raise RequestError(422, exc.message, f"{where}.{column}") from None
         if pd.api.types.is_integer_dtype(times):
@@ -683,32 +689,28 @@ def _times(rows: list[dict], spec: GroupSpec, where: str) -> pd.Series:
     return times
 
 
-def _array(values, f: pa.Field, where: str) -> pa.Array:
+def _column(name: str, values: list, dtype, where: str) -> pd.Series:
+    """One request column with the partition's dtype: numbers checked one by one (a bool or a
+    text is not a price), then converted as pandas converts a Parquet column."""
+    if pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype):
+        whole = pd.api.types.is_integer_dtype(dtype)
+        for i, v in enumerate(values):
+            number = isinstance(v, (int, float)) and not isinstance(v, bool)
+            if not (number or (v is None and not whole)) or (whole and number and not float(v).is_integer()):
+                kind = "whole number" if whole else "number"
+                raise RequestError(422, f"{where}[{i}].{name}: {v!r} is not a {kind}", f"{where}[{i}].{name}")
+        return pd.Series(np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)).astype(dtype)
     try:
-        if isinstance(values, pd.Series):
-            return pa.Array.from_pandas(values, type=f.type)
-        return pa.array(values, type=f.type, from_pandas=True)
-    except (pa.ArrowInvalid, pa.ArrowTypeError, TypeError, ValueError, OverflowError):
-        bad = next((i for i, v in enumerate(values) if not _fits(v, f.type)), 0)
-        raise RequestError(422, f"{where}[{bad}].{f.name}: {list(values)[bad]!r} is not a {_type_name(f.type)}", f"{where}[{bad}].{f.name}") from None
+        return pd.Series(values, dtype=object).astype(dtype)
+    except (TypeError, ValueError):
+        raise RequestError(422, f"{where}.{name}: values that are not of the column's type {dtype}", f"{where}.{name}") from None
 
 
-def _fits(value, kind: pa.DataType) -> bool:
+def _as_dtype(times: pd.Series, dtype, name: str, where: str) -> pd.Series:
     try:
-        pa.array([value], type=kind, from_pandas=True)
-        return True
-    except Exception:
-        return False
-
-
-def _type_name(kind: pa.DataType) -> str:
-    if pa.types.is_floating(kind) or pa.types.is_integer(kind):
-        return "number"
-    if pa.types.is_string(kind) or pa.types.is_large_string(kind):
-        return "text value"
-    if pa.types.is_timestamp(kind):
-        return "time"
-    return str(kind)
+        return times.astype(dtype)
+    except (TypeError, ValueError) as exc:  # a zone-aware time for a naive column, or the reverse
+        raise RequestError(422, f"{where}.{name}: {exc}", f"{where}.{name}") from None
 
 
 def _series_columns(spec: GroupSpec) -> list[str]:
@@ -716,16 +718,27 @@ def _series_columns(spec: GroupSpec) -> list[str]:
 
 
 def _merge_future(stored: pd.DataFrame, given: pd.DataFrame, spec: GroupSpec, where: str) -> pd.DataFrame:
-    """The stored inference rows with the request's rows in place of those of the same periods."""
+    """The stored inference rows with the request's rows in place of those of the same periods,
+    ordered by series and period as a partition is."""
     cols = [*_series_columns(spec), spec.period_column]
-    if given.duplicated(cols).any():
-        i = int(np.flatnonzero(given.duplicated(cols).to_numpy())[0])
+    given_keys = _row_keys(given, cols)
+    if len(set(given_keys)) < len(given_keys):
+        seen: set = set()
+        i = next(i for i, k in enumerate(given_keys) if k in seen or seen.add(k))
         raise RequestError(422, f"{where}[{i}]: a second row for the same period", f"{where}[{i}].{spec.time_column}")
     if len(stored):
-        replaced = stored.set_index(cols).index.isin(given.set_index(cols).index)
-        stored = stored.loc[~replaced]
-    merged = pd.concat([stored, given], ignore_index=True) if len(stored) else given
-    return merged.sort_values(cols, kind="stable").reset_index(drop=True)
+        replaced = set(given_keys)
+        keep = np.array([k not in replaced for k in _row_keys(stored, cols)], dtype=bool)
+        merged = pd.concat([stored.loc[keep], given], ignore_index=True) if keep.any() else given
+    else:
+        merged = given
+    if len(cols) > 1:
+        return merged.sort_values(cols, kind="stable").reset_index(drop=True)
+    return merged.iloc[np.argsort(merged[cols[0]].to_numpy(), kind="stable")].reset_index(drop=True)
+
+
+def _row_keys(frame: pd.DataFrame, cols: list[str]) -> list:
+    return list(zip(*(frame[c].tolist() for c in cols)))
 
 
 def _check_newer(new: pd.DataFrame, history: pd.DataFrame, spec: GroupSpec, where: str) -> None:
