@@ -335,6 +335,10 @@ def test_a_new_train_run_is_served_without_a_restart_and_never_mixed(copy):
     assert runs == {first, retrained.run_id}
     assert {v for run, v in seen if run == first} == {1} and {v for run, v in seen if run == retrained.run_id} == {2}
     assert built.runs.switches >= 2  # the train run, then its forecast run
+    with serving(copy, pin=first) as (pinned, client):  # --pin: the first run's models, after the retrain too
+        status, answer = client.post({"group": {"g": "a"}})
+        assert status == 200 and answer["run_id"] == first and answer["forecasts"][0]["model_version"] == 1
+        assert client.get("/health")[1]["pinned"] is True
 
 
 def test_a_bounded_load_loop_with_malformed_bodies(served):

@@ -533,7 +533,8 @@ class Forecaster:
         entry = self.cache.get(info)
         if not req.future and not req.history:
             table = entry.stored()
-            if table is not None:
+            wanted = (self.config.forecast.prediction_column, *quantile_columns(self.config), STEP_COLUMN)
+            if table is not None and all(c in table.column_names for c in wanted):  # else made under other forecast.quantiles
                 return self._answer(snap, info, "stored", self._stored_rows(snap, info, table, horizon), {})
         return self._computed(snap, info, entry, req, horizon, where)
 
