@@ -417,3 +417,61 @@ def test_mm_serve_refuses_a_datastore_without_a_train_run(tmp_path):
     path = small_config(tmp_path, str(tmp_path / "none.csv"))
     result = run_cli("serve", "-c", str(path), "--port", str(_free_port()), timeout=60)
     assert result.returncode == 1 and "mm run" in result.stderr + result.stdout
+
+
+# -- other shapes: series inside a group, other models ----------------------------------
+
+@pytest.mark.parametrize("candidates", [["lightgbm", "linear", "naive", "mean"], ["linear"], ["moving_average"], ["ensemble", "lightgbm", "linear"]], ids=lambda c: "-".join(c))
+def test_a_group_of_series_and_other_models_equal_mm_forecast(tmp_path, candidates):
+    """Brands as groups with stores as their series, one model kind or AutoML's choice: the
+    inference rows sent back as future rows give mm forecast's numbers."""
+    from manymodels.extras.sample import generate_oj_sales
+
+    from .conftest import write_config
+
+    frame = generate_oj_sales(stores=3, brands=2, weeks=60, future_weeks=4, seed=7)
+    frame["WeekStarting"] = frame["WeekStarting"].dt.strftime("%Y-%m-%d")
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    path = write_config(
+        tmp_path, str(tmp_path / "sales.csv"),
+        data={"group_columns": ["Brand"], "series_columns": ["Store", "Brand"]},
+        train={"automl": {"enabled": True, "candidates": candidates, "n_trials": 0, "folds": 2, "reference": candidates[0]}},
+        forecast={"quantiles": [0.5]},
+    )
+    config = load_config(path)
+    assert mm.run(config).exit_code == 0
+    want = _output(config)
+    models = set(pd.read_csv(Datastore(config.datastore).output_path("training_output.csv"))["model"])
+    assert len(candidates) > 1 or models == set(candidates)
+    future = frame.loc[frame["Quantity"].isna()]
+    body = {"groups": [{"group": {"Brand": b}, "future": [{"WeekStarting": r.WeekStarting, "Store": r.Store, "Price": r.Price, "Advert": r.Advert} for r in rows.itertuples()]} for b, rows in future.groupby("Brand")]}
+    with serving(config) as (_, client):
+        status, answer = client.post(body)
+        assert status == 200, answer
+        got = pd.DataFrame([{"Brand": f["group"]["Brand"], "Store": r["Store"], "WeekStarting": r["time"], "Prediction": r["prediction"], "Prediction_q50": r["quantiles"]["0.5"]} for f in answer["forecasts"] for r in f["rows"]])
+        keys = ["Brand", "Store", "WeekStarting"]
+        want["Store"] = want["Store"].astype(str)  # a series column is text in the partitions (and JSON), a number once the CSV is read back
+        merged = want.merge(got, on=keys, suffixes=("", "_served"))
+        assert len(merged) == len(want) == len(got)
+        assert (merged["Prediction"] == merged["Prediction_served"]).all() and (merged["Prediction_q50"] == merged["Prediction_q50_served"]).all()
+        status, stored = client.post({"groups": [{"group": {"Brand": b}} for b in future["Brand"].unique()]})
+        assert status == 200 and {r["Store"] for f in stored["forecasts"] for r in f["rows"]} == set(future["Store"].astype(str))
+        # a series this group does not have is named
+        row = {"WeekStarting": future["WeekStarting"].iloc[0], "Store": 999, "Price": 2.0, "Advert": 1}
+        status, error = client.post({"group": {"Brand": future["Brand"].iloc[0]}, "future": [row]})
+        assert status == 422 and "no history" in error["error"] and "Store=999" in error["error"]
+
+
+def test_an_integer_time_axis(tmp_path):
+    frame = small_table(groups=("a", "b"), weeks=30, future=2, seed=5)
+    frame["t"] = frame.groupby("g").cumcount() + 100  # period numbers 100, 101, ...
+    config = _datastore(tmp_path / "int", frame)
+    want = _output(config)
+    with serving(config) as (_, client):
+        future = frame.loc[frame["y"].isna() & (frame["g"] == "a")]
+        status, answer = client.post({"group": {"g": "a"}, "future": [{"t": int(r.t), "price": r.price} for r in future.itertuples()]})
+        assert status == 200, answer
+        assert [r["prediction"] for r in answer["forecasts"][0]["rows"]] == want.loc[want["g"] == "a", "Prediction"].tolist()
+        assert [r["time"] for r in answer["forecasts"][0]["rows"]] == ["130", "131"]
+        status, error = client.post({"group": {"g": "a"}, "future": [{"t": "130", "price": 2.0}]})
+        assert status == 422 and "not a period number" in error["error"]
