@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 
 from .config import Config, config_from_dict, load_config
-from .extras import tracking
-from .extras.export import export
+from .extras import mlflow_models, tracking
+from .extras.export import export as _export
 from .extras.report import report
 from .runner.options import RunOptions
 from .steps.clean import clean
@@ -38,6 +38,17 @@ def _tracked(step, finished_runs):
         return result
 
     return tracked
+
+
+@functools.wraps(_export)
+def export(config, terminal=None, **arguments):
+    """``mm export``; with ``tracking.mlflow.registered_model`` (and ``uri``), its ONNX models and a
+    router over them are then registered in MLflow (``extras/mlflow_models.py``)."""
+    if mlflow_models.enabled(config):
+        tracking.check(config)
+    result = _export(config, terminal, **arguments)
+    result.mlflow = mlflow_models.log_export(config, terminal, result)
+    return result
 
 
 train = _tracked(_train, lambda r: [("train", r)])

@@ -254,6 +254,9 @@ class MlflowConfig(_Section):
     uri: str | None = None
     experiment: str = Field(default="manymodels", min_length=1)
     log_report: bool = True
+    # mm export --format onnx registers each group's ONNX model as '<name>-<group key>' and a
+    # router forecasting any group as '<name>' in MLflow's model registry; null: nothing registered
+    registered_model: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class TrackingConfig(_Section):
