@@ -279,7 +279,7 @@ def export(
     return r.exit_code
 
 
-@command(output=("verbose", "log_file"))
+@command(output=("verbose", "json_", "log_file"))
 def serve(
     config, terminal,
     host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only; put a reverse proxy in front).")] = "127.0.0.1",
@@ -291,6 +291,8 @@ def serve(
     from . import api
 
     terminal.info(f"serving {config.datastore} on http://{host}:{port} (Ctrl-C stops)")
+    # --json: one document when the server starts (it runs until stopped: there is no result to print)
+    terminal.emit_json({"serving": f"http://{host}:{port}", "datastore": str(config.datastore), "pin": pin})
     api.serve(config, host=host, port=port, pin=pin, api_key_file=str(api_key_file) if api_key_file else None)
 
 
