@@ -13,8 +13,8 @@ from __future__ import annotations
 import functools
 
 from .config import Config, config_from_dict, load_config
-from .extras import tracking
-from .extras.export import export
+from .extras import mlflow_models, tracking
+from .extras.export import export as _export
 from .extras.report import report
 from .runner.options import RunOptions
 from .steps.clean import clean
@@ -40,10 +40,30 @@ def _tracked(step, finished_runs):
     return tracked
 
 
+@functools.wraps(_export)
+def export(config, terminal=None, **arguments):
+    """``mm export``; with ``tracking.mlflow.registered_model`` (and ``uri``), its ONNX models and a
+    router over them are then registered in MLflow (``extras/mlflow_models.py``)."""
+    if mlflow_models.enabled(config):
+        tracking.check(config)
+    result = _export(config, terminal, **arguments)
+    result.mlflow = mlflow_models.log_export(config, terminal, result)
+    return result
+
+
 train = _tracked(_train, lambda r: [("train", r)])
 forecast = _tracked(_forecast, lambda r: [("forecast", r)])
 run = _tracked(_run, lambda r: [("train", r.train), ("forecast", r.forecast)])
 
+
+
+def serve(config: Config, *, host: str = "127.0.0.1", port: int = 8000, pin: str | None = None, api_key_file: str | None = None) -> None:
+    """Serve every group's forecast over HTTP until interrupted (``mm serve``; the ``serve`` extra).
+    ``pin``: serve this train run's models instead of following the latest one."""
+    # FastAPI is imported only here, never by 'import manymodels'
+    from .extras import serve as serving
+
+    serving.serve(config, host=host, port=port, pin=pin, api_key_file=api_key_file)
 
 
 def list_runs(config: Config, *, step: str | None = None, limit: int | None = None) -> list[dict]:
@@ -65,5 +85,5 @@ def list_models(config: Config, *, groups: list[str] | None = None) -> list[dict
 
 __all__ = [
     "RunOptions", "clean", "config_from_dict", "export", "forecast", "list_models", "list_runs",
-    "load_config", "report", "run", "show_run", "split", "train",
+    "load_config", "report", "run", "serve", "show_run", "split", "train",
 ]

@@ -279,6 +279,23 @@ def export(
     return r.exit_code
 
 
+@command(output=("verbose", "json_", "log_file"))
+def serve(
+    config, terminal,
+    host: Annotated[str, typer.Option("--host", help="Address to listen on (127.0.0.1: this machine only; put a reverse proxy in front).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option("--port", min=1, max=65535, help="Port to listen on.")] = 8000,
+    pin: Annotated[Optional[str], typer.Option("--pin", help="Serve this train run's models instead of following the latest one.", show_default=False)] = None,
+    api_key_file: Annotated[Optional[Path], typer.Option("--api-key-file", help="Require this key (the file's one line) as 'Authorization: Bearer KEY' or 'X-API-Key'.", show_default=False)] = None,
+):
+    """Serve every group's forecast over HTTP (needs: pip install 'manymodels[serve]')."""
+    from . import api
+
+    terminal.info(f"serving {config.datastore} on http://{host}:{port} (Ctrl-C stops)")
+    # --json: one document when the server starts (it runs until stopped: there is no result to print)
+    terminal.emit_json({"serving": f"http://{host}:{port}", "datastore": str(config.datastore), "pin": pin})
+    api.serve(config, host=host, port=port, pin=pin, api_key_file=str(api_key_file) if api_key_file else None)
+
+
 @command(config=False, output=("quiet", "json_"))
 def sample(
     terminal,

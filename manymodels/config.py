@@ -254,12 +254,26 @@ class MlflowConfig(_Section):
     uri: str | None = None
     experiment: str = Field(default="manymodels", min_length=1)
     log_report: bool = True
+    # mm export --format onnx registers each group's ONNX model as '<name>-<group key>' and a
+    # router forecasting any group as '<name>' in MLflow's model registry; null: nothing registered
+    registered_model: str | None = Field(default=None, min_length=1, pattern=r"^[A-Za-z0-9_.-]+$")
 
 
 class TrackingConfig(_Section):
     """Where runs are logged (optional; never part of any fingerprint: tracking changes no model)."""
 
     mlflow: MlflowConfig = MlflowConfig()
+
+
+class ServeConfig(_Section):
+    """mm serve (never part of any fingerprint: serving reads the datastore and writes nothing)."""
+
+    # groups whose model (booster parsed), history and stored forecast stay in memory, least recently used out
+    cache_size: int = Field(default=1000, ge=1)
+    # how often the server looks for a newer finished train or forecast run (one folder listing)
+    refresh_seconds: float = Field(default=5.0, gt=0)
+    max_body_bytes: int = Field(default=1_000_000, ge=1024)  # a larger request body gets 413
+    max_groups: int = Field(default=1000, ge=1)  # groups in one request; more gets 413
 
 
 class Config(_Section):
@@ -271,6 +285,7 @@ class Config(_Section):
     engine: EngineConfig = EngineConfig()
     registry: RegistryConfig = RegistryConfig()
     tracking: TrackingConfig = TrackingConfig()
+    serve: ServeConfig = ServeConfig()
     allow_reuse: bool = True
     # Where the config was read from; not a user key.
     source: str | None = Field(default=None, exclude=True)

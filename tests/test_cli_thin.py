@@ -149,6 +149,15 @@ def test_report_runs_and_models_call_the_api(tmp_path: Path, spy):
     assert kwargs == {"groups": ["Store=2"]}
 
 
+def test_serve_passes_its_flags(tmp_path: Path, spy):
+    path = write_config(tmp_path, "sales.csv")
+    spy("serve")
+    _invoke("serve", "-c", str(path), "--set", "serve.cache_size=7", "--host", "0.0.0.0", "--port", "9001", "--pin", "R", "--api-key-file", str(tmp_path / "key"))
+    (config,), kwargs = spy.calls["serve"]
+    assert config.serve.cache_size == 7
+    assert kwargs == {"host": "0.0.0.0", "port": 9001, "pin": "R", "api_key_file": str(tmp_path / "key")}
+
+
 def test_the_python_api_takes_run_options_as_one_object_or_as_keywords():
     assert RunOptions.of(None, jobs=2) == RunOptions(jobs=2)
     assert RunOptions.of(RunOptions(jobs=2, wait=1.0), allow_reuse=False) == RunOptions(jobs=2, wait=1.0, allow_reuse=False)

@@ -114,7 +114,7 @@ if _poison:
     step, group, how = _poison.split(":")
     import manymodels.runner.tasks as tasks
 
-    name = "fit_group" if step == "train" else "forecast_group"
+    name = "fit_group" if step == "train" else "checked_forecast"
     real = getattr(tasks, name)
 
     def dies_on_poison(frame, *args, **kwargs):

@@ -89,6 +89,11 @@ DECIDED: dict[str, set[str]] = {
     "tracking.mlflow.uri": set(),
     "tracking.mlflow.experiment": set(),
     "tracking.mlflow.log_report": set(),
+    "tracking.mlflow.registered_model": set(),
+    "serve.cache_size": set(),
+    "serve.refresh_seconds": set(),
+    "serve.max_body_bytes": set(),
+    "serve.max_groups": set(),
     "allow_reuse": set(),
 }
 
@@ -106,6 +111,7 @@ ALTERNATIVES: dict[str, Any] = {
     "train.automl.candidates": ["lightgbm", "naive"],
     "train.automl.ensemble": ["lightgbm", "linear"],
     "forecast.quantiles": [0.5],
+    "tracking.mlflow.registered_model": "sales",
 }
 
 BASE = {

@@ -9,8 +9,10 @@ import manymodels as mm
 # worker tasks in this process) and at their source.
 KERNELS = [
     "manymodels.runner.tasks.fit_group",
-    "manymodels.runner.tasks.forecast_group",
-    "manymodels.runner.tasks.check_forecast",
+    "manymodels.runner.tasks.checked_forecast",
+    "manymodels.runner.tasks.load_fitted",
+    "manymodels.core.kernels.forecast_fitted",
+    "manymodels.core.kernels.check_forecast",
     "manymodels.core.kernels.fit_group",
     "manymodels.core.kernels.forecast_group",
     "manymodels.core.partitioning.scan",

@@ -249,14 +249,14 @@ def test_out_of_range_names_numbers_and_unseen_categories():
 
 
 def test_absurd_forecasts_are_capped_and_reported(tmp_path: Path, monkeypatch):
-    real = kernels.forecast_group
+    real = kernels.forecast_fitted
 
     def gone_wrong(history, future, *args, **kwargs):
         out = real(history, future, *args, **kwargs)
         out[0] = 1e12  # a model gone wrong on its first future row
         return out
 
-    monkeypatch.setattr("manymodels.runner.tasks.forecast_group", gone_wrong)
+    monkeypatch.setattr("manymodels.core.kernels.forecast_fitted", gone_wrong)  # what mm forecast's checked_forecast calls
     config = _config(tmp_path, distributor_table(), train={"automl": {"enabled": False}})
     result = mm.run(config)
     assert result.exit_code == 0

@@ -622,12 +622,27 @@ def has_booster(meta: dict) -> bool:
     return meta["kind"] == "lightgbm" or any(m["kind"] == "lightgbm" for m in meta["state"].get("members", []))
 
 
+def load_fitted(meta: dict, model_text: str | None) -> Fitted:
+    """A stored model, ready to predict: its metadata's state, and its LightGBM booster parsed
+    from ``model_text`` (lightgbm, or an ensemble with a lightgbm member). Parsing is the costly
+    part, so a caller that forecasts one model many times (mm serve) keeps the result."""
+    fitted = Fitted(meta["kind"], meta["state"])
+    if model_text is not None:
+        fitted.booster = lgb.Booster(model_str=model_text)
+    return fitted
+
+
 def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, model_text: str | None, spec: GroupSpec) -> np.ndarray:
     """Predictions (and quantiles) for the rows of ``future``; columns: point, q1, q2, ...
 
     ``history`` is the train partition; only its targets are ever used as
     known values. The targets of ``future`` (if present) are never read.
     """
+    return forecast_fitted(history, future, meta, load_fitted(meta, model_text), spec)
+
+
+def forecast_fitted(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> np.ndarray:
+    """``forecast_group`` with the model already loaded (``load_fitted``)."""
     info = meta["info"]
     frame = pd.concat([history, future], ignore_index=True)
     n_hist = len(history)
@@ -636,9 +651,6 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
     known = np.zeros(len(frame), dtype=bool)
     known[:n_hist] = True
     rows = np.arange(n_hist, len(frame))
-    fitted = Fitted(meta["kind"], meta["state"])
-    if model_text is not None:  # lightgbm, or an ensemble with a lightgbm member
-        fitted.booster = lgb.Booster(model_str=model_text)
     own: dict[float, np.ndarray] | None = None
     if meta["kind"] in statistical.KINDS:  # the model's own quantiles, not backtest residual shifts
         median_like, own = predict_statistical(fitted, data, known, rows, spec.quantiles)
@@ -703,6 +715,30 @@ def check_forecast(history: pd.DataFrame, future: pd.DataFrame, matrix: np.ndarr
     if cap_factor:
         matrix, checks.n_capped, checks.capped = cap_forecast(matrix, history, future, spec, float(cap_factor), series)
     return matrix, checks
+
+
+@dataclass(frozen=True)
+class CheckedForecast:
+    """A group's forecast as mm ships it (``checked_forecast``)."""
+
+    matrix: np.ndarray  # point, then quantiles; capped by the checks
+    checks: ForecastChecks
+    missing: np.ndarray  # rows without a finite point forecast: when any, the checks did not run
+    series: SeriesCodes | None  # each row's series (None when the checks did not run)
+
+
+def checked_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec, cap_factor: float | None) -> CheckedForecast:
+    """The forecast of ``future`` and its checks (out-of-range drivers named, far-out values
+    capped): the one path from a model to shipped numbers, for ``mm forecast`` and ``mm serve``
+    alike, so that both give the same numbers for the same inputs."""
+    with np.errstate(all="ignore"):  # overflow on huge values is reported as missing rows, not printed
+        matrix = forecast_fitted(history, future, meta, fitted, spec)
+    missing = ~np.isfinite(matrix[:, 0])
+    if missing.any():
+        return CheckedForecast(matrix, ForecastChecks(), missing, None)
+    series = SeriesCodes.of(history, future, spec)
+    matrix, checks = check_forecast(history, future, matrix, meta, spec, cap_factor, series)
+    return CheckedForecast(matrix, checks, missing, series)
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,7 @@ class ExportResult(GroupsResult):
     models: dict[str, int] = field(default_factory=dict)
     failures: list[dict] = field(default_factory=list)
     duration_s: float = 0.0
+    mlflow: dict = field(default_factory=dict)  # what api.export registered in MLflow (tracking.mlflow.registered_model)
 
 
 def export(

@@ -69,15 +69,20 @@ def log_runs(config: Config, terminal: Terminal | None, steps: list[tuple[str, A
     return logged
 
 
-def _client(uri: str):
-    from mlflow.tracking import MlflowClient
-
+def resolved_uri(uri: str) -> str:
+    """``tracking.mlflow.uri`` as MLflow takes it (a folder becomes a file: URI, which MLflow 3
+    opens only with MLFLOW_ALLOW_FILE_STORE, set here: the user asked, by configuring a folder)."""
     if "://" not in uri and uri != "databricks":
         uri = Path(uri).resolve().as_uri()  # a folder: MLflow's local file store
     if uri.startswith("file:"):
-        # MLflow >= 3.x refuses its file store unless asked; the user asked, by configuring a folder
         os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
-    return MlflowClient(tracking_uri=uri)
+    return uri
+
+
+def _client(uri: str):
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(tracking_uri=resolved_uri(uri))
 
 
 def _report(config: Config, terminal: Terminal) -> Path | None:

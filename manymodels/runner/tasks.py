@@ -26,11 +26,11 @@ from ..core import partitioning
 from ..core.kernels import (
     GroupSpec,
     SeriesCodes,
-    check_forecast,
+    checked_forecast,
     fit_group,
-    forecast_group,
     has_booster,
     horizon_steps,
+    load_fitted,
 )
 from ..core.metrics import history_scale, scores, unscored
 from ..core.partitioning import BucketSpec
@@ -252,10 +252,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     except Exception as exc:
         return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     try:
-        meta = store.read_model_meta(key, version)
-        text = store.read_model_text(key, version) if has_booster(meta) else None
-        if text is not None and not booster_text_ok(text):
-            raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
+        meta, text = read_model(store, key, version)
     except FileNotFoundError as exc:
         return ctx.failed(item, Reason.MODEL_MISSING, f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again")
     except (ValueError, KeyError, TypeError) as exc:  # the bytes are there but are not a model: move them aside
@@ -265,17 +262,14 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     except OSError as exc:
         return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read: {exc}")
     try:
-        with np.errstate(all="ignore"):  # overflow on huge values is handled below, not printed by every worker
-            matrix = forecast_group(history, future, meta, text, ctx.spec)
+        done = checked_forecast(history, future, meta, load_fitted(meta, text), ctx.spec, ctx.cap_factor)
     except Exception as exc:
         return ctx.failed(item, Reason.ERROR, f"{type(exc).__name__}: {exc}")
-    missing = ~np.isfinite(matrix[:, 0])
-    if missing.any():
-        return ctx.failed(item, Reason.NO_PREDICTION, _no_prediction(future, missing, meta, ctx.spec))
-    series = SeriesCodes.of(history, future, ctx.spec)
-    matrix, checks = check_forecast(history, future, matrix, meta, ctx.spec, ctx.cap_factor, series)
+    if done.missing.any():
+        return ctx.failed(item, Reason.NO_PREDICTION, no_prediction(future, done.missing, meta, ctx.spec))
+    matrix, checks = done.matrix, done.checks
     table = _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx)
-    table = with_mase_scale(table, _mase_scale(history, series, meta, ctx.spec))
+    table = with_mase_scale(table, _mase_scale(history, done.series, meta, ctx.spec))
     store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
     return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
@@ -328,12 +322,26 @@ def measure_forecast(table: pa.Table, ctx: ForecastContext) -> dict:
     return {"metrics": metrics, "n_actual": int(ok.sum()), "unscored": unscored(actual, pred, scale), "below_quantile": below}
 
 
+def read_model(store: Datastore, key: str, version: int) -> tuple[dict, str | None]:
+    """A model version's metadata and LightGBM text (None when it has no booster).
+
+    Raises FileNotFoundError when a file is missing, ValueError, KeyError or TypeError
+    when the bytes are there but are not a model, OSError when they cannot be read.
+    The booster is written before the metadata, so metadata that can be read means
+    a whole booster beside it, unless something else damaged it (checked here)."""
+    meta = store.read_model_meta(key, version)
+    text = store.read_model_text(key, version) if has_booster(meta) else None
+    if text is not None and not booster_text_ok(text):
+        raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
+    return meta, text
+
+
 def booster_text_ok(text: str) -> bool:
     """LightGBM's text format starts with 'tree' and ends its trees with 'end of trees' (not cut short)."""
     return text.startswith("tree") and "end of trees" in text
 
 
-def _no_prediction(future, missing: np.ndarray, meta: dict, spec) -> str:
+def no_prediction(future, missing: np.ndarray, meta: dict, spec) -> str:
     """Why some inference rows got no (finite) prediction: series without history, or overflow."""
     n, total = int(missing.sum()), len(missing)
     columns = [c for c in (*spec.group_columns, *spec.series_columns) if c in future.columns]

@@ -79,6 +79,7 @@ UNCOVERED = {
     "engine": "how groups are scheduled: serial, a process pool and Dask give the same models",
     "registry": "how many old model versions are kept",
     "tracking": "where runs are logged",
+    "serve": "how forecasts are served over HTTP: mm serve reads the datastore and writes nothing",
     "allow_reuse": "whether fingerprints are consulted at all",
 }
 FINGERPRINTS = {"split": SPLIT, "train": TRAIN, "forecast": FORECAST, "search": SEARCH}
