@@ -130,12 +130,15 @@ def test_with_a_known_future_column_the_priced_series_also_gets_lightgbm_linear_
     result = mm.run(config)
     assert result.exit_code == 0
     training, _ = outputs(config)
-    assert {"ets", "theta", "lightgbm", "linear", "ensemble"} <= scored(training.loc["priced"])
+    assert {"lightgbm", "linear", "ensemble"} <= scored(training.loc["priced"])
+    for kind in ("ets", "theta"):  # backtested; or, far behind the price-reading models on the newest window, pruned
+        assert kind in scored(training.loc["priced"]) or f"{kind}: pruned: after the newest backtest window" in training.loc["priced", "dropped_candidates"]
     store = Datastore(config.datastore)
     meta = store.read_model_meta(group_key(["priced"]), int(training.loc["priced", "model_version"]))
     assert meta["tuning"]["members"] in (["lightgbm", "linear"], [meta["kind"]])
-    # a price-driven series: a model that reads the price beats those that cannot
-    assert training.loc["priced", "score_linear"] < training.loc["priced", "score_theta"]
+    # a price-driven series: a model that reads the price beats those that cannot (or they were pruned)
+    theta = training.loc["priced", "score_theta"]
+    assert training.loc["priced", "score_linear"] < theta if np.isfinite(theta) else "theta: pruned" in training.loc["priced", "dropped_candidates"]
 
 
 def test_an_ensemble_may_average_lightgbm_linear_and_a_statistical_model():
@@ -228,7 +231,7 @@ def test_train_warns_once_when_auto_has_no_statsforecast(tmp_path, monkeypatch):
     assert training["tuning"].str.contains("candidates auto without the statistical models").all()
 
 
-def test_a_hopeless_statistical_model_is_pruned_after_the_newest_window_only_over_many_series():
+def test_a_hopeless_statistical_model_is_pruned_after_the_newest_window_unless_it_is_an_ensemble_member_of_few_series():
     needs_stats()
     automl = {"enabled": True, "candidates": ["linear", "ets", "theta", "naive"], "n_trials": 0, "folds": 3, "reference": None}
     # twelve price-driven series: the log-log ridge reads the price, ETS and Theta cannot
@@ -237,7 +240,14 @@ def test_a_hopeless_statistical_model_is_pruned_after_the_newest_window_only_ove
     assert many["status"] == "trained" and many["model"] == "linear", many
     assert many["candidate_errors"]["ets"].startswith("pruned: after the newest backtest window: wape ")
     assert "for linear" in many["candidate_errors"]["ets"] and "ets" not in many["scores"]
-    # one series: one window is no evidence, every candidate is backtested on every fold
+    # one series whose price alternates every week: a model outside the ensemble is still pruned
+    # (alone it would need evidence to win)...
     one, _ = weekly_group(n_weeks=80)
+    one["price"] = np.where(np.arange(len(one)) % 2 == 0, 2.0, 1.0)
+    one["y"] = np.round(1000 * one["price"] ** -3.0)
     single = fit_group(one, spec_for(automl=automl))
-    assert "ets" in single["scores"] and not any(v.startswith("pruned") for v in single["candidate_errors"].values())
+    assert single["candidate_errors"]["ets"].startswith("pruned: ")
+    # ...but a member of the ensemble sees every window: one window of one series is no evidence
+    members = {**automl, "candidates": ["linear", "ets", "theta", "ensemble", "naive"], "ensemble": ["ets", "theta"]}
+    single = fit_group(one, spec_for(automl=members))
+    assert {"ets", "theta", "ensemble"} <= set(single["scores"]) and not single["candidate_errors"]

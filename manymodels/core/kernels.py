@@ -292,7 +292,9 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
                 if not statistical.available():
                     errors[kind] = STATS_MISSING
                     continue
-                evaluated[kind] = automl.evaluate_statistical(kind, data, folds, _statistical_params(data), _prune_bar(evaluated, metric, data, folds))
+                member = "ensemble" in candidates and kind in ensemble_members(spec, candidates)
+                bar = _prune_bar(evaluated, metric, data, folds, member)
+                evaluated[kind] = automl.evaluate_statistical(kind, data, folds, _statistical_params(data), bar)
             else:
                 evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
         except Exception as exc:
@@ -348,15 +350,20 @@ def _evaluation_order(candidates: list[str]) -> list[str]:
 
 
 # A statistical model more than PRUNE_RATIO times worse than the best candidate so far on the
-# newest backtest window is not fitted on the older ones (dropped, with both scores), when that
-# window covers at least PRUNE_MIN_SERIES series: over many series one window is evidence enough
-# (on 7 of Dominick's 11 brands ETS scored 2.2-4.9 times the best MAPE there); for one series it is not.
+# newest backtest window is not fitted on the older ones (dropped, with both scores) when that
+# is safe: when the window covers at least PRUNE_MIN_SERIES series (over many series one window
+# is evidence enough: on 7 of Dominick's 11 brands ETS scored 2.2-4.9 times the best MAPE there),
+# or when the model is not a member of the group's ensemble (alone it must beat the reference
+# by `evidence`, which one that far behind on the newest window almost never does). A member of
+# the ensemble in a group of few series sees every window: one window of one series is noise.
 PRUNE_RATIO = 1.5
 PRUNE_MIN_SERIES = 10
 
 
-def _prune_bar(evaluated: dict[str, automl.Evaluation], metric: str, data: GroupData, folds: list) -> automl.PruneBar | None:
-    if len(folds) < 2 or len(np.unique(data.panel.series[folds[0][1]])) < PRUNE_MIN_SERIES:
+def _prune_bar(evaluated: dict[str, automl.Evaluation], metric: str, data: GroupData, folds: list, ensemble_member: bool) -> automl.PruneBar | None:
+    if len(folds) < 2:
+        return None
+    if ensemble_member and len(np.unique(data.panel.series[folds[0][1]])) < PRUNE_MIN_SERIES:
         return None
     scored = {k: e.fold_score(metric, 0) for k, e in evaluated.items() if e.actual}
     scored = {k: v for k, v in scored.items() if math.isfinite(v)}
