@@ -22,6 +22,7 @@ from . import automl, statistical
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
 from .models import (
+    BASELINES,
     Fitted,
     GroupData,
     default_lightgbm_params,
@@ -210,12 +211,8 @@ def series_profiles(frame: pd.DataFrame, spec: GroupSpec) -> list[SeriesProfile]
         return []
 
 
-def group_demand_class(frame: pd.DataFrame, spec: GroupSpec) -> str:
-    """The group's demand class: its series' most common one (ties: the first series' order)."""
-    return _main_class(series_profiles(frame, spec))
-
-
 def _main_class(profiles: list[SeriesProfile]) -> str:
+    """The group's demand class: its series' most common one (ties: the first series' order)."""
     classes = [p.demand_class for p in profiles]
     return max(dict.fromkeys(classes), key=classes.count) if classes else ""
 
@@ -281,6 +278,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
     lightgbm: dict[str, Any] = {"n_trials": 0, "source": "config"}
     # without AutoML there is nothing to choose between: the metric only names the (one) score
     metric, metric_note = automl.selection_metric(a.metric, automl.fold_actuals(data, folds), data.mase_scale) if a.enabled else ("wape", "")
+    members = ensemble_members(spec, candidates) if "ensemble" in candidates else []
     for kind in _evaluation_order(candidates):
         if kind == "ensemble" or kind in errors:
             continue
@@ -292,8 +290,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
                 if not statistical.available():
                     errors[kind] = STATS_MISSING
                     continue
-                member = "ensemble" in candidates and kind in ensemble_members(spec, candidates)
-                bar = _prune_bar(evaluated, metric, data, folds, member) if kind in statistical.CONTINUOUS_KINDS else None
+                bar = _prune_bar(evaluated, metric, data, folds, kind in members) if kind in statistical.CONTINUOUS_KINDS else None
                 evaluated[kind] = automl.evaluate_statistical(kind, data, folds, _statistical_params(data), bar)
             else:
                 evaluated[kind] = automl.evaluate_baseline(kind, data, folds, _baseline_params(kind, spec, data, transform))
@@ -301,7 +298,6 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             if not a.enabled:
                 raise  # no other candidate to fall back on: the group fails with this reason
             errors[kind] = _reason(exc)
-    members = ensemble_members(spec, candidates)
     if "ensemble" in candidates and "ensemble" not in errors:
         lost = [m for m in members if m not in evaluated]
         if len(members) - len(lost) >= 2 and spec.automl.ensemble == "auto":
@@ -368,7 +364,7 @@ def _prune_bar(evaluated: dict[str, automl.Evaluation], metric: str, data: Group
         return None
     # measured against models only: on intermittent demand a zero forecast (naive) can win WAPE
     # without being a forecast anyone could stock to, and must not prune the Croston family
-    scored = {k: e.fold_score(metric, 0) for k, e in evaluated.items() if e.actual and k not in BASELINES}
+    scored = {k: e.fold_score(metric, 0) for k, e in evaluated.items() if e.actual and k not in RULE_BASELINES}
     scored = {k: v for k, v in scored.items() if math.isfinite(v)}
     if not scored:
         return None
@@ -376,7 +372,7 @@ def _prune_bar(evaluated: dict[str, automl.Evaluation], metric: str, data: Group
     return automl.PruneBar(metric, PRUNE_RATIO * scored[best], best, scored[best])
 
 
-BASELINES = ("naive", "seasonal_naive", "mean", "moving_average")
+RULE_BASELINES = tuple(k for k in BASELINES if k != "linear")  # the baselines that are rules, not fitted models
 
 
 def _residual_quantiles(winner: str, chosen: automl.Evaluation, members: list[str], transform: str, data: GroupData, spec: GroupSpec, folds: list) -> dict[str, float]:
@@ -429,7 +425,7 @@ def _stored_decision(stored: dict, out_of_time: bool) -> dict:
 # candidates is averaged (with known-future columns lightgbm + linear, as before auto; without, ETS and
 # Theta, whose combinations won the M competitions; for intermittent series the Croston family)
 ENSEMBLE_FAMILIES = (("lightgbm", "linear"), statistical.CONTINUOUS_KINDS, statistical.INTERMITTENT_KINDS)
-LEGACY_MEMBERS = ("lightgbm", "linear")  # what a stored ensemble decision without 'members' averaged
+LEGACY_MEMBERS = ENSEMBLE_FAMILIES[0]  # what a stored ensemble decision without 'members' averaged
 
 
 def ensemble_members(spec: GroupSpec, candidates: list[str]) -> list[str]:
@@ -505,7 +501,8 @@ def _candidates(spec: GroupSpec, data: GroupData, profiles: list[SeriesProfile])
     return out or ["naive"], note
 
 
-# candidates: auto without statsforecast: the candidates of mm before auto
+# candidates: auto without statsforecast: the candidates of mm before auto (config.CANDIDATES, which
+# core may not import: tests/test_architecture.py; tests/test_auto_candidates.py checks they agree)
 AUTO_WITHOUT_STATS = ("ensemble", "lightgbm", "linear", "naive", "seasonal_naive", "mean", "moving_average")
 
 
