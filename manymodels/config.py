@@ -153,6 +153,33 @@ class FeaturesConfig(_Section):
         return windows
 
 
+POOLING_LEVEL_CHOICES = "write auto, none, or a list of levels, each a list of group columns ([] is one model over every series)"
+
+
+class PoolingConfig(_Section):
+    """Pooled candidates: one LightGBM model fitted on the rows of many groups' series together."""
+
+    # auto: each group column alone (when there are two or more) and [] (one model over all series);
+    # none: no pooled candidate; or a list of levels, each a list of group columns
+    levels: Literal["auto", "none"] | list[list[str]] = "auto"
+    min_groups: int = Field(default=10, ge=2)  # a pool of fewer groups is not fitted
+    n_trials: int = Field(default=10, ge=0)  # Optuna trials per pool (once, on the pool; retune decides when again)
+    timeout: float | None = Field(default=300.0, gt=0)  # seconds for one pool's search
+
+    @field_validator("levels")
+    @classmethod
+    def _distinct_levels(cls, levels: Any) -> Any:
+        if isinstance(levels, str):
+            return levels
+        out = []
+        for level in levels:
+            if len(set(level)) != len(level):
+                raise ValueError(f"level {level} names a column twice")
+            if sorted(level) not in [sorted(x) for x in out]:
+                out.append(list(level))
+        return out
+
+
 class AutoMLConfig(_Section):
     enabled: bool = True
     # auto: chosen per group from its series' demand class, length, season and known-future columns
@@ -169,6 +196,7 @@ class AutoMLConfig(_Section):
     reference: Literal[ALL_CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
     evidence: float = Field(default=2.0, ge=0)
     calibrate: bool = True
+    pooling: PoolingConfig = PoolingConfig()
 
     @field_validator("candidates", "ensemble")
     @classmethod
@@ -296,6 +324,20 @@ class Config(_Section):
             raise ValueError(
                 f"forecast.prediction_column {self.forecast.prediction_column!r} would overwrite an input column"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pooling_levels_are_group_columns(self) -> Config:
+        levels = self.train.automl.pooling.levels
+        for level in levels if isinstance(levels, list) else ():
+            unknown = [c for c in level if c not in self.data.group_columns]
+            if unknown:
+                raise ValueError(
+                    f"train.automl.pooling.levels: level {level} names {', '.join(unknown)}, which is not a group column "
+                    f"(data.group_columns: {', '.join(self.data.group_columns)}); a pool is a set of whole groups"
+                )
+            if sorted(level) == sorted(self.data.group_columns):
+                raise ValueError(f"train.automl.pooling.levels: level {level} is every group column: each pool would be one group (its own local model)")
         return self
 
     def added_output_columns(self) -> list[str]:

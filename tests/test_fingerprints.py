@@ -78,6 +78,10 @@ DECIDED: dict[str, set[str]] = {
     "train.automl.reference": AUTOML,
     "train.automl.evidence": AUTOML,
     "train.automl.calibrate": AUTOML,
+    "train.automl.pooling.levels": AUTOML,  # which pooled candidates a group is chosen among
+    "train.automl.pooling.min_groups": AUTOML,
+    "train.automl.pooling.n_trials": AUTOML,
+    "train.automl.pooling.timeout": set(),  # a time budget, as timeout_per_group
     "train.seed": {TRAIN},
     "forecast.prediction_column": {FORECAST},
     "forecast.quantiles": {TRAIN, FORECAST},  # a model stores its backtest residuals' quantiles

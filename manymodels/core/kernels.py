@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from .._version import __version__
-from . import automl, statistical
+from . import automl, pooling, statistical
 from .features import FeatureSpec, build_panel, series_labels_of
 from .metrics import mase_scale
 from .models import (
@@ -160,7 +160,7 @@ def describe_group(frame: pd.DataFrame, spec: GroupSpec) -> dict:
 
 # -- fitting -----------------------------------------------------------------
 
-def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None) -> dict:
+def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None, pooled: dict[str, PoolInput] | None = None) -> dict:
     """Fit one group's model.
 
     With AutoML, the *decision* (candidate chosen, LightGBM parameters,
@@ -168,13 +168,16 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     (or nothing is ``stored``); otherwise the ``stored`` decision of the
     group's previous model is refit on the current data: tune rarely, train
     often. ``deadline``: a ``time.time()`` after which no Optuna search starts.
+    ``pooled``: the pools this group belongs to (``PoolInput``): a search scores each on the
+    group's folds next to the local candidates (``meta['tuning']['pooled']``, for the step to
+    choose with, see ``pooling``); a stored decision whose choice was a pool is that pool again.
     Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
     """
     started = time.perf_counter()
     profiles = series_profiles(frame, spec)
     klass = _main_class(profiles)
     try:
-        result = _fit(frame, spec, stored, tune, deadline, profiles)
+        result = _fit(frame, spec, stored, tune, deadline, profiles, pooled or {})
         result["meta"]["demand_class"] = klass
         result["status"] = "trained"
         result["error"] = ""
@@ -217,7 +220,7 @@ def _main_class(profiles: list[SeriesProfile]) -> str:
     return max(dict.fromkeys(classes), key=classes.count) if classes else ""
 
 
-def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None, profiles: list[SeriesProfile]) -> dict:
+def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None, profiles: list[SeriesProfile], pooled: dict[str, PoolInput]) -> dict:
     y = frame[spec.target_column].to_numpy(dtype=np.float64)
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
@@ -229,12 +232,17 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     all_rows = np.ones(len(y), dtype=bool)
     data.mase_scale = mase_scale(data.grid(all_rows), data.spec.season_length)
     candidates, choice_note = _candidates(spec, data, profiles)
-    transform = _transform(spec, data)
+    transform = target_transform(spec, data)
     out_of_time = deadline is not None and time.time() >= deadline
     if spec.automl.enabled and stored and stored.get("winner") in candidates and (not tune or out_of_time):
         decision = _stored_decision(stored, out_of_time)
+        if decision.get("pooled_choice") in pooled:  # chosen a pool before: that pool's new fit, no local one
+            return pooled_result(decision, decision["pooled_choice"], info, int(np.sum(~np.isnan(y))), choice_note)
+        decision.pop("pooled_choice", None)  # its pool is gone (too few series now): the local model
     else:
         decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
+        local, folds = decision.pop(LOCAL)
+        decision["pooled"] = _score_pools(pooled, decision, local, folds, data, spec, info) if pooled else {}
     decision, final = _refit_or_fall_back(decision, data, all_rows, spec, candidates, transform, stored, deadline)
     note = "; ".join(n for n in (choice_note, decision.get("note", "")) if n)
     meta = {
@@ -337,6 +345,88 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": "; ".join(n for n in (_search_note(folds, lightgbm), metric_note) if n),
         "candidate_errors": errors,
+        LOCAL: (judged[winner], folds),  # what pools are scored against (_score_pools); never stored
+    }
+
+
+LOCAL = "_local"
+
+
+@dataclass(frozen=True)
+class PoolInput:
+    """What a group's fit gets of one pool it belongs to: the pool's backtest rows of the group's
+    series (None when the pool was refit without a backtest), with per pool series code the
+    group's own label of that series, and the target transform the pool forecasts in."""
+
+    backtest: pd.DataFrame | None
+    own_labels: dict[int, tuple]
+    transform: str
+
+
+def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Evaluation, folds: list, data: GroupData, spec: GroupSpec, info: dict) -> dict:
+    """Each pool scored on the group's own folds and rows: against its chosen local model (the
+    relative block losses the step chooses by), and what the group's record needs if chosen."""
+    metric = decision["metric"]
+    index = {tuple(label): i for i, label in enumerate(info["series"])}
+    calibrate = spec.automl.calibrate and len(folds) >= 2
+    out = {}
+    for name, pool in pooled.items():
+        if pool.backtest is None or not folds:
+            decision["candidate_errors"][name] = "not scored: " + ("the group has no backtest fold" if not folds else "the pool was refit without a backtest")
+            continue
+        try:
+            codes = {code: index[tuple(label)] for code, label in pool.own_labels.items() if tuple(label) in index}
+            evaluation = pooling.pooled_evaluation(name, pool.backtest, data, folds, spec.horizon, codes)
+        except ValueError as exc:
+            decision["candidate_errors"][name] = str(exc)
+            continue
+        calibrated = calibrate and pool.transform == "log1p"  # as a local LightGBM in the log space
+        judged = evaluation.calibrated(metric) if calibrated else evaluation
+        decision["scores"][name] = judged.score(metric)
+        out[name] = {
+            "diff": pooling.relative_block_losses(judged, local, metric).tolist(),
+            "metrics": judged.metrics(),
+            "unscored": judged.unscored(),
+            "n_backtest": judged.n_rows(),
+            "calibration": evaluation.factor(metric) if calibrated else 1.0,
+            "residual_quantiles": evaluation.residual_quantiles(spec.quantiles, pool.transform),
+            "transform": pool.transform,
+        }
+    return out
+
+
+def pooled_result(decision: dict, name: str, info: dict, n_train_rows: int, note: str = "") -> dict:
+    """A group whose model is the pool ``name``: a record pointing to it (the task adds which
+    version), with this group's own backtest scores, calibration and quantile shifts."""
+    entry = (decision.get("pooled") or {}).get(name) or {}
+    metric = decision["metric"]
+    meta = {
+        "kind": name,
+        "state": {"pool": name, "transform": entry.get("transform", "none")},
+        "info": info,
+        "metrics": entry.get("metrics") or {},
+        "candidate_scores": decision["scores"],
+        "selection_metric": metric,
+        "calibration": {"metric": metric, "factor": float(entry.get("calibration", 1.0))},
+        "folds": decision["folds"],
+        "residual_quantiles": entry.get("residual_quantiles") or {},
+        "tuning": {**decision, "pooled_choice": name},
+        "n_train_rows": n_train_rows,
+        "mm_version": __version__,
+        "lightgbm_version": lgb.__version__,
+    }
+    return {
+        "model": name,
+        "meta": meta,
+        "model_text": None,
+        "metrics": meta["metrics"],
+        "unscored": entry.get("unscored") or {},
+        "n_backtest": entry.get("n_backtest", 0),
+        "selection_metric": metric,
+        "scores": decision["scores"],
+        "n_trials": 0,
+        "note": "; ".join(n for n in (note, decision.get("note", "")) if n),
+        "candidate_errors": decision.get("candidate_errors") or {},
     }
 
 
@@ -413,7 +503,8 @@ def _refit_or_fall_back(decision: dict, data: GroupData, rows: np.ndarray, spec:
             if not spec.automl.enabled:
                 raise
             errors = {**(decision.get("candidate_errors") or {}), decision["winner"]: f"fit on all rows: {_reason(exc)}"}
-            decision = _search(data, spec, candidates, transform, stored, False, deadline, dropped=errors)
+            decision = {**_search(data, spec, candidates, transform, stored, False, deadline, dropped=errors), "pooled": decision.get("pooled") or {}}
+            decision.pop(LOCAL)
 
 
 def _stored_decision(stored: dict, out_of_time: bool) -> dict:
@@ -515,7 +606,7 @@ def auto_candidates(profiles: list[SeriesProfile], data: GroupData, has_known_fu
     return statistical.union_candidates(sets)
 
 
-def _transform(spec: GroupSpec, data: GroupData) -> str:
+def target_transform(spec: GroupSpec, data: GroupData) -> str:
     if spec.target_transform == "auto":
         return "log1p" if data.nonnegative else "none"
     if spec.target_transform == "log1p" and not data.nonnegative:
@@ -741,6 +832,7 @@ def checked_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fi
     """The forecast of ``future`` and its checks (out-of-range drivers named, far-out values
     capped): the one path from a model to shipped numbers, for ``mm forecast`` and ``mm serve``
     alike, so that both give the same numbers for the same inputs."""
+    spec, history, future = model_view(meta, spec, history, future)
     with np.errstate(all="ignore"):  # overflow on huge values is reported as missing rows, not printed
         matrix = forecast_fitted(history, future, meta, fitted, spec)
     missing = ~np.isfinite(matrix[:, 0])
@@ -749,6 +841,15 @@ def checked_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fi
     series = SeriesCodes.of(history, future, spec)
     matrix, checks = check_forecast(history, future, matrix, meta, spec, cap_factor, series)
     return CheckedForecast(matrix, checks, missing, series)
+
+
+def model_view(meta: dict, spec: GroupSpec, history: pd.DataFrame, future: pd.DataFrame) -> tuple[GroupSpec, pd.DataFrame, pd.DataFrame]:
+    """The spec and rows a model reads: a pooled model (``tasks.pooled_model``) sees a group's
+    rows as its pool does (the pool's series columns, the static columns)."""
+    if "pool" not in meta:
+        return spec, history, future
+    level = tuple(meta["pool"]["level"])
+    return pooling.pool_spec(spec, level), pooling.with_statics(history, level, spec.group_columns), pooling.with_statics(future, level, spec.group_columns)
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,8 @@ LightGBM, the booster in LightGBM's own text format): no pickle.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,6 +90,18 @@ def default_lightgbm_params(n_rows: int, seed: int) -> dict[str, Any]:
 # Parameters mm always sets: one thread per fit (the process pool gives the
 # parallelism; threads inside would fight it) and reproducible results.
 FORCED_LGB = {"num_threads": 1, "deterministic": True, "force_col_wise": True, "verbose": -1}
+_threads = [1]  # LightGBM threads of the fits of this process: 1, but a pooled fit uses all it is given
+
+
+@contextmanager
+def lightgbm_threads(n: int) -> Iterator[None]:
+    """Fit and predict with ``n`` LightGBM threads inside (a pool: one big fit, run alone)."""
+    before = _threads[0]
+    _threads[0] = max(1, int(n))
+    try:
+        yield
+    finally:
+        _threads[0] = before
 
 
 def fit_lightgbm(
@@ -106,7 +120,7 @@ def fit_lightgbm(
     grid = data.grid(train, y)
     X = design_matrix(panel, rows, grid, data.first, data.spec, data.with_series)
     categorical = categorical_columns(data)
-    full = {**params, **FORCED_LGB}
+    full = {**params, **FORCED_LGB, "num_threads": _threads[0]}
     full.setdefault("min_data_in_bin", 1)
     dataset = lgb.Dataset(X, y[rows], categorical_feature=categorical, params=full, free_raw_data=True)
     callbacks = []
@@ -148,7 +162,7 @@ def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
         at = np.flatnonzero(periods == p)
         idx = rows[at]
         X = design_matrix(panel, idx, grid, data.first, data.spec, data.with_series)
-        step = fitted.booster.predict(X, num_iteration=iteration, num_threads=1)
+        step = fitted.booster.predict(X, num_iteration=iteration, num_threads=_threads[0])
         grid[panel.series[idx], p - data.first] = step
         out[at] = step
     return finish(inverse(out, transform), data)

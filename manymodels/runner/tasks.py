@@ -20,11 +20,13 @@ import json
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 
-from ..core import partitioning
+from ..core import partitioning, pooling
 from ..core.kernels import (
     GroupSpec,
+    PoolInput,
     SeriesCodes,
     checked_forecast,
     fit_group,
@@ -33,6 +35,7 @@ from ..core.kernels import (
     load_fitted,
 )
 from ..core.metrics import history_scale, scores, unscored
+from ..core.models import Fitted
 from ..core.partitioning import BucketSpec
 from ..core.results import ForecastRow, Reason, Status, TrainRow
 from ..store.datastore import Datastore
@@ -107,8 +110,17 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         if done is not None:
             return done
     stored = _stored_tuning(store, key, item.get("previous_version"))
+    tune = _should_tune(item, stored)
+    refs = item.get("pools") or {}
+    try:
+        pooled = {name: _pool_input(store, ref, frame, ctx.spec, tune) for name, ref in refs.items()}
+    except Exception as exc:  # a pool that cannot be read costs the group its pooled candidates, not its model
+        pooled, refs = {}, {}
+        item = {**item, "pool_error": _what(exc)}
     with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
-        result = fit_group(frame, ctx.spec, stored=stored, tune=_should_tune(item, stored), deadline=ctx.deadline)
+        result = fit_group(frame, ctx.spec, stored=stored, tune=tune, deadline=ctx.deadline, pooled=pooled)
+    if item.get("pool_error"):
+        result["note"] = "; ".join(n for n in (result.get("note", ""), f"pooled candidates left out: {item['pool_error']}") if n)
     if result["status"] != Status.TRAINED:
         return ctx.failed(item, Reason(result["reason"]), result["error"], duration_s=result["duration_s"], demand_class=result.get("demand_class", ""))
     version = (versions[-1] if versions else 0) + 1
@@ -124,7 +136,10 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         "train_start": item.get("train_start"),
         "train_end": item.get("train_end"),
         "duration_s": result["duration_s"],
+        "pools": refs,  # the pools this group belongs to in this run (the step chooses among them)
     }
+    if pooling.is_pooled(result["model"]):
+        meta["pool_ref"] = refs[result["model"]]
     store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
         store.remove_model(key, old)
@@ -194,6 +209,62 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
     )
 
 
+# -- pooled models -------------------------------------------------------------------
+
+_POOLS: dict[tuple[str, int], dict] = {}  # (pool, version) -> what this worker read of it, newest last
+POOL_CACHE = 4  # pools kept per worker: a worker runs the groups of a batch, mostly of the same pools
+
+
+def _pool(store: Datastore, pool: str, version: int, backtest: bool = False) -> dict:
+    """A pool's metadata, series index and (when asked) backtest, read once per worker."""
+    cached = _POOLS.get((pool, version))
+    if cached is None or (backtest and "backtest" not in cached):
+        meta = store.read_pool_meta(pool, version)
+        cached = {"meta": meta, "index": {tuple(label): i for i, label in enumerate(meta["info"]["series"])}}
+        if backtest:
+            table = store.read_pool_backtest(pool, version)
+            frame = table.to_pandas().sort_values("series", kind="stable") if table is not None else None
+            cached["backtest"] = (frame, frame["series"].to_numpy() if frame is not None else None)
+        _POOLS.pop((pool, version), None)
+        _POOLS[(pool, version)] = cached
+        while len(_POOLS) > POOL_CACHE:
+            _POOLS.pop(next(iter(_POOLS)))
+    return cached
+
+
+def _pool_input(store: Datastore, ref: dict, frame, spec: GroupSpec, tune: bool) -> PoolInput:
+    """One pool as a group's fit sees it: its backtest rows of the group's series when the group
+    is searched (else only that it exists: a stored choice of it is refit with it)."""
+    if not tune:
+        return PoolInput(None, {}, "none")
+    pool = _pool(store, ref["pool"], int(ref["version"]), backtest=True)
+    frame_bt, codes = pool["backtest"]
+    transform = pool["meta"]["state"].get("transform", "none")
+    if frame_bt is None:
+        return PoolInput(None, {}, transform)
+    level = tuple(ref["level"])
+    n_rest = len(spec.group_columns) - len(level)  # a pool series' label: the group's other values, then its own
+    labels = {pool["index"][label]: label[n_rest:] for label in map(tuple, pooling.member_labels(frame, level, spec)) if label in pool["index"]}
+    wanted = np.array(sorted(labels), dtype=np.int64)
+    starts, ends = np.searchsorted(codes, wanted, "left"), np.searchsorted(codes, wanted, "right")
+    rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(wanted) else np.empty(0, dtype=np.int64)
+    return PoolInput(frame_bt.iloc[rows], labels, transform)
+
+
+def pooled_model(store: Datastore, meta: dict) -> tuple[dict, Fitted]:
+    """A group's pooled model ready to forecast: the group's record (its calibration and
+    quantile shifts) over its pool's model (state, features, booster, parsed once per worker)."""
+    ref = meta["pool_ref"]
+    pool = _pool(store, ref["pool"], int(ref["version"]))
+    if "fitted" not in pool:
+        text = store.read_pool_text(ref["pool"], int(ref["version"]))
+        if not booster_text_ok(text):
+            raise ValueError("the pool's LightGBM model text is truncated or not a LightGBM model")
+        pool["fitted"] = load_fitted(pool["meta"], text)
+    effective = {**meta, "kind": "lightgbm", "state": pool["meta"]["state"], "info": pool["meta"]["info"], "pool": {**ref, "level": pool["meta"]["level"]}}
+    return effective, pool["fitted"]
+
+
 def _stored_tuning(store: Datastore, key: str, version: int | None) -> dict | None:
     if not version:
         return None
@@ -211,6 +282,69 @@ def _should_tune(item: dict, stored: dict | None) -> bool:
     if policy == "never":
         return False
     return stored is None or stored.get("space") != item.get("space")
+
+
+# -- pools -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolContext:
+    root: str
+    spec: GroupSpec  # the groups' spec (each pool's is derived from it)
+    settings: pooling.PoolSettings
+    run_id: str
+    keep_versions: int
+
+    def crash(self, item: dict, message: str) -> dict:
+        return {"pool": item["pool"], "status": "failed", "error": message}
+
+
+def pool_batch(batch: Batch) -> list[dict]:
+    ctx: PoolContext = batch.context
+    return _released([fit_pool_one(ctx, item) for item in batch.items])
+
+
+def fit_pool_one(ctx: PoolContext, item: dict) -> dict:
+    """Fit one pool from its members' train partitions and write it as a new version."""
+    store = _store(ctx.root)
+    pool, level = item["pool"], tuple(item["level"])
+    versions = store.pool_versions(pool)
+    if versions:  # run again for the same inputs (a retried task): the version it wrote stands
+        try:
+            last = store.read_pool_meta(pool, versions[-1])
+        except (OSError, ValueError):
+            last = {}
+        if last.get("fingerprint") == item["fingerprint"] and last.get("run_id") == ctx.run_id:
+            return _pool_outcome(item, versions[-1], last)
+    try:
+        frames = [store.read_partition("train", key) for key in item["members"]]
+        frame = pooling.with_statics(pd.concat(frames, ignore_index=True), level, ctx.spec.group_columns)
+        stored = None
+        if item.get("stored_version"):
+            stored = store.read_pool_meta(pool, int(item["stored_version"])).get("tuning")
+        with np.errstate(all="ignore"):
+            result = pooling.fit_pool(frame, pooling.pool_spec(ctx.spec, level), ctx.settings, stored, item["tune"], item["backtest"])
+    except Exception as exc:  # one pool's failure costs its members that candidate, nothing else
+        return {"pool": pool, "status": "failed", "error": _what(exc)}
+    version = (versions[-1] if versions else 0) + 1
+    meta = {
+        **result["meta"],
+        "name": item["name"],
+        "level": list(level),
+        "values": item["values"],
+        "n_groups": len(item["members"]),
+        "fingerprint": item["fingerprint"],
+        "run_id": ctx.run_id,
+        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    backtest = pa.Table.from_pandas(result["backtest"], preserve_index=False) if result["backtest"] is not None else None
+    store.write_pool(pool, version, meta, result["model_text"], backtest)
+    return _pool_outcome(item, version, meta)
+
+
+def _pool_outcome(item: dict, version: int, meta: dict) -> dict:
+    tuning = meta.get("tuning") or {}
+    return {"pool": item["pool"], "status": "trained", "version": version, "n_series": meta.get("n_series"), "n_trials": tuning.get("n_trials", 0), "source": tuning.get("source", ""), "duration_s": meta.get("duration_s", 0.0)}
 
 
 # -- forecast ----------------------------------------------------------------
@@ -252,7 +386,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     except Exception as exc:
         return ctx.failed(item, Reason.PARTITION_MISSING, f"{_what(exc)}; {REWRITE}")
     try:
-        meta, text = read_model(store, key, version)
+        meta, fitted = load_model(store, key, version)
     except FileNotFoundError as exc:
         return ctx.failed(item, Reason.MODEL_MISSING, f"model v{version} is missing ({exc.filename}); run 'mm train' to fit it again")
     except (ValueError, KeyError, TypeError) as exc:  # the bytes are there but are not a model: move them aside
@@ -262,7 +396,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     except OSError as exc:
         return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read: {exc}")
     try:
-        done = checked_forecast(history, future, meta, load_fitted(meta, text), ctx.spec, ctx.cap_factor)
+        done = checked_forecast(history, future, meta, fitted, ctx.spec, ctx.cap_factor)
     except Exception as exc:
         return ctx.failed(item, Reason.ERROR, f"{type(exc).__name__}: {exc}")
     if done.missing.any():
@@ -334,6 +468,15 @@ def read_model(store: Datastore, key: str, version: int) -> tuple[dict, str | No
     if text is not None and not booster_text_ok(text):
         raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
     return meta, text
+
+
+def load_model(store: Datastore, key: str, version: int) -> tuple[dict, Fitted]:
+    """A model version ready to forecast (``read_model``'s errors); a pooled one through its pool."""
+    meta = store.read_model_meta(key, version)
+    if pooling.is_pooled(meta["kind"]):
+        return pooled_model(store, meta)
+    meta, text = read_model(store, key, version)
+    return meta, load_fitted(meta, text)
 
 
 def booster_text_ok(text: str) -> bool:

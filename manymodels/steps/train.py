@@ -24,6 +24,7 @@ from ..console import Terminal
 from ..core import statistical
 from ..core.identity import digest
 from ..core.metrics import HEADLINE, METRIC_NAMES
+from ..core.pooling import level_name as pooling_level_name
 from ..core.results import Reason, Status, TrainRow
 from ..errors import InputDataError
 from ..runner.options import RunOptions
@@ -34,6 +35,7 @@ from ..store.datastore import Datastore
 from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from ..store.spool import Spool
 from .common import GroupsResult, group_spec, load_split
+from .pools import PoolPlan, choose_pools, fit_pools, has_pool_scores, pooling_levels
 from .selection import GroupSelector
 
 TRAINING_OUTPUT = "training_output.csv"
@@ -85,6 +87,7 @@ class TrainResult(GroupsResult):
     backtest_rows: int = 0  # backtest rows of the groups with a model (all their folds)
     unscored: dict[str, dict[str, int]] = field(default_factory=dict)  # per metric: backtest "rows" it could not score, "groups" it has no value for
     metric_fallbacks: dict[str, int] = field(default_factory=dict)  # groups chosen by another metric than train.automl.metric, by that metric
+    pooling: dict = field(default_factory=dict)  # pooled models fitted, reused, failed; verdicts; groups that chose each
 
 
 def train(
@@ -121,8 +124,13 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         if n_fit:
             _warn_if_auto_lacks_statistical_models(config, s.terminal)
         context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
-        _fit(s, spool, run, context, n_fit)
-        return _finish(s, run, spool, selected, time.perf_counter() - started)
+        plan = fit_pools(s, spool, run, context.spec, config_fp, digest(manifest["axis"])) if n_fit else PoolPlan([])
+        _fit(s, spool, run, context, n_fit, plan)
+        pooling = plan.summary() if plan.levels else {}
+        if plan.levels and n_fit:
+            pooling.update(choose_pools(s, spool, lambda row: _keep(spool, row), config.train.automl.evidence))
+            _say_pools(s, pooling)
+        return _finish(s, run, spool, selected, time.perf_counter() - started, pooling)
 
 
 def _check_some_group_is_long_enough(store: Datastore, config: Config) -> None:
@@ -205,13 +213,19 @@ def _keep(spool: Spool, row: TrainRow) -> None:
     spool.add("rows", row.to_dict(), sort=row.label)
 
 
-def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int) -> None:
-    """Fit the spooled groups on the engine; journal and spool each result as it arrives."""
+def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int, plan: PoolPlan) -> None:
+    """Fit the spooled groups on the engine; journal and spool each result as it arrives
+    (a group that scored pools waits in ``spool['pending']`` for ``choose_pools``)."""
+    columns = list(s.config.data.group_columns)
+    items = ({**item, "pools": plan.refs_of(item["values"], columns)} for item in spool.rows("fit")) if plan.refs else spool.rows("fit")
     with s.store.open_journal(run.id) as journal:
-        for done in s.execute(run, train_batch, context.crash, context, spool.rows("fit"), n_fit, f"train: fitting {n_fit} groups"):
+        for done in s.execute(run, train_batch, context.crash, context, items, n_fit, f"train: fitting {n_fit} groups"):
             for _, row in done:
                 journal.write(row.to_dict())
-                _keep(spool, row)
+                if has_pool_scores(row):
+                    spool.add("pending", row.to_dict(), sort=row.label)
+                else:
+                    _keep(spool, row)
                 if row.status is Status.FAILED:
                     s.terminal.detail(f"{row.label}: failed, {row.error}")
             journal.flush()
@@ -272,7 +286,15 @@ class _Summary:
         return {m: float(np.median(np.frombuffer(v))) for m, v in self.metrics.items() if len(v)}
 
 
-def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -> TrainResult:
+def _say_pools(s: Session, pooling: dict) -> None:
+    chosen = ", ".join(f"{name} by {n:,}" for name, n in sorted(pooling.get("chosen", {}).items())) or "by no group"
+    s.terminal.info(
+        f"train: pooled models: {pooling['fitted']} fitted, {pooling['reused']} reused, {len(pooling['failed'])} failed; "
+        f"{pooling.get('approved', 0)} of {pooling.get('scored', 0)} beat their members' local models; chosen {chosen}"
+    )
+
+
+def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float, pooling: dict | None = None) -> TrainResult:
     """training_output.csv and the run's groups table, streamed from the spool in group order."""
     store, config = s.store, s.config
     automl = config.train.automl
@@ -309,9 +331,10 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float) -
         backtest_rows=summary.backtest_rows,
         unscored=summary.unscored,
         metric_fallbacks=summary.fallbacks,
+        pooling=pooling or {},
     )
     backtest = {"median": result.median_backtest, "rows": result.backtest_rows, "unscored": result.unscored, "metric_fallbacks": result.metric_fallbacks}
-    run.finish(status, summary.counts, output=str(out_path), winners=summary.winners, backtest=backtest)
+    run.finish(status, summary.counts, output=str(out_path), winners=summary.winners, backtest=backtest, pooling=pooling or {})
     return result
 
 
@@ -329,8 +352,15 @@ def _warn_if_auto_lacks_statistical_models(config: Config, terminal: Terminal) -
 BACKTEST_COVERAGE = ["n_backtest", "n_unscored_mape", "n_unscored_wape", "n_unscored_mase", "selection_metric"]
 
 
+def _scored_candidates(config: Config) -> list[str]:
+    """Every candidate a group may have a score for: the listed (or all, under auto) and the pools."""
+    if not config.train.automl.enabled:
+        return []
+    return [*config.train.automl.candidate_names(), *map(pooling_level_name, pooling_levels(config))]
+
+
 def training_output_columns(config: Config) -> list[str]:
-    candidates = config.train.automl.candidate_names() if config.train.automl.enabled else []
+    candidates = _scored_candidates(config)
     fixed = ["status", "model", "model_version", "run_id", "n_train_rows", "train_start", "train_end", *METRIC_NAMES, "duration_s", "error", "trained_in_run", "decision", "n_trials", "tuning", "dropped_candidates", "demand_class", *BACKTEST_COVERAGE]
     return [*config.data.group_columns, *fixed, *(f"score_{c}" for c in candidates)]
 
@@ -350,7 +380,7 @@ def training_output(rows: list[TrainRow], config: Config) -> pd.DataFrame:
     """The binding training_output.csv table: one row per group of this run."""
     columns = list(config.data.group_columns)
     records = []
-    candidates = config.train.automl.candidate_names() if config.train.automl.enabled else []
+    candidates = _scored_candidates(config)
     for r in rows:
         failed = r.status is Status.FAILED
         record = dict(zip(columns, r.values))

@@ -58,6 +58,7 @@ TRAIN = Coverage(
         "train.automl.retune": "when to search again, not what is searched: a weekly cron entry with retune=always must not invalidate every model",
         "train.automl.timeout_per_group": "a time budget: giving tuning more time must not invalidate every model",
         "train.automl.timeout_total": "a time budget, as timeout_per_group",
+        "train.automl.pooling.timeout": "a time budget for one pool's search, as timeout_per_group",
     },
 )
 # A group's forecast; the model it is made with is a part of its own.
@@ -71,6 +72,7 @@ SEARCH = Coverage(
         "train.automl.retune": "when to search again, not what is searched",
         "train.automl.timeout_per_group": "a time budget, not a search setting",
         "train.automl.timeout_total": "a time budget, not a search setting",
+        "train.automl.pooling.timeout": "a time budget, not a search setting",
     },
 )
 # Keys in no fingerprint: where and how mm runs, not what it computes.

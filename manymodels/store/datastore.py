@@ -67,7 +67,7 @@ from .memory import release_memory
 FORMAT_VERSION = 1
 STEP_DIRS = {
     "split": ("split",),
-    "train": ("models", "outputs/training_output.csv"),
+    "train": ("models", "pools", "outputs/training_output.csv"),
     "forecast": ("forecasts", "outputs/forecasting_output.csv"),
 }
 MODEL_CODEC = "zstd"
@@ -132,6 +132,11 @@ class Datastore:
     @staticmethod
     def _model_text_plain(key: str, version: int) -> str:
         return f"{Datastore._model_dir(key)}/v{version}.lgb.txt"
+
+    @staticmethod
+    def _pool(pool: str, version: int, suffix: str) -> str:
+        # ``pool``: a pooled model's key (identity.group_key of its name and level values): never raw values
+        return f"pools/{pool[:2]}/{pool}/v{version}{suffix}"
 
     @staticmethod
     def _forecast(key: str, fingerprint: str) -> str:
@@ -457,6 +462,46 @@ class Datastore:
         self.files.delete(self._model_text(key, version))
         self.files.delete(self._model_text_plain(key, version))
         self.files.delete(self._model_meta(key, version))
+
+    def drop_booster(self, key: str, version: int) -> None:
+        """Delete a version's LightGBM file, keeping its metadata (a group switched to a pooled model)."""
+        self.files.delete(self._model_text(key, version))
+        self.files.delete(self._model_text_plain(key, version))
+
+    # pooled models (one per pool, shared by its member groups) ------------
+    POOL_META, POOL_TEXT, POOL_BACKTEST = ".json", ".lgb.txt.zst", ".backtest.parquet"
+
+    def write_pool(self, pool: str, version: int, meta: dict, model_text: str, backtest: pa.Table | None) -> None:
+        # the booster and backtest first: metadata is what makes a version visible
+        self.files.write(self._pool(pool, version, self.POOL_TEXT), pa.Codec(MODEL_CODEC, MODEL_LEVEL).compress(model_text.encode("utf-8"), asbytes=True))
+        if backtest is not None:
+            self.files.write(self._pool(pool, version, self.POOL_BACKTEST), parquet_bytes(backtest))
+        self.files.write(self._pool(pool, version, self.POOL_META), json_text(meta).encode())
+
+    def read_pool_meta(self, pool: str, version: int) -> dict:
+        return json.loads(self.files.read(self._pool(pool, version, self.POOL_META)))
+
+    def read_pool_text(self, pool: str, version: int) -> str:
+        packed = self.files.read(self._pool(pool, version, self.POOL_TEXT))
+        try:
+            return pa.input_stream(pa.py_buffer(packed), compression=MODEL_CODEC).read().decode("utf-8")
+        except OSError as exc:
+            raise ValueError(f"{self._pool(pool, version, self.POOL_TEXT)} is not a zstd-compressed model: {exc}") from None
+
+    def read_pool_backtest(self, pool: str, version: int) -> pa.Table | None:
+        rel = self._pool(pool, version, self.POOL_BACKTEST)
+        if not self.files.exists(rel):
+            return None
+        return self._read_parquet(rel, "run 'mm train' again: the pool is fitted again")
+
+    def pool_versions(self, pool: str) -> list[int]:
+        names = self.files.names(f"pools/{pool[:2]}/{pool}")
+        suffix = self.POOL_META
+        return sorted(int(n[1 : -len(suffix)]) for n in names if n.startswith("v") and n.endswith(suffix) and n[1 : -len(suffix)].isdigit())
+
+    def remove_pool(self, pool: str, version: int) -> None:
+        for suffix in (self.POOL_TEXT, self.POOL_BACKTEST, self.POOL_META):
+            self.files.delete(self._pool(pool, version, suffix))
 
     # forecasts ------------------------------------------------------------
     def write_forecast(self, key: str, fingerprint: str, table: pa.Table | pd.DataFrame) -> None:

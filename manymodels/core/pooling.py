@@ -1,0 +1,250 @@
+"""Pooled candidates: one LightGBM model over the series of many groups, chosen per group.
+
+A *level* is a list of group columns; a *pool* is the set of groups sharing the
+values of a level's columns (level ``[Brand]``: one pool per brand, holding that
+brand's store series; level ``[]``: one pool of every series). A pool's model
+is an ordinary multi-series LightGBM model, the one a group of several series
+gets (lags and windows per series, the series' identity as a categorical
+feature), plus each series' other group values as *static* categorical
+features, so that a global model can learn what a brand or a store shares.
+
+Pure, like the kernels: frames in, plain results out.
+
+Honesty of the backtest: a pool scored on a fold is fitted on the rows before
+that fold's cutoff only, with folds at the same cutoffs as its members' own
+(``kernels.backtest_folds``: the last period minus multiples of the horizon);
+a member whose own cutoffs differ (its series ends earlier) gets no pooled
+score, and so no pooled model.
+
+The choice between a group's local model and the pools it belongs to is made
+in two steps (``pool_verdict``, ``member_choice``): a pool becomes its members'
+default only when, over all of its members' backtest blocks together, it beats
+their own chosen local models clearly (the same paired test as the local
+choice, on losses relative to each member's local loss, so that a large series
+does not outweigh a small one); a member then keeps its local model only if
+that one is clearly better on its own blocks. Per series, a few blocks are
+weak evidence either way; over a pool of hundreds of series they are not.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from . import automl
+from .features import series_labels_of
+from .models import default_lightgbm_params, fit_lightgbm, lightgbm_threads
+
+POOL_PREFIX = "pooled_"
+STATIC_PREFIX = "static:"  # a derived column holding a series' group value as a category
+
+
+def level_name(level: tuple[str, ...] | list[str]) -> str:
+    """The candidate name of a level: ``pooled_Brand``, ``pooled_Store_Brand``, ``pooled_all`` for []."""
+    return POOL_PREFIX + ("_".join(level) if level else "all")
+
+
+def is_pooled(kind: str) -> bool:
+    return kind.startswith(POOL_PREFIX)
+
+
+def resolve_levels(setting: Any, group_columns: tuple[str, ...]) -> list[tuple[str, ...]]:
+    """train.automl.pooling.levels as tuples. ``auto``: each group column alone when there are
+    two or more (a brand's stores, a store's brands), and ``[]``, one model over every series."""
+    if setting == "none":
+        return []
+    if setting == "auto":
+        singles = [(c,) for c in group_columns] if len(group_columns) >= 2 else []
+        return [*singles, ()]
+    return [tuple(level) for level in setting]
+
+
+def static_columns(level: tuple[str, ...], group_columns: tuple[str, ...]) -> tuple[str, ...]:
+    """The group columns a pool's series differ by, when there are two or more of them (with one,
+    the series identity feature is that column already)."""
+    rest = tuple(c for c in group_columns if c not in level)
+    return rest if len(rest) >= 2 else ()
+
+
+def pool_spec(spec, level: tuple[str, ...]):
+    """The ``GroupSpec`` a pool is modelled with: its series are the group columns outside the
+    level (then the series columns), its known-future columns the group's plus the statics."""
+    rest = tuple(c for c in spec.group_columns if c not in level)
+    statics = tuple(STATIC_PREFIX + c for c in static_columns(level, spec.group_columns))
+    return replace(spec, group_columns=tuple(level), series_columns=rest + spec.series_columns, known_future_columns=spec.known_future_columns + statics)
+
+
+def with_statics(frame: pd.DataFrame, level: tuple[str, ...], group_columns: tuple[str, ...]) -> pd.DataFrame:
+    """``frame`` with the static columns of ``level`` added (as text: categories, never numbers)."""
+    statics = static_columns(level, group_columns)
+    if not statics:
+        return frame
+    return frame.assign(**{STATIC_PREFIX + c: frame[c].astype("string") for c in statics})
+
+
+# -- fitting a pool ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PoolSettings:
+    """train.automl.pooling as a pool fit reads it (resolved by the config)."""
+
+    n_trials: int
+    timeout: float | None
+    threads: int  # LightGBM threads of this fit: a pool is one big fit, not one of many small ones
+
+
+def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | None, tune: bool, backtest: bool) -> dict:
+    """Fit one pool: optionally tune it and backtest it on rolling origins, then fit it on every row.
+
+    ``spec``: the pool's ``GroupSpec`` (``pool_spec``); ``frame``: its members' train rows,
+    ``with_statics``. ``stored``: the pool's previous decision (its ``tuning``), refit when not
+    ``tune``. Returns ``meta`` (JSON), ``model_text`` and ``backtest`` (a frame: series code,
+    origin, period, prediction; None without folds).
+    """
+    from .kernels import backtest_folds, describe_group, group_data, target_transform
+
+    started = time.perf_counter()
+    y = frame[spec.target_column].to_numpy(dtype=np.float64)
+    info = describe_group(frame, spec)
+    data = group_data(frame, spec, info, y)
+    transform = target_transform(spec, data)
+    folds = backtest_folds(data, spec.horizon, spec.automl.folds) if (tune or backtest) else []
+    n_rows = int(np.sum(~np.isnan(y)))
+    with lightgbm_threads(settings.threads):
+        params, source, n_trials = _pool_params(data, spec, settings, folds, transform, stored, tune, n_rows)
+        evaluation = automl.evaluate_lightgbm(data, folds, params, transform, spec) if folds else None
+        rounds = int(params["_num_boost_round"])
+        lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
+        final = fit_lightgbm(data, np.ones(len(y), dtype=bool), lgb_params, rounds, params["_transform"])
+    last = int(data.panel.period[~np.isnan(y)].max())
+    meta = {
+        "kind": "lightgbm",
+        "state": {**final.state, "params": params},
+        "info": info,
+        "origins": [last - (i + 1) * spec.horizon for i in range(len(folds))],
+        "n_series": len(info["series"]),
+        "n_train_rows": n_rows,
+        "tuning": {"params": params, "source": source, "n_trials": n_trials, "space": spec.automl.space, "tuned_at": _now() if source == "tuned" else (stored or {}).get("tuned_at", _now())},
+        "duration_s": round(time.perf_counter() - started, 3),
+    }
+    return {"meta": meta, "model_text": final.booster.model_to_string(), "backtest": _backtest_frame(data, folds, evaluation, meta["origins"])}
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def _pool_params(data, spec, settings: PoolSettings, folds, transform: str, stored: dict | None, tune: bool, n_rows: int) -> tuple[dict, str, int]:
+    base = {**default_lightgbm_params(n_rows, spec.seed), **spec.params, "_num_boost_round": spec.num_boost_round, "_transform": transform}
+    previous = (stored or {}).get("params")
+    if not tune and previous:
+        return dict(previous), "stored", 0
+    if not folds or settings.n_trials == 0:
+        return base, "defaults", 0
+    search = automl.tune_lightgbm(data, folds, base, transform, spec, settings.n_trials, settings.timeout)
+    return search.best, "tuned", search.n_trials
+
+
+def _backtest_frame(data, folds, evaluation, origins: list[int]) -> pd.DataFrame | None:
+    if evaluation is None:
+        return None
+    parts = []
+    for (_, test), predicted, origin in zip(folds, evaluation.predicted, origins):
+        rows = np.flatnonzero(test)
+        parts.append(pd.DataFrame({"series": data.panel.series[rows], "origin": np.full(len(rows), origin, dtype=np.int64), "period": data.panel.period[rows], "prediction": predicted}))
+    return pd.concat(parts, ignore_index=True)
+
+
+# -- a member's pooled candidate -----------------------------------------------------
+
+
+def member_labels(frame: pd.DataFrame, level: tuple[str, ...], spec) -> list[tuple]:
+    """A group's series as its pool names them (the pool's series columns' values)."""
+    rest = [c for c in spec.group_columns if c not in level] + list(spec.series_columns)
+    return series_labels_of(frame, rest)
+
+
+def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, horizon: int, series_of_code: dict[int, int]) -> automl.Evaluation:
+    """The pool's backtest predictions on this group's own folds and rows, as a candidate.
+
+    ``backtest``: the pool's rows of this group's series (``series``: the pool's codes);
+    ``series_of_code``: pool code -> the group's own series code. Raises ValueError when a
+    fold of the group has no pooled fold at the same cutoff, or a row has no prediction."""
+    panel = data.panel
+    known = ~np.isnan(panel.y)
+    last = int(panel.period[known].max())
+    evaluation = automl.Evaluation(name, {"pool": name}, data.mase_scale)
+    local = backtest["series"].map(series_of_code).to_numpy()
+    lookup = dict(zip(zip(backtest["origin"].to_numpy().tolist(), local.tolist(), backtest["period"].to_numpy().tolist()), backtest["prediction"].to_numpy().tolist()))
+    origins = set(backtest["origin"].tolist())
+    for f, (_, test) in enumerate(folds, start=1):
+        origin = last - f * horizon
+        if origin not in origins:
+            raise ValueError(f"the pool has no backtest fold with this group's cutoff (period {origin}): its series end earlier than the pool's")
+        rows = np.flatnonzero(test)
+        predicted = np.array([lookup.get((origin, int(panel.series[r]), int(panel.period[r])), math.nan) for r in rows])
+        if np.isnan(predicted).any():
+            raise ValueError(f"the pool's backtest has no prediction for {int(np.isnan(predicted).sum())} of this group's backtest rows")
+        evaluation.add_rows(data, rows, predicted)
+    return evaluation
+
+
+def relative_block_losses(candidate: automl.Evaluation, local: automl.Evaluation, metric: str) -> np.ndarray:
+    """Per (fold, series) block: candidate loss minus the local model's, divided by the local
+    model's mean block loss (scale-free, so that blocks of many members can be pooled)."""
+    local_blocks = local.block_losses(metric)
+    diff = candidate.block_losses(metric) - local_blocks
+    scale = np.nanmean(local_blocks) if np.any(~np.isnan(local_blocks)) else math.nan
+    if not math.isfinite(scale) or scale <= 0:
+        return np.empty(0)
+    diff = diff / scale
+    return diff[np.isfinite(diff)]
+
+
+# -- the choice ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Whether a pool beat its members' local models: over all their blocks, relative losses."""
+
+    approved: bool
+    n_blocks: int
+    mean: float  # mean relative loss difference, pooled minus local (negative: the pool is better)
+    standard_error: float
+
+    def describe(self, name: str) -> str:
+        if not self.n_blocks:
+            return f"{name}: no member could score it"
+        sign = "better" if self.mean < 0 else "worse"
+        return f"{name} {abs(self.mean):.1%} {sign} than its members' local models over {self.n_blocks} backtest blocks (standard error {self.standard_error:.1%})"
+
+
+def pool_verdict(differences: list[np.ndarray], evidence: float) -> Verdict:
+    d = np.concatenate(differences) if differences else np.empty(0)
+    if len(d) < 2:
+        return Verdict(False, len(d), float(d.mean()) if len(d) else math.nan, math.nan)
+    se = float(d.std(ddof=1) / math.sqrt(len(d)))
+    clear = -d.mean() > (automl._threshold(evidence, len(d)) if evidence > 0 else 0.0) * se
+    return Verdict(bool(clear), len(d), float(d.mean()), se)
+
+
+def member_choice(differences: dict[str, np.ndarray], verdicts: dict[str, Verdict], evidence: float) -> tuple[str | None, str]:
+    """The pool a member uses (None: its local model) and why. Among the approved pools with a
+    score for it, the one that beat its members by the most; kept unless the member's local model
+    is clearly better than it on the member's own blocks."""
+    approved = [n for n in differences if verdicts.get(n) and verdicts[n].approved]
+    if not approved:
+        return None, ""
+    best = min(approved, key=lambda n: verdicts[n].mean)
+    own = differences[best]
+    local_better = len(own) >= 2 and own.mean() > (automl._threshold(evidence, len(own)) if evidence > 0 else 0.0) * own.std(ddof=1) / math.sqrt(len(own))
+    if local_better:
+        return None, f"{best} kept out: this group's local model is clearly better on its own backtest"
+    return best, verdicts[best].describe(best)

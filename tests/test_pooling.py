@@ -1,0 +1,227 @@
+"""Pooled candidates (train.automl.pooling): one LightGBM over many groups' series, chosen per group.
+
+Real fits on generated data where the truth is known: many short store x brand
+series sharing one price response, which no 24-week series can learn alone
+and a pool of 36 can.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import manymodels as mm
+from manymodels.config import config_from_dict
+from manymodels.core import pooling
+from manymodels.core.kernels import GroupSpec
+from manymodels.errors import ConfigError
+from manymodels.steps.common import group_spec
+from manymodels.store.datastore import Datastore
+
+from .conftest import run_cli, write_config
+
+STORES, BRANDS = 12, ("a", "b", "c")
+
+
+def shared_price_response(weeks: int = 24, future: int = 4, seed: int = 0, stores: int = STORES) -> pd.DataFrame:
+    """Store x brand weekly sales: a brand level times a strong shared price elasticity, little noise."""
+    rng = np.random.default_rng(seed)
+    start = pd.Timestamp("2022-01-06")
+    rows = []
+    for store in range(stores):
+        for b, brand in enumerate(BRANDS):
+            level = 40.0 * (1 + b) * (1 + 0.1 * store)
+            for w in range(weeks + future):
+                price = float(rng.choice([1.0, 1.5, 2.0, 3.0]))
+                y = level * price**-2.0 * float(np.exp(rng.normal(0, 0.05)))
+                rows.append({"Store": store, "Brand": brand, "WeekStarting": (start + pd.Timedelta(weeks=w)).strftime("%Y-%m-%d"), "Quantity": round(y, 2) if w < weeks else np.nan, "Price": price, "Advert": 0, "Revenue": 0.0})
+    return pd.DataFrame(rows)
+
+
+def pooled_config(tmp_path, frame: pd.DataFrame, **pooling_settings):
+    path = tmp_path / "sales.csv"
+    frame.to_csv(path, index=False)
+    automl = {"enabled": True, "candidates": ["lightgbm", "naive", "mean"], "n_trials": 0, "folds": 3, "metric": "wape", "pooling": {"n_trials": 0, **pooling_settings}}
+    return write_config(tmp_path, str(path), train={"horizon": 4, "min_history": 8, "num_boost_round": 60, "automl": automl}, forecast={"quantiles": [0.1, 0.9]})
+
+
+def _training(config) -> pd.DataFrame:
+    return pd.read_csv(Datastore(mm.load_config(config).datastore).output_path("training_output.csv"))
+
+
+def _pool_dirs(store: Datastore) -> list[str]:
+    root = store.root / "pools"
+    return sorted(p.name for p in root.glob("*/*")) if root.exists() else []
+
+
+# -- the choice rule ---------------------------------------------------------------
+
+
+def test_auto_levels_are_each_group_column_and_all_series():
+    assert pooling.resolve_levels("auto", ("Store", "Brand")) == [("Store",), ("Brand",), ()]
+    assert pooling.resolve_levels("auto", ("SKU",)) == [()]
+    assert pooling.resolve_levels("none", ("Store", "Brand")) == []
+    assert pooling.resolve_levels([["Brand"]], ("Store", "Brand")) == [("Brand",)]
+
+
+def test_a_pool_is_approved_only_on_clear_evidence_over_its_members():
+    rng = np.random.default_rng(1)
+    better = [rng.normal(-0.2, 0.3, 3) for _ in range(40)]  # 20% lower loss, 120 blocks
+    noise = [rng.normal(0.0, 0.3, 3) for _ in range(40)]
+    assert pooling.pool_verdict(better, 2.0).approved
+    assert not pooling.pool_verdict(noise, 2.0).approved
+    assert not pooling.pool_verdict([np.array([-0.5])], 2.0).approved  # one block is no evidence
+
+
+def test_a_member_keeps_its_local_model_only_when_that_is_clearly_better_on_its_own_blocks():
+    approved = pooling.Verdict(True, 120, -0.2, 0.03)
+    rejected = pooling.Verdict(False, 120, 0.1, 0.03)
+    assert pooling.member_choice({"pooled_all": np.array([0.1, -0.1, 0.05])}, {"pooled_all": approved}, 2.0)[0] == "pooled_all"
+    name, why = pooling.member_choice({"pooled_all": np.array([0.9, 1.0, 1.1, 0.95])}, {"pooled_all": approved}, 2.0)
+    assert name is None and "clearly better" in why
+    assert pooling.member_choice({"pooled_all": np.array([-0.5, -0.4])}, {"pooled_all": rejected}, 2.0)[0] is None
+    # of two approved pools, the one that beat its members by more
+    both = {"pooled_all": approved, "pooled_Brand": pooling.Verdict(True, 40, -0.3, 0.05)}
+    assert pooling.member_choice({"pooled_all": np.zeros(3), "pooled_Brand": np.zeros(3)}, both, 2.0)[0] == "pooled_Brand"
+
+
+# -- honesty of the pool's backtest ----------------------------------------------------
+
+
+def _pool_fit(frame: pd.DataFrame, tmp_path) -> dict:
+    """The global pool of ``frame``, fitted as mm train would (from the split's partitions)."""
+    tmp_path.mkdir()
+    config = mm.load_config(pooled_config(tmp_path, frame))
+    mm.split(config)
+    store = Datastore(config.datastore)
+    spec: GroupSpec = group_spec(config, store.read_split_manifest())
+    train = pd.concat([store.read_partition("train", key) for key in store.read_split_groups()["key"]], ignore_index=True)
+    return pooling.fit_pool(pooling.with_statics(train, (), spec.group_columns), pooling.pool_spec(spec, ()), pooling.PoolSettings(0, None, 2), None, tune=False, backtest=True)
+
+
+def test_a_pools_backtest_never_sees_the_rows_it_is_scored_on(tmp_path):
+    frame = shared_price_response()
+    changed = frame.copy()
+    weeks = sorted(frame["WeekStarting"].unique())
+    last_fold = changed["WeekStarting"].isin(weeks[20:24])  # the newest fold's test weeks
+    changed.loc[last_fold, "Quantity"] = changed.loc[last_fold, "Quantity"] * 5
+    a, b = _pool_fit(frame, tmp_path / "a"), _pool_fit(changed, tmp_path / "b")
+    assert a["meta"]["origins"] == b["meta"]["origins"] and len(a["meta"]["origins"]) == 3
+    pd.testing.assert_series_equal(a["backtest"]["prediction"], b["backtest"]["prediction"])  # fitted before each cutoff
+    assert a["model_text"] != b["model_text"]  # the final fit does use every row
+
+
+# -- end to end ------------------------------------------------------------------------
+
+
+@pytest.fixture
+def pooled_run(tmp_path):
+    config = pooled_config(tmp_path, shared_price_response())
+    mm.run(mm.load_config(config))
+    return config
+
+
+def test_groups_choose_the_pool_that_learns_their_shared_price_response(pooled_run):
+    out = _training(pooled_run)
+    pooled = out[out["model"].str.startswith("pooled_")]
+    assert len(pooled) >= 30, out["model"].value_counts()  # of 36 short series
+    assert {"score_pooled_all", "score_pooled_Brand", "score_pooled_Store"} <= set(out.columns)
+    row = pooled.iloc[0]
+    assert row["score_" + row["model"]] < row["score_lightgbm"]
+    record = mm.load_config(pooled_run)
+    store = Datastore(record.datastore)
+    runs = json.loads(store.files.read(f"runs/{out['run_id'].iloc[0]}.json"))
+    assert runs["pooling"]["approved"] >= 1 and sum(runs["pooling"]["chosen"].values()) == len(pooled)
+    # the group's record points to its pool; the pool is stored once, not per group
+    key = store.read_split_groups().set_index("label").loc[f"Store={row['Store']},Brand={row['Brand']}", "key"]
+    meta = store.read_model_meta(key, int(row["model_version"]))
+    assert meta["kind"] == row["model"] and meta["pool_ref"]["version"] >= 1
+    assert not store.has_model(key, int(row["model_version"]), booster=True)
+    assert len(_pool_dirs(store)) == 4  # all series, and each of the three brands (stores have 3 groups: too few)
+    forecast = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert len(forecast) == 36 * 4 and forecast["Prediction"].notna().all()
+    mine = forecast[(forecast["Store"] == row["Store"]) & (forecast["Brand"] == row["Brand"])]
+    assert (mine["Prediction_q10"] < mine["Prediction_q90"]).all()  # the group's own backtest residuals of the pool
+
+
+def test_pooled_forecasts_follow_the_price(pooled_run):
+    store = Datastore(mm.load_config(pooled_run).datastore)
+    forecast = pd.read_csv(store.output_path("forecasting_output.csv"))
+    frame = shared_price_response()
+    future = frame[frame["Quantity"].isna()][["Store", "Brand", "WeekStarting", "Price"]]
+    joined = forecast.merge(future, on=["Store", "Brand", "WeekStarting"], suffixes=("", "_in"))
+    cheap, dear = joined[joined["Price"] == 1.0]["Prediction"].mean(), joined[joined["Price"] == 3.0]["Prediction"].mean()
+    assert cheap > 3 * dear
+
+
+def test_rerun_reuses_pools_and_groups_and_one_changed_group_changes_only_its_pools(pooled_run, tmp_path):
+    config = mm.load_config(pooled_run)
+    again = mm.train(config)
+    assert again.trained == 0 and again.reused == 36
+    store = Datastore(config.datastore)
+    before = {d: store.pool_versions(d) for d in _pool_dirs(store)}
+    frame = shared_price_response()
+    frame.loc[(frame["Store"] == 3) & (frame["Brand"] == "b") & (frame["WeekStarting"] == "2022-01-06"), "Quantity"] += 1.0
+    frame.to_csv(config.data.path, index=False)
+    mm.split(config)
+    changed = mm.train(config)
+    assert changed.trained == 1 and changed.reused == 35
+    assert changed.pooling["fitted"] == 2 and changed.pooling["reused"] == 2  # all series and brand b refit; a, c kept
+    after = {d: store.pool_versions(d) for d in _pool_dirs(store)}
+    assert sum(len(after[d]) > len(before[d]) for d in before) == 2
+    result = mm.forecast(config)
+    assert result.failed == 0  # the kept groups still forecast with the pool versions they point to
+
+
+def test_a_nightly_refit_keeps_pooled_choices_without_a_search(pooled_run):
+    config = mm.load_config(pooled_run)
+    first = _training(pooled_run).set_index(["Store", "Brand"])
+    frame = shared_price_response(weeks=26, seed=0)  # two more weeks of actuals for every group
+    frame.to_csv(config.data.path, index=False)
+    result = mm.run(config)
+    out = _training(pooled_run).set_index(["Store", "Brand"])
+    assert (out["status"] == "trained").all()
+    kept = first["model"].str.startswith("pooled_")
+    assert (out.loc[kept, "model"] == first.loc[kept, "model"]).all()
+    assert "chosen before" in " ".join(out.loc[kept, "tuning"].astype(str)) or (out.loc[kept, "n_trials"] == 0).all()
+    train = result.train
+    assert train.pooling["fitted"] == 4
+    store = Datastore(config.datastore)
+    newest = [store.read_pool_meta(d, store.pool_versions(d)[-1]) for d in _pool_dirs(store)]
+    assert all(m["tuning"]["source"] in ("stored", "defaults") for m in newest)
+    assert all(not m["origins"] for m in newest)  # one fit each: no backtest when no member is searched
+
+
+def test_pooling_none_fits_no_pool(tmp_path):
+    config = pooled_config(tmp_path, shared_price_response(), levels="none")
+    mm.run(mm.load_config(config))
+    out = _training(config)
+    assert not out["model"].str.startswith("pooled_").any()
+    assert not [c for c in out.columns if c.startswith("score_pooled")]
+
+
+@pytest.mark.parametrize(
+    "levels, message",
+    [
+        ([["Region"]], "train.automl.pooling.levels: level ['Region'] names Region, which is not a group column"),
+        ([["Store", "Brand"]], "is every group column"),
+    ],
+)
+def test_pooling_levels_are_validated(tmp_path, levels, message):
+    with pytest.raises(ConfigError, match=message.replace("[", r"\[").replace("]", r"\]")):
+        config_from_dict(
+            {
+                "datastore": str(tmp_path / "s"),
+                "data": {"path": "x.csv", "time_column": "t", "target_column": "y", "group_columns": ["Store", "Brand"]},
+                "train": {"automl": {"pooling": {"levels": levels}}},
+            }
+        )
+
+
+def test_cli_names_the_bad_pooling_level(tmp_path):
+    config = pooled_config(tmp_path, shared_price_response(stores=2), levels=[["Region"]])
+    done = run_cli("train", "-c", str(config))
+    assert done.returncode == 1 and "train.automl.pooling.levels" in done.stderr and "Region" in done.stderr
