@@ -162,7 +162,7 @@ class PoolingConfig(_Section):
     # auto: each group column alone (when there are two or more) and [] (one model over all series);
     # none: no pooled candidate; or a list of levels, each a list of group columns
     levels: Literal["auto", "none"] | list[list[str]] = "auto"
-    min_groups: int = Field(default=10, ge=2)  # a pool of fewer groups is not fitted
+    min_groups: int = Field(default=30, ge=2)  # a pool of fewer groups is not fitted (too few blocks to judge it by)
     n_trials: int = Field(default=10, ge=0)  # Optuna trials per pool (once, on the pool; retune decides when again)
     timeout: float | None = Field(default=300.0, gt=0)  # seconds for one pool's search
 
@@ -178,6 +178,14 @@ class PoolingConfig(_Section):
             if sorted(level) not in [sorted(x) for x in out]:
                 out.append(list(level))
         return out
+
+
+class WarmStartConfig(_Section):
+    """Shared tuning for local LightGBM: a sample of groups is searched in full first, and their
+    winning parameters seed a short search of every other group (sample 0: each group alone)."""
+
+    sample: int = Field(default=30, ge=0)  # groups searched in full when more than twice as many are searched
+    n_trials: int = Field(default=5, ge=1)  # trials of every other group, its seeds among them
 
 
 class AutoMLConfig(_Section):
@@ -197,6 +205,7 @@ class AutoMLConfig(_Section):
     evidence: float = Field(default=2.0, ge=0)
     calibrate: bool = True
     pooling: PoolingConfig = PoolingConfig()
+    warm_start: WarmStartConfig = WarmStartConfig()
 
     @field_validator("candidates", "ensemble")
     @classmethod

@@ -15,6 +15,8 @@ from .conftest import require_module
 
 require_module("distributed", "dask")  # CI (MM_REQUIRE_EXTRAS) fails instead of skipping
 import cloudpickle  # noqa: E402  (comes with dask)
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 
 import manymodels as mm  # noqa: E402
 from manymodels.config import load_config  # noqa: E402
@@ -162,3 +164,19 @@ def test_a_batch_the_cluster_cannot_be_sent_fails_once_before_any_task(cluster: 
         assert not [key for key in engine.client.who_has() if str(key).startswith("mm-split_scan_batch-")]  # nothing was submitted
     finally:
         engine.close()
+
+
+def test_pooled_candidates_on_the_cluster_match_the_local_engine(tmp_path: Path, cluster: Cluster):
+    from .test_pooling import pooled_config, shared_price_response
+
+    frame = shared_price_response()
+    (tmp_path / "local").mkdir(), (tmp_path / "dask").mkdir()
+    local = load_config(pooled_config(tmp_path / "local", frame))
+    remote = load_config(pooled_config(tmp_path / "dask", frame)).with_overrides(["engine.kind=dask", f"engine.scheduler={cluster.address}"])
+    mm.run(local.with_overrides(["engine.kind=local", "engine.jobs=2"]))
+    result = mm.run(remote)
+    assert result.exit_code == 0 and result.train.pooling["fitted"] == 4  # each pool one task on a worker
+    ours, theirs = (pd.read_csv(Datastore(c.datastore).output_path(name)) for c in (remote, local) for name in ("training_output.csv",))
+    assert ours["model"].tolist() == theirs["model"].tolist() and ours["model"].str.startswith("pooled_").sum() >= 30
+    f_ours, f_theirs = (pd.read_csv(Datastore(c.datastore).output_path("forecasting_output.csv")) for c in (remote, local))
+    np.testing.assert_allclose(f_ours["Prediction"], f_theirs["Prediction"], rtol=1e-9)

@@ -82,6 +82,8 @@ DECIDED: dict[str, set[str]] = {
     "train.automl.pooling.min_groups": AUTOML,
     "train.automl.pooling.n_trials": AUTOML,
     "train.automl.pooling.timeout": set(),  # a time budget, as timeout_per_group
+    "train.automl.warm_start.sample": AUTOML,  # how local LightGBM parameters are searched
+    "train.automl.warm_start.n_trials": AUTOML,
     "train.seed": {TRAIN},
     "forecast.prediction_column": {FORECAST},
     "forecast.quantiles": {TRAIN, FORECAST},  # a model stores its backtest residuals' quantiles

@@ -225,3 +225,33 @@ def test_cli_names_the_bad_pooling_level(tmp_path):
     config = pooled_config(tmp_path, shared_price_response(stores=2), levels=[["Region"]])
     done = run_cli("train", "-c", str(config))
     assert done.returncode == 1 and "train.automl.pooling.levels" in done.stderr and "Region" in done.stderr
+
+
+# -- shared tuning: a sample's winners warm-start the others' searches -----------------
+
+
+def _warm_config(tmp_path, sample: int):
+    from .conftest import small_config, small_table
+
+    path = tmp_path / "small.csv"
+    small_table(groups=tuple("abcdefghij"), weeks=30).to_csv(path, index=False)
+    automl = {"enabled": True, "candidates": ["lightgbm", "naive"], "n_trials": 6, "folds": 2, "pooling": {"levels": "none"}, "warm_start": {"sample": sample, "n_trials": 2}}
+    return small_config(tmp_path, str(path), train={"automl": automl})
+
+
+def test_a_sample_is_searched_in_full_and_seeds_a_short_search_of_the_rest(tmp_path):
+    config = mm.load_config(_warm_config(tmp_path, sample=3))
+    mm.run(config)
+    out = _training(_warm_config(tmp_path, sample=3))
+    full = out[out["n_trials"] == 6]
+    seeded = out[out["tuning"].str.contains("warm-started from 3 sampled groups", na=False)]
+    assert len(full) == 3 and len(seeded) == 7
+    assert (seeded["n_trials"] == 2).all()
+    assert out["status"].eq("trained").all()
+
+
+def test_warm_start_sample_0_searches_each_group_alone(tmp_path):
+    config = mm.load_config(_warm_config(tmp_path, sample=0))
+    mm.run(config)
+    out = _training(_warm_config(tmp_path, sample=0))
+    assert (out["n_trials"] == 6).all() and not out["tuning"].str.contains("warm-started", na=False).any()

@@ -332,8 +332,9 @@ class Search:
     first_failure: str = ""
 
 
-def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None) -> Search:
-    """Optuna search over the folds.
+def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None, seeds: tuple[dict, ...] = ()) -> Search:
+    """Optuna search over the folds; ``seeds`` (parameters that won for similar groups) are
+    tried right after the defaults (a warm start).
 
     A trial whose fit raises (LightGBM refuses its parameters on some fold) is
     pruned and counted, never an error of the group: the others go on.
@@ -383,6 +384,8 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
         return run(trial, params, trans)
 
     study.enqueue_trial(_default_trial(base, transform, n_rows, data.nonnegative, positive), skip_if_exists=True)
+    for seed in seeds:
+        study.enqueue_trial(_default_trial({**base, **seed}, seed.get("_transform", transform), n_rows, data.nonnegative, positive), skip_if_exists=True)
     study.optimize(objective, n_trials=n_trials, timeout=timeout, gc_after_trial=False, show_progress_bar=False)
     found = Search(dict(base), len(study.trials), len(failures), failures[0] if failures else "")
     completed = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.number in evaluations]

@@ -160,7 +160,7 @@ def describe_group(frame: pd.DataFrame, spec: GroupSpec) -> dict:
 
 # -- fitting -----------------------------------------------------------------
 
-def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None, pooled: dict[str, PoolInput] | None = None) -> dict:
+def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, tune: bool = True, deadline: float | None = None, pooled: dict[str, PoolInput] | None = None, seeds: Seeds | None = None) -> dict:
     """Fit one group's model.
 
     With AutoML, the *decision* (candidate chosen, LightGBM parameters,
@@ -171,13 +171,14 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     ``pooled``: the pools this group belongs to (``PoolInput``): a search scores each on the
     group's folds next to the local candidates (``meta['tuning']['pooled']``, for the step to
     choose with, see ``pooling``); a stored decision whose choice was a pool is that pool again.
+    ``seeds``: a warm start for LightGBM's search (``Seeds``).
     Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
     """
     started = time.perf_counter()
     profiles = series_profiles(frame, spec)
     klass = _main_class(profiles)
     try:
-        result = _fit(frame, spec, stored, tune, deadline, profiles, pooled or {})
+        result = _fit(frame, spec, stored, tune, deadline, profiles, pooled or {}, seeds)
         result["meta"]["demand_class"] = klass
         result["status"] = "trained"
         result["error"] = ""
@@ -220,7 +221,7 @@ def _main_class(profiles: list[SeriesProfile]) -> str:
     return max(dict.fromkeys(classes), key=classes.count) if classes else ""
 
 
-def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None, profiles: list[SeriesProfile], pooled: dict[str, PoolInput]) -> dict:
+def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, deadline: float | None, profiles: list[SeriesProfile], pooled: dict[str, PoolInput], seeds: Seeds | None = None) -> dict:
     y = frame[spec.target_column].to_numpy(dtype=np.float64)
     n_periods = int(frame.loc[~np.isnan(y), spec.period_column].nunique())
     if n_periods < spec.min_history:
@@ -240,7 +241,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
             return pooled_result(decision, decision["pooled_choice"], info, int(np.sum(~np.isnan(y))), choice_note)
         decision.pop("pooled_choice", None)  # its pool is gone (too few series now): the local model
     else:
-        decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline)
+        decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline, seeds=seeds)
         local, folds = decision.pop(LOCAL)
         decision["pooled"] = _score_pools(pooled, decision, local, folds, data, spec, info) if pooled else {}
     decision, final = _refit_or_fall_back(decision, data, all_rows, spec, candidates, transform, stored, deadline)
@@ -275,7 +276,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
     }
 
 
-def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None, dropped: dict[str, str] | None = None) -> dict:
+def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None, dropped: dict[str, str] | None = None, seeds: Seeds | None = None) -> dict:
     """Backtest every candidate, tune LightGBM, choose and calibrate: the decision to store.
 
     ``dropped``: candidates already known not to fit, with their reasons (left out)."""
@@ -292,7 +293,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
             continue
         try:  # a candidate that cannot fit is dropped from this group's choice, with its reason
             if kind == "lightgbm":
-                params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline)
+                params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline, seeds)
                 evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
             elif kind in statistical.KINDS:
                 if not statistical.available():
@@ -339,7 +340,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "residual_quantiles": _residual_quantiles(winner, chosen, members, transform, data, spec, folds),
         "folds": len(folds),
         "n_trials": lightgbm.get("n_trials", 0),
-        "tuned": lightgbm.get("source") == "tuned",
+        "tuned": str(lightgbm.get("source", "")).startswith("tuned"),
         "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
         "space": a.space,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -623,7 +624,17 @@ def _baseline_params(kind: str, spec: GroupSpec, data: GroupData, transform: str
     return params
 
 
-def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tuple[dict, dict]:
+@dataclass(frozen=True)
+class Seeds:
+    """A warm start: LightGBM parameters that won the full searches of ``n_sampled`` sampled
+    groups, tried first in a search of ``n_trials`` (train.automl.warm_start)."""
+
+    params: tuple[dict, ...]
+    n_trials: int
+    n_sampled: int
+
+
+def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline, seeds: Seeds | None = None) -> tuple[dict, dict]:
     """LightGBM parameters to backtest: tuned now, tuned before (stored), or the defaults."""
     n_rows = int(np.sum(~np.isnan(data.panel.y)))
     base = {**default_lightgbm_params(n_rows, spec.seed), **spec.params, "_num_boost_round": spec.num_boost_round, "_transform": transform}
@@ -639,8 +650,11 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline) -> tu
     if deadline is not None:
         remaining = max(deadline - time.time(), 0.1)
         timeout = min(timeout, remaining) if timeout else remaining
-    search = automl.tune_lightgbm(data, folds, base, transform, spec, a.n_trials, timeout)
-    return search.best, {"n_trials": search.n_trials, "source": "tuned", "failed_trials": search.n_failed, "first_failure": search.first_failure}
+    n_trials, source = a.n_trials, "tuned"
+    if seeds is not None and seeds.params:
+        n_trials, source = min(a.n_trials, max(seeds.n_trials, len(seeds.params) + 1)), f"tuned, warm-started from {seeds.n_sampled} sampled groups"
+    search = automl.tune_lightgbm(data, folds, base, transform, spec, n_trials, timeout, seeds.params if seeds else ())
+    return search.best, {"n_trials": search.n_trials, "source": source, "failed_trials": search.n_failed, "first_failure": search.first_failure}
 
 
 def _target_fits_objective(params: dict, data: GroupData) -> dict:

@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 
 from .._version import __version__
 from ..errors import MMError
-from .engine import Batch, Finished, describe_error
+from .engine import Batch, Finished, describe_error, share_threads
 
 CONNECT_TIMEOUT_S = 20
 
@@ -103,6 +103,12 @@ class DaskEngine:
 
     def close(self) -> None:
         self.client.close()
+
+    def threads_for(self, n_tasks: int) -> int:
+        """A big task runs on one worker: at most that worker's threads (LightGBM's own
+        distributed training is not used: a pool that fits in one worker's memory trains there)."""
+        per_worker = max(self.client.nthreads().values(), default=1)
+        return max(1, min(per_worker, share_threads(self.jobs, n_tasks)))
 
 
 def _worker_died(exc: BaseException) -> bool:

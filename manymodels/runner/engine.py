@@ -104,6 +104,14 @@ class Executor(Protocol):
 
     def close(self) -> None: ...
 
+    def threads_for(self, n_tasks: int) -> int:
+        """Threads each of ``n_tasks`` big tasks (pooled fits) may use while they run together."""
+        ...
+
+
+def share_threads(jobs: int, n_tasks: int) -> int:
+    return max(1, jobs // max(1, min(n_tasks, jobs)))
+
 
 class SerialEngine:
     """In this process: a batch runs when it is collected, in the order submitted."""
@@ -133,6 +141,9 @@ class SerialEngine:
 
     def close(self) -> None:
         self._queued.clear()
+
+    def threads_for(self, n_tasks: int) -> int:
+        return cpu_count()  # one task at a time, in this process: it has the machine
 
 
 def _init_worker() -> None:
@@ -182,6 +193,9 @@ class LocalEngine:
 
     def submit(self, fn: Callable, batch: Batch):
         return self._start().submit(fn, batch)
+
+    def threads_for(self, n_tasks: int) -> int:
+        return share_threads(self.jobs, n_tasks)
 
     def collect(self, handles: Sequence) -> list[Finished]:
         done, waiting = wait(handles, return_when=FIRST_COMPLETED)

@@ -27,6 +27,7 @@ from ..core import partitioning, pooling
 from ..core.kernels import (
     GroupSpec,
     PoolInput,
+    Seeds,
     SeriesCodes,
     checked_forecast,
     fit_group,
@@ -118,7 +119,7 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         pooled, refs = {}, {}
         item = {**item, "pool_error": _what(exc)}
     with np.errstate(all="ignore"):  # huge values overflow metrics to inf; that is reported, not printed
-        result = fit_group(frame, ctx.spec, stored=stored, tune=tune, deadline=ctx.deadline, pooled=pooled)
+        result = fit_group(frame, ctx.spec, stored=stored, tune=tune, deadline=ctx.deadline, pooled=pooled, seeds=_seeds(item))
     if item.get("pool_error"):
         result["note"] = "; ".join(n for n in (result.get("note", ""), f"pooled candidates left out: {item['pool_error']}") if n)
     if result["status"] != Status.TRAINED:
@@ -207,6 +208,11 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
             **outcome,
         },
     )
+
+
+def _seeds(item: dict) -> Seeds | None:
+    seeds = item.get("seeds")
+    return Seeds(tuple(seeds["params"]), int(seeds["n_trials"]), int(seeds["n_sampled"])) if seeds else None
 
 
 # -- pooled models -------------------------------------------------------------------

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import time
 from array import array
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -217,18 +218,67 @@ def _fit(s: Session, spool: Spool, run: Run, context: TrainContext, n_fit: int, 
     """Fit the spooled groups on the engine; journal and spool each result as it arrives
     (a group that scored pools waits in ``spool['pending']`` for ``choose_pools``)."""
     columns = list(s.config.data.group_columns)
-    items = ({**item, "pools": plan.refs_of(item["values"], columns)} for item in spool.rows("fit")) if plan.refs else spool.rows("fit")
+
+    def items(chosen) -> Iterator[dict]:
+        for i, item in enumerate(spool.rows("fit")):
+            if chosen(i):
+                yield {**item, "pools": plan.refs_of(item["values"], columns)} if plan.refs else item
+
+    sampled = _warm_start_sample(s.config, n_fit)
     with s.store.open_journal(run.id) as journal:
-        for done in s.execute(run, train_batch, context.crash, context, items, n_fit, f"train: fitting {n_fit} groups"):
-            for _, row in done:
-                journal.write(row.to_dict())
-                if has_pool_scores(row):
-                    spool.add("pending", row.to_dict(), sort=row.label)
-                else:
-                    _keep(spool, row)
-                if row.status is Status.FAILED:
-                    s.terminal.detail(f"{row.label}: failed, {row.error}")
-            journal.flush()
+        if not sampled:
+            _fit_items(s, spool, run, context, journal, items(lambda i: True), n_fit, f"train: fitting {n_fit} groups")
+            return
+        # shared tuning: a sample searched in full, whose winners warm-start everyone else's search
+        label = f"train: fitting {len(sampled)} sampled groups (their LightGBM parameters seed the other {n_fit - len(sampled)})"
+        winners = _fit_items(s, spool, run, context, journal, items(sampled.__contains__), len(sampled), label)
+        seeds = _seeds(s, winners, s.config.train.automl.warm_start.n_trials)
+        rest = (dict(item, seeds=seeds) if seeds else item for item in items(lambda i: i not in sampled))
+        _fit_items(s, spool, run, context, journal, rest, n_fit - len(sampled), f"train: fitting {n_fit - len(sampled)} groups")
+
+
+def _fit_items(s: Session, spool: Spool, run: Run, context: TrainContext, journal, items, n: int, label: str) -> list[TrainRow]:
+    """Run ``items`` on the engine; returns the rows of the groups whose LightGBM was searched."""
+    searched = []
+    for done in s.execute(run, train_batch, context.crash, context, items, n, label):
+        for _, row in done:
+            journal.write(row.to_dict())
+            if has_pool_scores(row):
+                spool.add("pending", row.to_dict(), sort=row.label)
+            else:
+                _keep(spool, row)
+            if row.status is Status.FAILED:
+                s.terminal.detail(f"{row.label}: failed, {row.error}")
+            elif row.status is Status.TRAINED and row.n_trials > 1:
+                searched.append(row)
+        journal.flush()
+    return searched
+
+
+def _warm_start_sample(config: Config, n_fit: int) -> set[int]:
+    """Which of the groups to fit (by position) are searched in full first: evenly spread, when
+    more than twice train.automl.warm_start.sample groups are fitted (else each alone)."""
+    automl = config.train.automl
+    sample = automl.warm_start.sample
+    if not automl.enabled or not sample or automl.n_trials <= automl.warm_start.n_trials or n_fit <= 2 * sample:
+        return set()
+    return set(range(0, n_fit, n_fit // sample)[:sample])
+
+
+def _seeds(s: Session, searched: list[TrainRow], n_trials: int) -> dict | None:
+    """The distinct LightGBM parameters the sampled groups' searches chose (as many as the seeded
+    search has trials beside the defaults)."""
+    found: list[dict] = []
+    for row in searched:
+        try:
+            params = (s.store.read_model_meta(row.key, row.model_version).get("tuning") or {}).get("params", {}).get("lightgbm")
+        except (OSError, ValueError):
+            continue
+        if params and params not in found:
+            found.append(params)
+    if not found:
+        return None
+    return {"params": found[: max(1, n_trials - 1)], "n_trials": n_trials, "n_sampled": len(searched)}
 
 
 def _ident(g: dict) -> dict:
