@@ -44,7 +44,7 @@ def shared_price_response(weeks: int = 24, future: int = 4, seed: int = 0, store
 def pooled_config(tmp_path, frame: pd.DataFrame, **pooling_settings):
     path = tmp_path / "sales.csv"
     frame.to_csv(path, index=False)
-    automl = {"enabled": True, "candidates": ["lightgbm", "naive", "mean"], "n_trials": 0, "folds": 3, "metric": "wape", "pooling": {"n_trials": 0, **pooling_settings}}
+    automl = {"enabled": True, "candidates": ["lightgbm", "naive", "mean"], "n_trials": 0, "folds": 3, "metric": "wape", "pooling": {"n_trials": 0, "min_groups": 10, **pooling_settings}}
     return write_config(tmp_path, str(path), train={"horizon": 4, "min_history": 8, "num_boost_round": 60, "automl": automl}, forecast={"quantiles": [0.1, 0.9]})
 
 
@@ -255,3 +255,56 @@ def test_warm_start_sample_0_searches_each_group_alone(tmp_path):
     mm.run(config)
     out = _training(_warm_config(tmp_path, sample=0))
     assert (out["n_trials"] == 6).all() and not out["tuning"].str.contains("warm-started", na=False).any()
+
+
+def test_a_pooled_group_exports_to_onnx_as_its_pool_with_its_own_calibration(pooled_run):
+    from pathlib import Path
+
+    from .conftest import require_module
+
+    require_module("onnx", "onnx")
+    require_module("onnxruntime", "onnx")
+    config = mm.load_config(pooled_run)
+    result = mm.export(config)
+    index = pd.read_csv(Path(config.datastore) / "exports" / "onnx" / "index.csv")
+    pooled = index[index["model"].str.startswith("pooled_")]
+    assert len(pooled) >= 30 and (pooled["status"] == "onnx").all(), pooled[["status", "note"]].head()
+    assert (pooled["max_relative_diff"] <= 1e-5).all() and result.failed == 0
+    document = json.loads((Path(result.output) / pooled.iloc[0]["metadata_file"]).read_text())
+    assert document["model"]["pool"]["version"] >= 1 and document["series"]["columns"]  # the pool's series
+    assert "series" in [i["name"] for i in document["inputs"]]
+
+
+def test_a_pool_that_cannot_be_fitted_leaves_its_members_their_local_models(tmp_path, capsys):
+    path = pooled_config(tmp_path, shared_price_response())
+    config = mm.load_config(path)
+    mm.split(config)
+    store = Datastore(config.datastore)
+    groups = store.read_split_groups().set_index("label")
+    broken = groups.loc["Store=0,Brand=a", "key"]
+    store.partition_path("train", broken).unlink()  # a member's partition gone: its pools cannot be read
+    result = mm.train(config)
+    assert result.failed == 1 and result.failures[0]["reason"] == "partition_missing"
+    failed = sorted(f["pool"] for f in result.pooling["failed"])
+    assert failed == ["pooled_Brand (Brand=a)", "pooled_all (all series)"]
+    assert "pooled model pooled_all (all series) failed, its members keep their local candidates" in capsys.readouterr().err
+    out = _training(path)
+    trained = out[out["status"] == "trained"]
+    assert len(trained) == 35
+    assert not trained["model"].eq("pooled_all").any()  # nobody uses a pool that was not fitted
+    assert not trained[trained["Brand"] == "a"]["model"].eq("pooled_Brand").any()
+    assert trained[trained["Brand"] != "a"]["model"].eq("pooled_Brand").any()  # brands b and c still pool
+
+
+def test_a_member_whose_series_ends_early_is_not_scored_on_the_pool(tmp_path):
+    frame = shared_price_response()
+    weeks = sorted(frame["WeekStarting"].unique())
+    early = (frame["Store"] == 5) & (frame["Brand"] == "c") & frame["WeekStarting"].isin(weeks[20:24])
+    frame.loc[early, "Quantity"] = np.nan  # its last 4 weeks of actuals are missing
+    config = pooled_config(tmp_path, frame)
+    mm.run(mm.load_config(config))
+    out = _training(config).set_index(["Store", "Brand"])
+    row = out.loc[(5, "c")]
+    assert row["status"] == "trained" and not str(row["model"]).startswith("pooled_")
+    assert "pooled_all: the pool has no backtest fold with this group's cutoff" in row["dropped_candidates"]
+    assert out.drop(index=(5, "c"))["model"].str.startswith("pooled_").sum() >= 30  # the others are unaffected

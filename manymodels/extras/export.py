@@ -37,14 +37,16 @@ from .._version import __version__
 from ..config import Config
 from ..console import Terminal
 from ..core.features import FeatureSpec, design_matrix
-from ..core.kernels import group_data
+from ..core.kernels import group_data, model_view
 from ..core.models import Fitted, average, finish, forward, inverse, predict_linear
+from ..core.pooling import is_pooled, pool_spec
 from ..core.results import TrainRow
 from ..core.statistical import KINDS as STATISTICAL_KINDS
 from ..core.timeindex import TimeAxis, calendar_features
 from ..errors import MMError, UpstreamMissing
 from ..runner.options import RunOptions
 from ..runner.session import open_session
+from ..runner.tasks import pooled_model
 from ..steps.common import GroupsResult, group_spec
 from ..steps.selection import GroupSelector
 from ..store import registry
@@ -199,6 +201,8 @@ class _OnnxExporter:
         key = row.key
         try:
             meta = self.store.read_model_meta(key, version)
+            if is_pooled(meta["kind"]):  # its pool's LightGBM, with the group's own calibration and quantiles
+                meta = pooled_model(self.store, meta)[0]
             document = self.metadata(row, meta)
             entry["metadata_file"] = f"{key}.json"
             if meta["kind"] in BASELINE_RULES or meta["kind"] in STATISTICAL_KINDS or _statistical_ensemble(meta):
@@ -232,7 +236,7 @@ class _OnnxExporter:
         }
         state = meta["state"]
         if meta["kind"] == "lightgbm":
-            text = self.store.read_model_text(key, version)
+            text = self._text(key, version, meta)
             model = onnx_graphs.lightgbm_graph(text, len(document["inputs"]), post, props, state.get("num_boost_round"))
             return model, lambda m: self._check_lightgbm(m, key, meta, text)
         if meta["kind"] == "ensemble":
@@ -254,10 +258,17 @@ class _OnnxExporter:
         model = onnx_graphs.linear_graph(state, len(document["inputs"]) - 2, post, props)
         return model, lambda m: self._check_linear(m, key, meta)
 
+    def _text(self, key: str, version: int, meta: dict) -> str:
+        pool = meta.get("pool")
+        return self.store.read_pool_text(pool["pool"], int(pool["version"])) if pool else self.store.read_model_text(key, version)
+
+    def _spec(self, meta: dict):
+        return pool_spec(self.spec, tuple(meta["pool"]["level"])) if "pool" in meta else self.spec
+
     # metadata ---------------------------------------------------------------------
     def metadata(self, row: TrainRow, meta: dict) -> dict:
         kind, state, info = meta["kind"], meta["state"], meta["info"]
-        spec, d = self.spec, self.config.data
+        spec, d = self._spec(meta), self.config.data
         transform = state.get("transform", "none")
         document = {
             "format": "onnx",
@@ -275,6 +286,7 @@ class _OnnxExporter:
                 "train_end": meta.get("train_end"),
                 "backtest": meta.get("metrics"),
                 "state": state,
+                **({"pool": meta["pool"]} if "pool" in meta else {}),
             },
             "target": {"column": d.target_column, "transform": transform, "nonnegative": bool(info.get("nonnegative")), "units": "prediction is in the target's units; raw is in the transform space"},
             "time": {"column": d.time_column, "axis": self.manifest["axis"], "period": _period_definition(self.manifest["axis"])},
@@ -345,8 +357,9 @@ class _OnnxExporter:
     # verification -------------------------------------------------------------------
     def _group(self, key: str, meta: dict):
         frame = self.store.read_partition("train", key)
-        y = frame[self.spec.target_column].to_numpy(dtype=np.float64)
-        data = group_data(frame, self.spec, meta["info"], y)
+        spec, frame, _ = model_view(meta, self.spec, frame, frame)
+        y = frame[spec.target_column].to_numpy(dtype=np.float64)
+        data = group_data(frame, spec, meta["info"], y)
         return data, np.flatnonzero(~np.isnan(data.panel.y))
 
     def _check_lightgbm(self, model, key: str, meta: dict, text: str) -> float:
