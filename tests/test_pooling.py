@@ -308,3 +308,16 @@ def test_a_member_whose_series_ends_early_is_not_scored_on_the_pool(tmp_path):
     assert row["status"] == "trained" and not str(row["model"]).startswith("pooled_")
     assert "pooled_all: the pool has no backtest fold with this group's cutoff" in row["dropped_candidates"]
     assert out.drop(index=(5, "c"))["model"].str.startswith("pooled_").sum() >= 30  # the others are unaffected
+
+
+def test_pool_versions_no_row_points_to_are_removed_beyond_keep_versions(pooled_run):
+    config = mm.load_config(pooled_run).with_overrides(["registry.keep_versions=1"])
+    store = Datastore(config.datastore)
+    pools = _pool_dirs(store)
+    assert all(store.pool_versions(p) == [1] for p in pools)
+    shared_price_response(weeks=25).to_csv(config.data.path, index=False)  # a new week for every group
+    result = mm.run(config)
+    assert result.exit_code == 0 and result.train.trained == 36
+    assert all(store.pool_versions(p) == [2] for p in pools)  # every row points to v2 now: v1 goes
+    out = _training(pooled_run)
+    assert set(out.loc[out["model"].str.startswith("pooled_"), "tuning"].str.extract(r" v(\d+);")[0]) == {"2"}

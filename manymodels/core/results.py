@@ -122,6 +122,7 @@ class TrainRow(GroupRow):
     note: str = ""
     candidate_errors: dict[str, str] = field(default_factory=dict)  # candidates dropped from the choice, and why
     demand_class: str = ""  # smooth, erratic, intermittent, lumpy, short, constant (statistical.demand_class)
+    pool: str = ""  # a pooled model's pool version ("<pool key>/v<N>"): kept while a row points to it
 
     @property
     def has_model(self) -> bool:

@@ -161,6 +161,7 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         candidate_errors=result.get("candidate_errors") or {},
         demand_class=result.get("demand_class", ""),
         duration_s=result["duration_s"],
+        pool=pool_version_ref(meta.get("pool_ref")),
     )
 
 
@@ -205,9 +206,15 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
             "note": (meta.get("tuning") or {}).get("note", ""),
             "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
             "demand_class": meta.get("demand_class", ""),
+            "pool": pool_version_ref(meta.get("pool_ref")),
             **outcome,
         },
     )
+
+
+def pool_version_ref(ref: dict | None) -> str:
+    """How a row names the pool version its model points to (empty: not a pooled model)."""
+    return f"{ref['pool']}/v{ref['version']}" if ref else ""
 
 
 def _seeds(item: dict) -> Seeds | None:

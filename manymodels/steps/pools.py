@@ -30,7 +30,7 @@ from ..core.identity import digest, group_key, group_label
 from ..core.kernels import pooled_result
 from ..core.results import Status, TrainRow
 from ..runner.session import Session
-from ..runner.tasks import PoolContext, pool_batch
+from ..runner.tasks import PoolContext, pool_batch, pool_version_ref
 from ..store import cache
 from ..store.runs import Run
 from ..store.spool import Spool
@@ -140,6 +140,20 @@ def _members(s: Session, levels: list[tuple[str, ...]], group_columns: list[str]
     return pools
 
 
+def prune_pools(store, plan: PoolPlan, referenced: set[str], keep_versions: int) -> int:
+    """Remove the versions of this run's pools that no row points to, beyond the newest
+    ``keep_versions`` (registry.keep_versions). Returns how many were removed."""
+    removed = 0
+    for refs in plan.refs.values():
+        for ref in refs.values():
+            versions = store.pool_versions(ref["pool"])
+            for version in versions[: max(0, len(versions) - keep_versions)]:
+                if f"{ref['pool']}/v{version}" not in referenced:
+                    store.remove_pool(ref["pool"], version)
+                    removed += 1
+    return removed
+
+
 def _newest(s: Session, pool_id: str) -> tuple[int | None, dict | None]:
     versions = s.store.pool_versions(pool_id)
     if not versions:
@@ -198,5 +212,6 @@ def _switch(store, row: TrainRow, meta: dict, name: str, why: str) -> TrainRow:
         n_backtest=result["n_backtest"],
         unscored=result["unscored"],
         tuning=f"{ref['label']} v{ref['version']}; local {meta['kind']} {row.tuning}".strip(),
+        pool=pool_version_ref(ref),
         note="; ".join(n for n in (row.note, why) if n),
     )

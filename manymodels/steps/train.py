@@ -36,7 +36,14 @@ from ..store.datastore import Datastore
 from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from ..store.spool import Spool
 from .common import GroupsResult, group_spec, load_split
-from .pools import PoolPlan, choose_pools, fit_pools, has_pool_scores, pooling_levels
+from .pools import (
+    PoolPlan,
+    choose_pools,
+    fit_pools,
+    has_pool_scores,
+    pooling_levels,
+    prune_pools,
+)
 from .selection import GroupSelector
 
 TRAINING_OUTPUT = "training_output.csv"
@@ -65,6 +72,7 @@ GROUPS_SCHEMA = pa.schema(
         ("note", pa.string()),
         ("candidate_errors", pa.string()),  # JSON {candidate: why it was dropped}
         ("demand_class", pa.string()),
+        ("pool", pa.string()),
     ]
 )
 SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
@@ -131,7 +139,7 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
         if plan.levels and n_fit:
             pooling.update(choose_pools(s, spool, lambda row: _keep(spool, row), config.train.automl.evidence))
             _say_pools(s, pooling)
-        return _finish(s, run, spool, selected, time.perf_counter() - started, pooling)
+        return _finish(s, run, spool, selected, time.perf_counter() - started, pooling, plan)
 
 
 def _check_some_group_is_long_enough(store: Datastore, config: Config) -> None:
@@ -306,8 +314,11 @@ class _Summary:
         self.fallbacks: dict[str, int] = {}
         self.failures: list[dict] = []
         self.partitions_missing = 0
+        self.pools: set[str] = set()  # the pool versions rows point to (a handful: pools x versions)
 
     def add(self, r: TrainRow) -> None:
+        if r.pool:
+            self.pools.add(r.pool)
         ok = r.status in (Status.TRAINED, Status.REUSED)
         if r.decision != NOT_SELECTED:
             self.counts[r.status] += 1
@@ -344,7 +355,7 @@ def _say_pools(s: Session, pooling: dict) -> None:
     )
 
 
-def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float, pooling: dict | None = None) -> TrainResult:
+def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float, pooling: dict | None = None, plan: PoolPlan | None = None) -> TrainResult:
     """training_output.csv and the run's groups table, streamed from the spool in group order."""
     store, config = s.store, s.config
     automl = config.train.automl
@@ -364,6 +375,8 @@ def _finish(s: Session, run: Run, spool: Spool, selected: int, elapsed: float, p
         if chunk or header:
             training_output(chunk, config).to_csv(f, index=False, header=header)
     store.mark_split_damaged(summary.partitions_missing)
+    if plan is not None and plan.refs:  # after the run's groups table: the versions its rows point to stay
+        prune_pools(store, plan, summary.pools, config.registry.keep_versions)
     status = "partial" if summary.counts[Status.FAILED] else "completed"
     result = TrainResult(
         run_id=run.id,
