@@ -45,6 +45,9 @@ GRANULARITIES = {
     "store": {"group_columns": ["store"], "series_columns": ["store", "brand"]},
     "brand": {"group_columns": ["brand"], "series_columns": ["store", "brand"]},
 }
+# store x brand groups without pooled candidates (train.automl.pooling.levels: none): the local-only
+# reference the default (pooled candidates per brand, per store and over all series) is measured against
+VARIANTS = {"store_brand_local": ("store_brand", {"train": {"automl": {"pooling": {"levels": "none"}}}})}
 PRICE_COLUMNS = [f"price{i}" for i in range(1, 12)]
 
 
@@ -131,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "out" / "dominicks")
     parser.add_argument("--config", type=Path, default=REPO / "configs" / "dominicks_oj.yaml")
     parser.add_argument("--rounds", default="1-12", help="e.g. 1-12, 1, 1,5,9")
-    parser.add_argument("--granularity", default="store_brand,store,brand", help="comma-separated; empty for baselines only")
+    parser.add_argument("--granularity", default="store_brand,store,brand", help="comma-separated (store_brand, store, brand, store_brand_local); empty for baselines only")
     parser.add_argument("--baselines", action="store_true", help="first reproduce the published naive and mean forecast")
     parser.add_argument("--default-model", action="store_true", help="AutoML off: LightGBM with the default settings")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
@@ -165,7 +168,9 @@ def main(argv: list[str] | None = None) -> int:
             results.append(res)
     for name in [g for g in args.granularity.split(",") if g]:
         raw = json.loads(json.dumps(base))
-        raw["data"].update(GRANULARITIES[name])
+        granularity, overrides = VARIANTS.get(name, (name, {}))
+        raw["data"].update(GRANULARITIES[granularity])
+        raw = _merged(raw, overrides)
         results.append(run_protocol(name, raw, prepared, args.out, rounds, args.jobs, args.quiet))
 
     print()
@@ -180,6 +185,13 @@ def main(argv: list[str] | None = None) -> int:
     summary.write_text(json.dumps(results, indent=1, default=str))
     print(f"details: {summary}")
     return 0
+
+
+def _merged(base: dict, extra: dict) -> dict:
+    out = dict(base)
+    for key, value in extra.items():
+        out[key] = _merged(out.get(key) or {}, value) if isinstance(value, dict) else value
+    return out
 
 
 def _parse_rounds(text: str) -> list[int]:

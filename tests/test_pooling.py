@@ -321,3 +321,31 @@ def test_pool_versions_no_row_points_to_are_removed_beyond_keep_versions(pooled_
     assert all(store.pool_versions(p) == [2] for p in pools)  # every row points to v2 now: v1 goes
     out = _training(pooled_run)
     assert set(out.loc[out["model"].str.startswith("pooled_"), "tuning"].str.extract(r" v(\d+);")[0]) == {"2"}
+
+
+def test_a_pooled_forecast_is_the_pools_own_prediction_of_that_series(pooled_run):
+    """The group's forecast equals the pool model predicting the same rows inside the whole pool
+    (same series code, same features), times the group's calibration: no mix-up of series."""
+    from manymodels.core.kernels import group_data
+    from manymodels.core.models import predict
+    from manymodels.runner.tasks import pooled_model
+
+    config = mm.load_config(pooled_run)
+    store = Datastore(config.datastore)
+    spec = group_spec(config, store.read_split_manifest())
+    out = _training(pooled_run)
+    groups = store.read_split_groups().set_index("label")
+    forecast = pd.read_csv(store.output_path("forecasting_output.csv"))
+    for row in out[out["model"] == "pooled_all"].head(3).itertuples():
+        key = groups.loc[f"Store={row.Store},Brand={row.Brand}", "key"]
+        meta, fitted = pooled_model(store, store.read_model_meta(key, int(row.model_version)))
+        level = tuple(meta["pool"]["level"])
+        history = pd.concat([store.read_partition("train", k) for k in groups["key"]], ignore_index=True)
+        future = store.read_partition("inference", key)
+        frame = pooling.with_statics(pd.concat([history, future], ignore_index=True), level, spec.group_columns)
+        y = np.concatenate([history["Quantity"].to_numpy(float), np.full(len(future), np.nan)])
+        data = group_data(frame, pooling.pool_spec(spec, level), meta["info"], y)
+        known = np.arange(len(frame)) < len(history)
+        direct = predict(fitted, data, known, np.arange(len(history), len(frame))) * meta["calibration"]["factor"]
+        mine = forecast[(forecast["Store"] == row.Store) & (forecast["Brand"] == row.Brand)].sort_values("WeekStarting")
+        np.testing.assert_allclose(mine["Prediction"].to_numpy(), direct, rtol=1e-9)
