@@ -10,12 +10,14 @@ The library API mirrors the ``mm`` command line::
     mm.report(config)          # <datastore>/outputs/report.html
     mm.export(config)          # <datastore>/exports/onnx/ (the onnx extra)
     mm.train(config, jobs=4, allow_reuse=False)   # run options, or options=mm.RunOptions(...)
+    mm.accuracy(config)        # stored forecasts scored against later actuals
     mm.list_runs(config), mm.show_run(config, run_id), mm.list_models(config)
 """
 
 from ._version import __version__
 from .api import (
     RunOptions,
+    accuracy,
     clean,
     config_from_dict,
     export,
@@ -41,6 +43,7 @@ __all__ = [
     "MMError",
     "RunOptions",
     "UpstreamMissing",
+    "accuracy",
     "clean",
     "config_from_dict",
     "export",

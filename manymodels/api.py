@@ -4,6 +4,8 @@
 tracking (``tracking.mlflow.uri``): MLflow is checked before a step starts and
 each finished train or forecast run is logged after it, here and only here.
 The steps take their run options as ``options=RunOptions(...)`` or as keywords.
+``accuracy`` scores the stored forecasts against the actuals of the current split
+(``mm accuracy``; ``mm run`` does it after its split).
 ``list_runs``, ``show_run`` and ``list_models`` read the datastore's records
 (``mm runs``, ``mm runs show``, ``mm models``) without locking it.
 """
@@ -17,6 +19,7 @@ from .extras import mlflow_models, tracking
 from .extras.export import export as _export
 from .extras.report import report
 from .runner.options import RunOptions
+from .steps.accuracy import accuracy
 from .steps.clean import clean
 from .steps.forecast import forecast as _forecast
 from .steps.pipeline import run as _run
@@ -84,6 +87,6 @@ def list_models(config: Config, *, groups: list[str] | None = None) -> list[dict
 
 
 __all__ = [
-    "RunOptions", "clean", "config_from_dict", "export", "forecast", "list_models", "list_runs",
+    "RunOptions", "accuracy", "clean", "config_from_dict", "export", "forecast", "list_models", "list_runs",
     "load_config", "report", "run", "serve", "show_run", "split", "train",
 ]

@@ -195,10 +195,21 @@ def run(config, terminal, options):
     """Split, train and forecast in one go (what cron calls), reusing what is still valid."""
     from . import api
 
-    reporters = {"split": report_split, "train": report_train, "forecast": report_forecast}
+    reporters = {"split": report_split, "accuracy": report_accuracy, "train": report_train, "forecast": report_forecast}
     result = api.run(config, terminal, options=options, on_step=lambda name, r: reporters[name](terminal, r))
     terminal.emit_json(result.to_dict())
     return result.exit_code
+
+
+@command(run=LOCK)
+def accuracy(config, terminal, options):
+    """Score the stored forecasts against the actuals the split now has (realised accuracy, drift)."""
+    from . import api
+
+    result = api.accuracy(config, terminal, options=options)
+    report_accuracy(terminal, result)
+    terminal.emit_json(result.to_dict())
+    return 0
 
 
 @command(run=LOCK)
@@ -521,6 +532,28 @@ def _partial(w: dict, metric: str) -> str:
     missed = (w.get("unscored") or {}).get(metric, 0)
     value = _num(w[metric])
     return f"{value} ({w['n_rows'] - missed} of {w['n_rows']} rows)" if missed and value else value
+
+
+def report_accuracy(terminal: Terminal, r) -> None:
+    """Realised accuracy: the stored forecasts against the actuals that arrived since."""
+    m = r.metric
+    if not r.n_rows:
+        terminal.facts("accuracy: nothing scored yet", [("forecast runs stored", f"{r.n_runs:,}"), ("why", "no stored forecast has an actual in the split yet (the next split brings them)")])
+        return
+    label = METRIC_LABELS[m]
+
+    def line(p: dict) -> str:
+        fva = _metric_value(m, p.get("fva"))
+        return f"{label} {_metric_value(m, p.get(m))} (seasonal naive {_metric_value(m, p.get('seasonal_naive'))}, value added {fva}), bias {_num(p.get('bias'), 3)}, {p['n_rows']:,} rows"
+
+    pairs = [("scored now", line(r.latest) if r.latest else "no new actual"), ("all scored", line(r.overall)), ("groups", f"{r.n_groups:,} from {r.n_runs:,} forecast run(s)")]
+    rule = r.drift_rule
+    pairs.append(("drift", f"{len(r.drift):,} group(s): {label} over the last {rule['window']} scored periods > {rule['factor']:g} x backtest" + (": " + ", ".join(r.drift[:5]) + (" ..." if len(r.drift) > 5 else "") if r.drift else "")))
+    pairs += [("time", f"{r.duration_s:.1f}s"), ("output", r.output)]
+    terminal.facts(f"accuracy: {r.n_new:,} forecast rows scored", pairs)
+    terminal.table(f"realised {label} by horizon step", ["step", f"{label}", "seasonal naive", "value added", "rows"], [(s["step"], _metric_value(m, s[m]), _metric_value(m, s["seasonal_naive"]), _metric_value(m, s["fva"]), s["n_rows"]) for s in r.by_step])
+    if r.degraded:
+        terminal.table("most degraded groups (realised over backtest)", ["group", "realised", "backtest", "ratio", "drift"], [(d["group"], _metric_value(m, d["realised"]), _metric_value(m, d["backtest"]), _num(d["ratio"]), "yes" if d["drift"] else "") for d in r.degraded])
 
 
 def report_forecast(terminal: Terminal, r) -> None:

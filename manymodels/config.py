@@ -200,7 +200,8 @@ class AutoMLConfig(_Section):
     metric: Literal[METRICS] = "wape"  # type: ignore[valid-type]
     timeout_per_group: float | None = Field(default=10.0, gt=0)
     timeout_total: float | None = Field(default=None, gt=0)
-    retune: Literal["always", "if_changed", "never"] = "if_changed"
+    # on_drift: search again only the groups the realised accuracy flagged (accuracy.drift_*), refit the others' decision
+    retune: Literal["always", "if_changed", "never", "on_drift"] = "if_changed"
     reference: Literal[ALL_CANDIDATES] | None = "ensemble"  # type: ignore[valid-type]
     evidence: float = Field(default=2.0, ge=0)
     calibrate: bool = True
@@ -313,6 +314,16 @@ class ServeConfig(_Section):
     max_groups: int = Field(default=1000, ge=1)  # groups in one request; more gets 413
 
 
+class AccuracyConfig(_Section):
+    """Realised accuracy (mm accuracy; in mm run after the split): never part of a fingerprint,
+    it scores what was stored and decides only when train.automl.retune: on_drift searches again."""
+
+    enabled: bool = True  # mm run scores the stored forecasts after each split
+    # drift: the error over a group's last drift_window scored periods > drift_factor x its backtest error
+    drift_window: int = Field(default=4, ge=1)
+    drift_factor: float = Field(default=2.0, gt=1.0)
+
+
 class Config(_Section):
     datastore: str
     data: DataConfig
@@ -323,6 +334,7 @@ class Config(_Section):
     registry: RegistryConfig = RegistryConfig()
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
+    accuracy: AccuracyConfig = AccuracyConfig()
     allow_reuse: bool = True
     # Where the config was read from; not a user key.
     source: str | None = Field(default=None, exclude=True)

@@ -100,6 +100,9 @@ DECIDED: dict[str, set[str]] = {
     "serve.refresh_seconds": set(),
     "serve.max_body_bytes": set(),
     "serve.max_groups": set(),
+    "accuracy.enabled": set(),
+    "accuracy.drift_window": set(),
+    "accuracy.drift_factor": set(),
     "allow_reuse": set(),
 }
 

@@ -24,6 +24,7 @@ import pandas as pd
 import pyarrow as pa
 
 from ..core import partitioning, pooling
+from ..core.accuracy import seasonal_naive_at_cutoff
 from ..core.kernels import (
     GroupSpec,
     PoolInput,
@@ -415,7 +416,9 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     if done.missing.any():
         return ctx.failed(item, Reason.NO_PREDICTION, no_prediction(future, done.missing, meta, ctx.spec))
     matrix, checks = done.matrix, done.checks
-    table = _forecast_table(inference, matrix, version, horizon_steps(history, future, ctx.spec), ctx)
+    steps = horizon_steps(history, future, ctx.spec)
+    table = _forecast_table(inference, matrix, version, steps, ctx)
+    table = table.append_column(SNAIVE_COLUMN, pa.array(_seasonal_naive(history, future, steps, done.series, meta, ctx.spec), pa.float64()))
     table = with_mase_scale(table, _mase_scale(history, done.series, meta, ctx.spec))
     store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
@@ -428,6 +431,17 @@ def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray,
     pred = table[ctx.prediction_column].to_numpy(zero_copy_only=False).astype(float)
     ok = ~(np.isnan(actual) | np.isnan(pred))
     return ok, actual[ok], pred[ok]
+
+
+SNAIVE_COLUMN = "_mm_seasonal_naive"  # the seasonal naive forecast from the same cutoff (realised accuracy's FVA); not in the CSV
+
+
+def _seasonal_naive(history, future, steps: np.ndarray, series: SeriesCodes, meta: dict, spec: GroupSpec) -> np.ndarray:
+    season = (meta["info"].get("features") or {}).get("season_length")
+    values = history[spec.target_column].to_numpy(dtype=np.float64, na_value=np.nan)
+    ok = ~np.isnan(values)
+    period = history[spec.period_column].to_numpy(dtype=np.int64)
+    return seasonal_naive_at_cutoff(series.history[ok], period[ok], values[ok], series.future, future[spec.period_column].to_numpy(dtype=np.int64), np.asarray(steps, dtype=np.float64), season)
 
 
 MASE_SCALE_KEY = b"mm_mase_scale"  # in a forecast file's schema metadata: the history's MASE scale (JSON)
@@ -447,7 +461,7 @@ def with_mase_scale(table: pa.Table, scale: float | None) -> pa.Table:
     return table.replace_schema_metadata({**(table.schema.metadata or {}), MASE_SCALE_KEY: json.dumps(scale).encode()})
 
 
-def _stored_mase_scale(table: pa.Table) -> float | None:
+def stored_mase_scale(table: pa.Table) -> float | None:
     raw = (table.schema.metadata or {}).get(MASE_SCALE_KEY)
     try:
         value = json.loads(raw) if raw else None
@@ -463,7 +477,7 @@ def measure_forecast(table: pa.Table, ctx: ForecastContext) -> dict:
     if not ok.any():
         return {"metrics": {}, "n_actual": 0, "unscored": {}, "below_quantile": {}}
     below = {name: int(np.sum(actual <= table[name].to_numpy(zero_copy_only=False).astype(float)[ok])) for name in ctx.quantile_columns}
-    scale = _stored_mase_scale(table)
+    scale = stored_mase_scale(table)
     with np.errstate(all="ignore"):
         metrics = scores(actual, pred, scale)
     return {"metrics": metrics, "n_actual": int(ok.sum()), "unscored": unscored(actual, pred, scale), "below_quantile": below}

@@ -36,6 +36,7 @@ from ..store import cache, registry
 from ..store.memory import release_memory
 from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest_run
 from ..store.spool import Spool
+from .accuracy import ForecastHistory
 from .common import GroupsResult, group_spec, load_split
 from .split import PERIOD, check_column_names
 
@@ -188,6 +189,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     counts = {k: 0 for k in (Status.FORECAST, Status.REUSED, Status.FAILED, Status.NO_MODEL)}
     failures: list[dict] = []
     findings = Findings()
+    history = ForecastHistory(s.config, context.prediction_column)  # realised accuracy scores these later
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
     with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         output = _Output(f, context)
@@ -200,12 +202,15 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                     # whichever earlier run wrote it (not only the last one), and also when that
                     # run's groups table has no measures (an older mm).
                     row = replace(row, **measure_forecast(table, context))
+                else:
+                    history.add(row.key, table)
                 output.add(row, table)
             else:
                 failures.append(row.failure())
             findings.add(row)
             groups.add(row.to_dict())
         tally = output.close()
+    history_bytes = history.write(store, run.id)
     store.mark_split_damaged(sum(f["reason"] == Reason.PARTITION_MISSING for f in failures))
     status = "partial" if counts[Status.FAILED] or counts[Status.NO_MODEL] else "completed"
     result = ForecastResult(
@@ -229,7 +234,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
         out_of_range=findings.summary("out_of_range"),
         capped=findings.summary("capped"),
     )
-    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped)
+    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped, history_bytes=history_bytes)
     return result
 
 

@@ -1,4 +1,8 @@
-"""mm run: split -> train -> forecast under one lock, reusing what is still valid."""
+"""mm run: split -> train -> forecast under one lock, reusing what is still valid.
+
+With ``accuracy.enabled``, the stored forecasts are scored right after the split
+(the split is what brings new actuals), so that train sees the drift flags.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ from ..config import Config
 from ..console import Terminal
 from ..runner.options import RunOptions
 from ..runner.session import open_session
+from .accuracy import AccuracyResult, accuracy
 from .forecast import ForecastResult, forecast
 from .split import SplitResult, split
 from .train import TrainResult, train
@@ -18,13 +23,15 @@ class RunResult:
     split: SplitResult
     train: TrainResult
     forecast: ForecastResult
+    accuracy: AccuracyResult | None = None  # None: accuracy.enabled is false
 
     @property
     def exit_code(self) -> int:
         return max(self.train.exit_code, self.forecast.exit_code)
 
     def to_dict(self) -> dict:
-        return {"split": self.split.to_dict(), "train": self.train.to_dict(), "forecast": self.forecast.to_dict(), "exit_code": self.exit_code}
+        scored = {"accuracy": self.accuracy.to_dict()} if self.accuracy is not None else {}
+        return {"split": self.split.to_dict(), **scored, "train": self.train.to_dict(), "forecast": self.forecast.to_dict(), "exit_code": self.exit_code}
 
 
 def run(config: Config, terminal: Terminal | None = None, *, on_step=None, options: RunOptions | None = None, **option_fields) -> RunResult:
@@ -35,7 +42,10 @@ def run(config: Config, terminal: Terminal | None = None, *, on_step=None, optio
     """
     results = {}
     with open_session(config, terminal, RunOptions.of(options, **option_fields)) as s:
-        for name, step in (("split", split), ("train", train), ("forecast", forecast)):
+        steps = (("split", split), ("accuracy", accuracy), ("train", train), ("forecast", forecast))
+        for name, step in steps:
+            if name == "accuracy" and not config.accuracy.enabled:
+                continue
             results[name] = step(config, session=s)
             if on_step:
                 on_step(name, results[name])

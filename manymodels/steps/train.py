@@ -35,6 +35,7 @@ from ..store import cache, registry
 from ..store.datastore import Datastore
 from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from ..store.spool import Spool
+from .accuracy import drifted_keys
 from .common import GroupsResult, group_spec, load_split
 from .pools import (
     PoolPlan,
@@ -171,6 +172,9 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     axis_fp = digest(manifest["axis"])
     automl = s.config.train.automl
     space = cache.search_space_fingerprint(s.config)
+    drifted = drifted_keys(store) if automl.retune == "on_drift" else set()
+    if automl.retune == "on_drift":
+        run.extra["drifted_groups"] = len(drifted)  # searched again; the run's groups table says which (tuning)
     selected = to_fit = 0
     for batch in store.iter_split_groups(columns=SPLIT_FIELDS):
         for g in batch.to_pylist():
@@ -209,13 +213,20 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
                     "parts": parts,
                     "decision": f"trained: {decision.reason}",
                     "previous_version": version,
-                    "retune": automl.retune,
+                    "retune": _retune(automl.retune, g["key"], drifted),
                     "space": space,
                     "adopt": s.allow_reuse,
                 },
             )
             to_fit += 1
     return selected, to_fit
+
+
+def _retune(policy: str, key: str, drifted: set[str]) -> str:
+    """on_drift: the groups the realised accuracy flagged are searched again, the others refit their decision."""
+    if policy != "on_drift":
+        return policy
+    return "always" if key in drifted else "never"
 
 
 def _keep(spool: Spool, row: TrainRow) -> None:

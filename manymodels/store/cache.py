@@ -83,6 +83,7 @@ UNCOVERED = {
     "tracking": "where runs are logged",
     "serve": "how forecasts are served over HTTP: mm serve reads the datastore and writes nothing",
     "allow_reuse": "whether fingerprints are consulted at all",
+    "accuracy": "realised accuracy scores stored forecasts; its drift rule says when to search again (as train.automl.retune), not what is fitted",
 }
 FINGERPRINTS = {"split": SPLIT, "train": TRAIN, "forecast": FORECAST, "search": SEARCH}
 

@@ -12,7 +12,10 @@
     <root>/models/<k2>/<key>/v<N>.lgb.txt.zst  the booster: LightGBM's own text format, zstd-compressed
     <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
+    <root>/history/forecasts/<run_id>.parquet  what one forecast run predicted, kept for realised accuracy
+                                         (only the forecasts it made; a reused one is in the run that made it)
     <root>/outputs/training_output.csv, forecasting_output.csv
+    <root>/outputs/accuracy_history.parquet  stored forecasts scored against later actuals (mm accuracy)
     <root>/outputs/report.html           mm report (default location)
     <root>/exports/<format>/             mm export (default location): <key>.onnx, <key>.json, index.csv
 
@@ -82,6 +85,8 @@ REDO_RUN_GROUPS = {
 }
 OTHER_RUN = "pick another run from 'mm runs' (a damaged train run's models are adopted by the next 'mm train' when their inputs did not change)"
 REDO_MARKER = "delete that file and run the command again: mm writes it anew (it only records the datastore's format)"
+REDO_HISTORY = "delete that file: its forecast run is then no longer scored (the rows already in outputs/accuracy_history.parquet stay)"
+REDO_ACCURACY = "delete outputs/accuracy_history.parquet and run 'mm accuracy': the stored forecasts are scored again against the split's actuals"
 REDO_FORECAST = "delete that file and run 'mm forecast' (or 'mm run') again: that group is forecast again"
 
 
@@ -141,6 +146,12 @@ class Datastore:
     @staticmethod
     def _forecast(key: str, fingerprint: str) -> str:
         return f"forecasts/{key[:2]}/{key}/{fingerprint}.parquet"
+
+    @staticmethod
+    def _forecast_history(run_id: str) -> str:
+        return f"history/forecasts/{run_id}.parquet"
+
+    ACCURACY_HISTORY = "accuracy_history.parquet"  # in outputs/
 
     @staticmethod
     def _run(run_id: str, suffix: str = ".json") -> str:
@@ -208,7 +219,7 @@ class Datastore:
         entries = [rel for s in steps for rel in STEP_DIRS[s]]
         entries += [f"runs/{name}" for name in self.files.names("runs") if any(f"-{s}-" in name for s in steps)]
         if step == "all":
-            entries += [self.INPUT_STATE, f"outputs/{self.REPORT}", "exports"]
+            entries += [self.INPUT_STATE, f"outputs/{self.REPORT}", "exports", "history", f"outputs/{self.ACCURACY_HISTORY}"]
         return [rel for rel in entries if self._present(rel)]
 
     def _present(self, rel: str) -> bool:
@@ -281,7 +292,7 @@ class Datastore:
         if not self.is_folder:
             return 0
         removed = 0
-        for top in ("split", "models", "forecasts", "outputs", "runs", ".mm"):
+        for top in ("split", "models", "forecasts", "history", "outputs", "runs", ".mm"):
             base = self.root / top
             if not base.is_dir():
                 continue
@@ -569,6 +580,32 @@ class Datastore:
             names, lengths = list(files.values()), [t.num_rows for t in tables]
         key_column = pa.array(np.repeat(np.array(names, dtype=object), lengths) if names else [], pa.string())
         return table.append_column("_mm_key", key_column)
+
+    # forecast history (realised accuracy) -----------------------------------
+    def write_forecast_history(self, run_id: str, table: pa.Table) -> None:
+        """What forecast run ``run_id`` predicted (the forecasts it made), kept after its files are replaced."""
+        self.files.write(self._forecast_history(run_id), parquet_bytes(table))
+
+    def forecast_history_runs(self) -> list[str]:
+        """The forecast runs with a stored history, oldest first (run ids sort by time)."""
+        return sorted(n[: -len(".parquet")] for n in self.files.names("history/forecasts") if n.endswith(".parquet") and not n.startswith(TMP_PREFIX))
+
+    def read_forecast_history(self, run_id: str) -> pa.Table:
+        return self._read_parquet(self._forecast_history(run_id), REDO_HISTORY)
+
+    def forecast_history_bytes(self, run_id: str) -> int:
+        return self.files.size(self._forecast_history(run_id))
+
+    def read_accuracy_history(self) -> pd.DataFrame | None:
+        """outputs/accuracy_history.parquet, or None when nothing was scored yet."""
+        rel = f"outputs/{self.ACCURACY_HISTORY}"
+        if not self.files.exists(rel):
+            return None
+        return self._read_parquet(rel, REDO_ACCURACY).to_pandas()
+
+    def write_accuracy_history(self, frame: pd.DataFrame) -> None:
+        with self.output_file(self.ACCURACY_HISTORY, binary=True) as f:
+            f.write(parquet_bytes(pa.Table.from_pandas(frame, preserve_index=False)))
 
     # runs -----------------------------------------------------------------
     def write_run(self, record: dict) -> None:
