@@ -46,6 +46,11 @@ TRAIN_END_MODES = ("auto", "per_series")
 TRAIN_END_CHOICES = "use auto, per_series, an ISO date like 1992-05-28, or a period number"
 
 
+def driver_columns(k: int) -> list[str]:
+    """The columns forecast.explain adds: the base, then each driver's name and effect (target units)."""
+    return ["driver_base", *[c for i in range(1, k + 1) for c in (f"driver_{i}", f"driver_{i}_effect")]] if k else []
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -262,6 +267,8 @@ class ForecastConfig(_Section):
     # forecasts above cap_factor x a series' largest training value (signed targets: outside
     # its training range widened by cap_factor - 1 ranges) are capped there and reported; null: off
     cap_factor: float | None = Field(default=10.0, gt=1.0)
+    # top K drivers of each forecast row (driver_1, driver_1_effect, ... in target units); 0: none
+    explain: int = Field(default=0, ge=0, le=20)
 
     @field_validator("quantiles")
     @classmethod
@@ -364,7 +371,7 @@ class Config(_Section):
     def added_output_columns(self) -> list[str]:
         """The columns mm adds to forecasting_output.csv: no input column may have one of these names."""
         p = self.forecast.prediction_column
-        return [p, *(f"{p}_q{q * 100:g}" for q in self.forecast.quantiles), "model_version", "run_id"]
+        return [p, *(f"{p}_q{q * 100:g}" for q in self.forecast.quantiles), *driver_columns(self.forecast.explain), "model_version", "run_id"]
 
     def sections(self, *sections: str, exclude: Iterable[str] = ()) -> dict[str, Any]:
         """The named sections (``'data'``, ``'train.automl'``...) as plain values, keyed by name,

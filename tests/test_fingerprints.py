@@ -87,7 +87,8 @@ DECIDED: dict[str, set[str]] = {
     "train.seed": {TRAIN},
     "forecast.prediction_column": {FORECAST},
     "forecast.quantiles": {TRAIN, FORECAST},  # a model stores its backtest residuals' quantiles
-    "forecast.cap_factor": {FORECAST},  # caps what is written, not what is fitted
+    "forecast.cap_factor": {FORECAST},
+    "forecast.explain": {FORECAST},  # adds the driver columns to each forecast  # caps what is written, not what is fitted
     "engine.kind": set(),
     "engine.jobs": set(),
     "engine.scheduler": set(),

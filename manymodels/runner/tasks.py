@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from ..core import partitioning, pooling
 from ..core.accuracy import seasonal_naive_at_cutoff
+from ..core.explain import explain_forecast, importance
 from ..core.kernels import (
     GroupSpec,
     PoolInput,
@@ -142,6 +143,10 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     }
     if pooling.is_pooled(result["model"]):
         meta["pool_ref"] = refs[result["model"]]
+    try:  # shares of gain (LightGBM) or of |coefficient| (linear) per feature: a label, never a failure
+        meta["importance"] = importance(meta, result["model_text"], frame, ctx.spec)
+    except Exception as exc:
+        meta["importance"] = {"_error": f"{type(exc).__name__}: {exc}"}
     store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
         store.remove_model(key, old)
@@ -372,6 +377,7 @@ class ForecastContext:
     quantile_columns: tuple[str, ...]
     output_columns: tuple[str, ...]  # inference columns to carry, in order
     cap_factor: float | None = None  # forecast.cap_factor
+    explain: int = 0  # forecast.explain: top drivers per row (0: none)
 
     def failed(self, item: dict, reason: Reason, error: str) -> ForecastRow:
         return ForecastRow.of_item(item, status=Status.FAILED, reason=reason, error=error)
@@ -420,6 +426,8 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     table = _forecast_table(inference, matrix, version, steps, ctx)
     table = table.append_column(SNAIVE_COLUMN, pa.array(_seasonal_naive(history, future, steps, done.series, meta, ctx.spec), pa.float64()))
     table = with_mase_scale(table, _mase_scale(history, done.series, meta, ctx.spec))
+    if ctx.explain:
+        table = with_drivers(table, explain_forecast(history, future, meta, fitted, ctx.spec, matrix[:, 0]), ctx.explain)
     store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
     return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
@@ -431,6 +439,17 @@ def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray,
     pred = table[ctx.prediction_column].to_numpy(zero_copy_only=False).astype(float)
     ok = ~(np.isnan(actual) | np.isnan(pred))
     return ok, actual[ok], pred[ok]
+
+
+def with_drivers(table: pa.Table, explained, k: int) -> pa.Table:
+    """The forecast table with its rows' top ``k`` drivers (fewer when the model has fewer)."""
+    names, effects = explained.top(k)
+    table = table.append_column("driver_base", pa.array(explained.base, pa.float64()))
+    for i in range(k):
+        have = i < effects.shape[1]
+        table = table.append_column(f"driver_{i + 1}", pa.array([n[i] if have else None for n in names], pa.string()))
+        table = table.append_column(f"driver_{i + 1}_effect", pa.array(effects[:, i] if have else np.full(table.num_rows, np.nan), pa.float64()))
+    return table
 
 
 SNAIVE_COLUMN = "_mm_seasonal_naive"  # the seasonal naive forecast from the same cutoff (realised accuracy's FVA); not in the CSV

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 import pyarrow as pa
 
-from ..config import Config
+from ..config import Config, driver_columns
 from ..console import Terminal
 from ..core.metrics import HEADLINE, METRIC_NAMES, both_zero
 from ..core.results import ForecastRow, Reason, Status, TrainRow
@@ -135,6 +135,7 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
             quantile_columns=quantile_columns(config),
             output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
             cap_factor=config.forecast.cap_factor,
+            explain=config.forecast.explain,
         )
         _run(s, spool, run, context, n_run)
         return _finish(s, run, spool, train_record, context, time.perf_counter() - started)
@@ -273,7 +274,7 @@ class _Output:
         axis = context.spec.time_axis
         daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
         self.date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
-        self.header = [*context.output_columns, context.prediction_column, *context.quantile_columns, "model_version", "run_id"]
+        self.header = [*context.output_columns, context.prediction_column, *context.quantile_columns, *driver_columns(context.explain), "model_version", "run_id"]
         self.f = f
         self.tally = Tally(context)
         self.chunk: list[pa.Table] = []

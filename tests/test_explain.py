@@ -1,0 +1,100 @@
+"""forecast.explain: drivers of each forecast row, with a known truth, and importance per model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import manymodels as mm
+from manymodels.config import load_config
+from manymodels.core.explain import explain_forecast, friendly_names
+from manymodels.core.kernels import forecast_fitted, load_fitted
+from manymodels.runner.tasks import read_model
+from manymodels.steps.common import group_spec
+from manymodels.store.datastore import Datastore
+
+from .conftest import small_config
+
+START = pd.Timestamp("2021-01-07")
+HIGH, LOW = 4.8, 1.2  # the future prices: far above and below the training mean (about 3)
+
+
+def price_only(tmp_path: Path, weeks: int = 80) -> Path:
+    """One group whose demand is driven by its price alone (plus a little noise), 4 future weeks."""
+    rng = np.random.default_rng(3)
+    price = np.round(rng.uniform(1, 5, weeks), 2)
+    y = np.round(50 + 30 * (3 - price) + rng.normal(0, 1, weeks), 2)
+    future = np.array([HIGH, LOW, HIGH, LOW])
+    frame = pd.DataFrame({
+        "g": "p",
+        "t": [(START + pd.Timedelta(weeks=w)).strftime("%Y-%m-%d") for w in range(weeks + 4)],
+        "y": np.concatenate([y, np.full(4, np.nan)]),
+        "Price": np.concatenate([price, future]),
+    })
+    path = tmp_path / "sales.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.mark.parametrize("model", ["lightgbm", "linear"])
+def test_the_only_signal_is_the_first_driver_with_its_sign(tmp_path: Path, model: str):
+    data = price_only(tmp_path)
+    automl = {"enabled": True, "candidates": [model], "n_trials": 0, "calibrate": False}
+    path = small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "num_boost_round": 60, "automl": automl}, forecast={"explain": 3})
+    config = load_config(path)
+    assert mm.run(config).exit_code == 0
+    store = Datastore(config.datastore)
+    out = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert out["driver_1"].tolist() == ["Price"] * 4, out[["Price", "driver_1", "driver_2"]]
+    # a price above the training mean lowers the forecast, one below raises it
+    assert (np.sign(out["driver_1_effect"]) == np.where(out["Price"] > 3, -1, 1)).all(), out[["Price", "driver_1_effect"]]
+    assert (out["driver_1_effect"].abs() > 20).all()  # about 30 x 1.8 units of demand
+    for k in (2, 3):  # what the model has besides price is small against it
+        assert (out[f"driver_{k}_effect"].abs().fillna(0) < out["driver_1_effect"].abs()).all()
+
+    # exact in the model's space, and in target units the drivers plus the base are the forecast
+    key = mm.list_models(config)[0]["key"]
+    meta, text = read_model(store, key, 1)
+    spec = group_spec(config, store.read_split_manifest())
+    history, future = store.read_partition("train", key), store.read_partition("inference", key)
+    fitted = load_fitted(meta, text)
+    shipped = forecast_fitted(history, future, meta, fitted, spec)[:, 0]
+    explained = explain_forecast(history, future, meta, fitted, spec, shipped)
+    transform = meta["state"]["transform"]
+    raw = np.log1p(shipped) if transform == "log1p" else shipped
+    np.testing.assert_allclose(explained.contrib.sum(axis=1) + explained.base_raw, raw, rtol=1e-9, atol=1e-9)
+    np.testing.assert_allclose(explained.effects.sum(axis=1) + explained.base, shipped, rtol=1e-9)
+    np.testing.assert_allclose(out["Prediction"], shipped, rtol=1e-9)
+    np.testing.assert_allclose(out["driver_base"], explained.base, rtol=1e-9)
+    # importance per group, with the model's metadata
+    assert next(iter(meta["importance"])) == "Price" and abs(sum(meta["importance"].values()) - 1) < 1e-4
+
+
+def test_baseline_drivers_are_the_rule_and_names_are_readable(tmp_path: Path):
+    data = price_only(tmp_path)
+    automl = {"enabled": True, "candidates": ["naive"], "n_trials": 0}
+    config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "automl": automl}, forecast={"explain": 2}))
+    assert mm.run(config).exit_code == 0
+    out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
+    assert out["driver_1"].tolist() == ["naive: last value"] * 4
+    np.testing.assert_allclose(out["driver_1_effect"] + out["driver_base"], out["Prediction"])
+    assert out["driver_2"].isna().all()  # a rule has one driver
+    assert friendly_names(["lag_52", "lag_1", "lag_3", "rmean_4", "week_of_year", "Price"], 52) == [
+        "lag_52 (same week last year)", "lag_1 (last period)", "lag_3 (3 periods ago)", "rolling mean of 4", "week_of_year", "Price",
+    ]
+
+
+def test_statistical_and_ensemble_drivers_add_up_to_the_forecast(tmp_path: Path):
+    pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
+    data = price_only(tmp_path)
+    automl = {"enabled": True, "candidates": ["ets", "theta", "ensemble"], "ensemble": ["ets", "theta"], "reference": "ensemble", "n_trials": 0}
+    config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "automl": automl}, forecast={"explain": 2}))
+    assert mm.run(config).exit_code == 0
+    out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
+    model = pd.read_csv(Datastore(config.datastore).output_path("training_output.csv"))["model"].iloc[0]
+    expected = {"ets", "theta"} if model == "ensemble" else {"level", "trend and season"}
+    assert set(out["driver_1"]) | set(out["driver_2"]) <= expected
+    np.testing.assert_allclose(out["driver_1_effect"] + out["driver_2_effect"] + out["driver_base"], out["Prediction"], rtol=1e-9)
