@@ -86,6 +86,45 @@ def test_sample_report_renders_in_headless_chromium(sample_run, tmp_path: Path):
         assert page.get_attribute("#group-chart svg path.history", "d")
 
 
+def test_report_shows_drivers_importance_and_realised_accuracy(tmp_path: Path):
+    """Two nightly rounds with forecast.explain: the drivers beside each group's chart, importance
+    across groups, and realised accuracy over time, by step and per group, drawn in Chromium."""
+    full = mm.generate_oj_sales(stores=2, brands=3, weeks=70, future_weeks=0, seed=5)
+    week = (full["WeekStarting"] - full["WeekStarting"].min()).dt.days // 7
+    path = tmp_path / "sales.parquet"
+    config = load_config(write_config(tmp_path, str(path), train={"horizon": 4}, forecast={"explain": 3}))
+    for known in (62, 65):  # the nightly extract: history up to the night, the next 4 weeks' plans
+        night = full[week < known + 4].copy()
+        night.loc[week[week < known + 4] >= known, "Quantity"] = None
+        night.to_parquet(path)
+        assert mm.run(config).exit_code == 0
+    result = mm.report(config, output=tmp_path / "report.html")
+    data, _ = embedded(Path(result.path).read_text(encoding="utf-8"))
+    assert data["realised"]["n_rows"] == 6 * 3 and [s["step"] for s in data["realised"]["by_step"]] == [1, 2, 3]
+    assert data["importance"] and data["importance"][0]["groups"] == 6
+
+    with chromium_page() as page:
+        errors = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        page.goto(Path(result.path).as_uri() + "#group=" + "Store%3D1000%2CBrand%3Dtropicana")
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert page.locator("#realised-time svg path.realised").count() == 2  # forecast and seasonal naive
+        assert page.locator("#realised-steps svg circle").count() == 2 * 3
+        assert page.locator("#realised-degraded tbody tr").count() == 6
+        assert page.locator("#importance-bars svg rect.bar").count() == len(data["importance"])
+        assert page.locator("#group-drivers svg rect.bar").count() >= 3  # the group's drivers beside its chart
+        assert page.locator("#group-realised svg path.realised").count() == 1
+        box, side = page.locator("#group-chart svg").bounding_box(), page.locator("#group-drivers svg").bounding_box()
+        assert side["x"] > box["x"] + box["width"] - 1  # beside the forecast chart, not below it
+        page.click("#realised-degraded tbody tr:first-child")
+        page.wait_for_function("document.getElementById('group-title').textContent === " + json.dumps(data["realised"]["degraded"][0]["group"]))
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.evaluate("window.scrollTo(0, 0)")
+        page.screenshot(path=str(ARTIFACTS / "report_accuracy.png"), full_page=True)
+        assert errors == []
+
+
 @pytest.fixture
 def store_with_failures(tmp_path: Path, oj_frame: pd.DataFrame):
     """Per-store models over two brands (two series per group); store 1000 is too short to train."""

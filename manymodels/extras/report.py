@@ -39,6 +39,7 @@ from ..store.datastore import Datastore
 from ..store.files import atomic_write_text
 from ..store.registry import run_rows
 from ..store.runs import effective_status, latest_run
+from .report_insights import insights
 
 DEFAULT_HISTORY = 156  # periods of history per series in the group charts
 SIGNIFICANT = 4  # digits kept for chart values (the page shows shapes, the CSVs hold the numbers)
@@ -130,7 +131,9 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
     forecast = [forecast_rows.get(k) for k in keys]
     durations = _model_durations(store, train)
     chart = ChartData(store, config, manifest, history)
-    lines = chart.lines(keys, split_groups, train, forecast)
+    # drivers, importance and realised accuracy (report_insights.py): per group into its line, and for the page
+    per_key, insight = insights(store, config, keys, train, {r.key: r.fingerprint for r in forecast if r is not None and r.has_forecast})
+    lines = chart.lines(keys, split_groups, train, forecast, per_key)
     offsets, lengths, position = [], [], 0
     for line in lines:
         offsets.append(position if line else -1)
@@ -187,6 +190,7 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
         "runs": _recent_runs(store),
         "metrics": metrics,
         "groups": table,
+        **insight,
     }
     return document, lines
 
@@ -205,8 +209,9 @@ class ChartData:
         series = manifest.get("series_columns", d.series_key) if manifest else d.series_key
         self.series_columns = [c for c in series if c not in group_columns]
 
-    def lines(self, keys: list[str], split_groups: pd.DataFrame, train: list[TrainRow | None], forecast: list[ForecastRow | None]) -> list[str]:
+    def lines(self, keys: list[str], split_groups: pd.DataFrame, train: list[TrainRow | None], forecast: list[ForecastRow | None], more: dict[str, dict] | None = None) -> list[str]:
         extras = [_extras(r) if r is not None else {} for r in train]
+        extras = [{**e, **(more or {}).get(k, {})} for k, e in zip(keys, extras)]
         if self.manifest is None:  # partitions were cleaned: no charts, the tables still work
             return [_line(e) if e else "" for e in extras]
         axis = TimeAxis.from_dict(self.manifest["axis"])

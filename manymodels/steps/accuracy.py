@@ -115,11 +115,11 @@ def _accuracy(s: Session) -> AccuracyResult:
     rows = scored if existing is None or not len(existing) else pd.concat([existing.drop(columns=["drift"], errors="ignore"), scored], ignore_index=True)
     result = AccuracyResult(metric=metric, n_runs=len(runs), n_new=len(scored), drift_rule=_rule(config))
     if len(rows):
-        flags = _drift(store, config, rows, metric)
+        flags = group_drift(store, config, rows)
         rows["drift"] = rows["key"].map(flags["drift"]).fillna(False).astype(bool)
         rows = rows.sort_values([RUN_COLUMN, "key", config.data.time_column], kind="stable", ignore_index=True)
         store.write_accuracy_history(rows)
-        _summarise(result, rows, scored, flags, metric, list(config.data.group_columns))
+        _summarise(result, rows, scored, flags, config)
         result.output = str(store.output_path(store.ACCURACY_HISTORY))
     result.duration_s = round(time.perf_counter() - started, 3)
     return result
@@ -177,9 +177,10 @@ def _rule(config: Config) -> dict:
     return {"metric": config.train.automl.metric, "window": a.drift_window, "factor": a.drift_factor}
 
 
-def _drift(store: Datastore, config: Config, rows: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Per group: realised error over its last ``drift_window`` scored periods, the backtest
-    error of the model that made its newest scored forecast, their ratio, and the flag."""
+def group_drift(store: Datastore, config: Config, rows: pd.DataFrame) -> pd.DataFrame:
+    """Per group (index: key): realised error over its last ``drift_window`` scored periods, the
+    backtest error of the model that made its newest scored forecast, their ratio, and the flag."""
+    metric = config.train.automl.metric
     window, factor = config.accuracy.drift_window, config.accuracy.drift_factor
     time_column = config.data.time_column
     backtest = _backtest_errors(store, rows.groupby("key")["train_run_id"].last(), metric)
@@ -218,7 +219,9 @@ def drifted_keys(store: Datastore) -> set[str]:
 
 # -- the summary ----------------------------------------------------------------
 
-def _pooled(metric: str, frame: pd.DataFrame) -> dict:
+def pooled_summary(metric: str, frame: pd.DataFrame) -> dict:
+    """Scored rows pooled: the forecast's metric, seasonal naive's, the value added (on the rows
+    seasonal naive could forecast), the bias (mean signed error) and the row count."""
     values = lambda col: frame[col].to_numpy(dtype=np.float64)  # noqa: E731
     model = core.pooled_error(metric, values("actual"), values("prediction"), values("mase_scale"))
     naive_rows = frame[frame["seasonal_naive"].notna()]
@@ -234,20 +237,27 @@ def _or_none(value: float) -> float | None:
 DEGRADED = 5
 
 
-def _summarise(result: AccuracyResult, rows: pd.DataFrame, scored: pd.DataFrame, flags: pd.DataFrame, metric: str, group_columns: list[str]) -> None:
+def _summarise(result: AccuracyResult, rows: pd.DataFrame, scored: pd.DataFrame, flags: pd.DataFrame, config: Config) -> None:
+    metric, time_column, group_columns = result.metric, config.data.time_column, list(config.data.group_columns)
     result.n_rows = len(rows)
     result.n_groups = int(rows["key"].nunique())
-    result.overall = _pooled(metric, rows)
-    result.latest = _pooled(metric, scored) if len(scored) else {}
-    result.by_step = [{"step": int(step), **_pooled(metric, g)} for step, g in rows.groupby(STEP)]
-    result.by_run = [{"forecast_run_id": run, **_pooled(metric, g)} for run, g in rows.groupby(RUN_COLUMN)]
-    labels = _labels(rows, group_columns)
+    result.overall = pooled_summary(metric, rows)
+    result.latest = pooled_summary(metric, scored) if len(scored) else {}
+    result.by_step = [{"step": int(step), **pooled_summary(metric, g)} for step, g in rows.groupby(STEP)]
+    result.by_run = [{"forecast_run_id": run, "first_period": _first_period(g, time_column), **pooled_summary(metric, g)} for run, g in rows.groupby(RUN_COLUMN)]
+    labels = labels_of(rows, group_columns)
     result.drift = sorted(labels[k] for k in flags.index[flags["drift"].astype(bool)])
     ranked = flags[flags["ratio"].notna()].sort_values("ratio", ascending=False).head(DEGRADED)
     result.degraded = [{"group": labels[k], "realised": _or_none(r.realised), "backtest": _or_none(r.backtest), "ratio": _or_none(r.ratio), "drift": bool(r.drift)} for k, r in ranked.iterrows()]
 
 
-def _labels(rows: pd.DataFrame, group_columns: list[str]) -> dict[str, str]:
+def _first_period(frame: pd.DataFrame, time_column: str) -> str:
+    """The first period a forecast run's scored rows cover (its forecast origin's next period)."""
+    first = frame.loc[frame[STEP] == frame[STEP].min(), time_column].min()
+    return first.date().isoformat() if isinstance(first, pd.Timestamp) else str(first)
+
+
+def labels_of(rows: pd.DataFrame, group_columns: list[str]) -> dict[str, str]:
     """Group key -> its label (``Store=2,Brand=x``), from the group columns the rows carry."""
     first = rows.drop_duplicates("key")
     return dict(zip(first["key"], (group_label(group_columns, values) for values in first[group_columns].itertuples(index=False))))

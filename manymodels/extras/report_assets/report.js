@@ -406,6 +406,7 @@
     if (series.length) draw(0);
     else clear($("group-chart")).appendChild(empty("no chart data for this group (no train partition or forecast)"));
     drawFacts(i, data);
+    drawGroupInsights(data);
   }
   function drawFacts(i, data) {
     const pairs = [];
@@ -639,6 +640,102 @@
     if (shown.length > 300) box.appendChild(h("p", { class: "muted", text: `${shown.length - 300} more; filter to narrow` }));
   }
 
+  // -- drivers, importance and realised accuracy (report_insights.py) ---------------------------
+  /* entries: [[label, value], ...]; horizontal bars from 0, negative to the left. */
+  function signedBars(container, entries, opts) {
+    clear(container);
+    if (!entries.length) { container.appendChild(empty(opts.emptyText)); return; }
+    const width = Math.max(container.clientWidth || 360, 280), rowH = 20, left = Math.min(200, width * 0.45), right = 64, top = opts.title ? 22 : 4;
+    const height = top + rowH * entries.length + 6;
+    const vals = entries.map((e) => e[1]).filter(finite);
+    const lo = Math.min(0, ...vals), hi = Math.max(0, ...vals);
+    const x = linear(lo, hi > lo ? hi : lo + 1, left, width - right);
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": opts.title || "bars" });
+    if (opts.title) svg.appendChild(s("text", { x: 4, y: 14, text: opts.title }));
+    svg.appendChild(s("line", { x1: x(0), x2: x(0), y1: top, y2: height - 4, stroke: "#9aa5b1" }));
+    entries.forEach(([name, v], k) => {
+      const cy = top + k * rowH + rowH / 2, label = String(name);
+      svg.appendChild(s("text", { x: left - 6, y: cy + 4, "text-anchor": "end", text: label.length > 30 ? label.slice(0, 29) + "…" : label }, s("title", { text: label })));
+      if (!finite(v)) return;
+      const a = x(Math.min(0, v)), b = x(Math.max(0, v));
+      svg.appendChild(s("rect", { class: "bar", x: a, y: cy - 6, width: Math.max(b - a, 1), height: 12, fill: v < 0 ? "#fc8181" : opts.color || "#68d391" }, s("title", { text: `${label}: ${opts.fmt(v)}` })));
+      svg.appendChild(s("text", { x: width - right + 6, y: cy + 4, text: opts.fmt(v) }));  // values in their own column: never over a label
+    });
+    container.appendChild(svg);
+  }
+  const share = (v) => (100 * v).toFixed(1) + "%";
+  function drawImportance() {
+    const rows = D.importance || [];
+    $("importance-note").textContent = rows.length
+      ? "Share of each model's gain (LightGBM) or standardised |coefficient| (linear) per feature, averaged over the groups whose model has features; the number is how many groups' models rank the feature first."
+      : "";
+    signedBars($("importance-bars"), rows.map((r) => [`${r.feature} (first in ${r.top_groups} of ${r.groups})`, r.mean_share]),
+      { fmt: share, color: "#90cdf4", emptyText: "no model with features (LightGBM or linear) in the latest train run" });
+  }
+  /* xs: labels; lines: [{name, values, color}] */
+  function lineChart(container, xs, lines, yLabel) {
+    clear(container);
+    const all = lines.flatMap((l) => l.values).filter(finite);
+    if (!all.length) { container.appendChild(empty("nothing scored")); return; }
+    const width = Math.max(container.clientWidth || 500, 320), height = 236, m = { l: 56, r: 12, t: 40, b: 40 };
+    const y0 = Math.min(0, ...all), y1 = Math.max(...all) * 1.08 || 1;
+    const x = linear(-0.5, xs.length - 0.5, m.l, width - m.r), y = linear(y0, y1, height - m.b, m.t);
+    const svg = s("svg", { width, height, viewBox: `0 0 ${width} ${height}`, role: "img", "aria-label": yLabel });
+    const axis = s("g", { class: "axis" }), grid = s("g", { class: "grid" });
+    for (const t of ticks(y0, y1, 5)) {
+      grid.appendChild(s("line", { x1: m.l, x2: width - m.r, y1: y(t), y2: y(t) }));
+      axis.appendChild(s("text", { x: m.l - 6, y: y(t) + 4, "text-anchor": "end", text: fmt(t) }));
+    }
+    const every = Math.max(1, Math.ceil(xs.length / 8));
+    xs.forEach((lab, k) => { if (k % every === 0) axis.appendChild(s("text", { x: x(k), y: height - m.b + 16, "text-anchor": "middle", text: lab })); });
+    axis.appendChild(s("text", { x: 4, y: 14, text: yLabel }));
+    svg.append(grid, axis);
+    let lx = m.l;
+    for (const l of lines) {
+      const pts = l.values.map((v, k) => [k, v]).filter((p) => finite(p[1]));
+      let d = "";
+      pts.forEach(([k, v], j) => { d += (j ? "L" : "M") + x(k).toFixed(1) + "," + y(v).toFixed(1); });
+      svg.appendChild(s("path", { class: "realised", d, fill: "none", stroke: l.color, "stroke-width": 2 }));
+      for (const [k, v] of pts) svg.appendChild(s("circle", { cx: x(k), cy: y(v), r: 3, fill: l.color }, s("title", { text: `${xs[k]}: ${l.name} ${fmt(v)}` })));
+      svg.appendChild(s("rect", { x: lx, y: 22, width: 14, height: 8, fill: l.color }));
+      svg.appendChild(s("text", { x: lx + 18, y: 30, text: l.name }));
+      lx += 40 + l.name.length * 6.5;
+    }
+    container.appendChild(svg);
+  }
+  function drawRealised() {
+    const r = D.realised;
+    if (!r) {
+      $("realised-note").textContent = "No stored forecast has an actual yet: the next split brings them ('mm run' scores them, or 'mm accuracy').";
+      return;
+    }
+    const name = NAMES[r.metric] || r.metric;
+    $("realised-metric").textContent = `by ${name}`;
+    $("realised-note").textContent = `${fmt(r.n_rows)} forecast rows scored against the actuals that arrived after them. Value added: seasonal naive's ${name} minus the forecast's, on the same rows. Drift: ${name} over a group's last ${r.rule.window} scored periods above ${r.rule.factor} x its backtest ${name} (${r.n_drift} group(s) now).`;
+    lineChart($("realised-time"), r.over_time.map((t) => t.first_period), [
+      { name: "forecast", values: r.over_time.map((t) => t[r.metric]), color: "var(--fc)" },
+      { name: "seasonal naive", values: r.over_time.map((t) => t.seasonal_naive), color: "#718096" },
+    ], `${name} by forecast run (its first period)`);
+    lineChart($("realised-steps"), r.by_step.map((t) => String(t.step)), [
+      { name: "forecast", values: r.by_step.map((t) => t[r.metric]), color: "var(--fc)" },
+      { name: "seasonal naive", values: r.by_step.map((t) => t.seasonal_naive), color: "#718096" },
+    ], `${name} by periods ahead`);
+    const pick = (d) => { const i = G.label.indexOf(d.group); if (i >= 0) { selectGroup(i); $("explorer").scrollIntoView(); } };
+    clear($("realised-degraded")).appendChild(r.degraded.length ? table([
+      { label: "group", get: (d) => d.group }, { label: `realised ${name}`, num: true, get: (d) => fmt(d.realised) },
+      { label: `backtest ${name}`, num: true, get: (d) => fmt(d.backtest) }, { label: "ratio", num: true, get: (d) => fmt(d.ratio) },
+      { label: "drift", get: (d) => (d.drift ? "yes" : "") },
+    ], r.degraded, pick) : empty("no group has both a realised and a backtest error"));
+  }
+  function drawGroupInsights(data) {
+    const drv = data.drv || [], imp = data.imp || [];
+    if (drv.length) signedBars($("group-drivers"), drv, { fmt, title: `drivers: mean effect on ${META.target} per forecast row`, color: "#68d391", emptyText: "" });
+    else signedBars($("group-drivers"), imp, { fmt: share, title: "feature importance of its model", color: "#90cdf4", emptyText: "no drivers: set forecast.explain (drivers per forecast row)" });
+    const ra = data.ra || [];
+    if (ra.length) lineChart($("group-realised"), ra.map((p) => p[0]), [{ name: "realised", values: ra.map((p) => p[1]), color: "var(--fc)" }], `realised ${NAMES[(D.realised || {}).metric] || ""} of this group by forecast run`);
+    else clear($("group-realised"));
+  }
+
   // -- wiring ------------------------------------------------------------------------------------
   function init() {
     drawSummary();
@@ -662,6 +759,8 @@
     refreshList();
     drawTiming();
     drawModels();
+    drawRealised();
+    drawImportance();
     collectFailures();
     drawFailures();
     $("failure-search").addEventListener("input", filterFailures);
