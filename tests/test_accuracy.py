@@ -57,6 +57,8 @@ def test_two_rounds_score_each_stored_forecast_once(tmp_path: Path):
     first = mm.run(config)
     assert first.exit_code == 0
     assert first.accuracy.n_rows == 0  # nothing stored yet to score
+    told = run_cli("accuracy", "-c", str(config.source), cwd=tmp_path)
+    assert told.returncode == 0 and "accuracy: nothing scored yet" in told.stdout and "the next split brings them" in told.stdout
     shipped = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"), parse_dates=["t"])
     nightly_file(full, tmp_path, known=33, future=4)  # three weeks later: weeks 30..32 now have actuals
     second = mm.run(config)
@@ -117,3 +119,52 @@ def test_a_group_whose_level_doubles_is_flagged_and_alone_retuned_on_drift(tmp_p
     assert tuning["g=b"].startswith("searched"), tuning
     assert all(tuning[g].startswith("stored decision") for g in ("g=a", "g=c")), tuning
     assert details.record["drifted_groups"] == 1
+
+
+def test_accuracy_without_a_split_exits_1_with_the_fix(tmp_path: Path):
+    nightly_file(full_series(), tmp_path, known=30, future=4)
+    config = configure(tmp_path)
+    done = run_cli("accuracy", "-c", str(config.source), cwd=tmp_path)
+    assert done.returncode == 1
+    assert "no split in datastore" in done.stderr and "mm split" in done.stderr
+
+
+def test_damaged_accuracy_files_are_named_and_the_nightly_run_goes_on(tmp_path: Path):
+    full = full_series()
+    config = configure(tmp_path)
+    for known in (30, 32, 34):
+        nightly_file(full, tmp_path, known=known, future=4)
+        assert mm.run(config).exit_code == 0
+    store = Datastore(config.datastore)
+    before = store.read_accuracy_history()
+    first, second, _ = [r["id"] for r in mm.list_runs(config, step="forecast")]
+    assert set(before["forecast_run_id"]) == {first, second}
+    # the scored table cut short: scored again from the stored forecasts, the same rows
+    table = Path(store.output_path(store.ACCURACY_HISTORY))
+    table.write_bytes(table.read_bytes()[:100])
+    done = run_cli("accuracy", "-c", str(config.source), cwd=tmp_path)
+    assert done.returncode == 0 and "accuracy_history.parquet is damaged" in done.stderr and "scored again" in done.stderr
+    again = store.read_accuracy_history()
+    pd.testing.assert_frame_equal(again.drop(columns="drift"), before.drop(columns="drift"), check_like=True)
+    # one forecast run's stored history garbage: named with what to do, the other runs still scored
+    (tmp_path / "store" / "history" / "forecasts" / f"{first}.parquet").write_bytes(b"not parquet")
+    table.unlink()
+    nightly_file(full, tmp_path, known=35, future=4)
+    result = run_cli("run", "-c", str(config.source), cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"{first}.parquet is damaged" in result.stderr and "no longer scored" in result.stderr
+    assert first not in set(store.read_accuracy_history()["forecast_run_id"]) and second in set(store.read_accuracy_history()["forecast_run_id"])
+
+
+def test_accuracy_and_explain_keys_are_validated_with_their_path(tmp_path: Path):
+    from manymodels.errors import ConfigError
+
+    nightly_file(full_series(), tmp_path, known=30, future=4)
+    for section, why in (({"accuracy": {"drift_factor": 0.5}}, "accuracy.drift_factor"), ({"accuracy": {"drift_window": 0}}, "accuracy.drift_window"),
+                         ({"forecast": {"explain": -1}}, "forecast.explain"), ({"train": {"automl": {"retune": "on_drfit"}}}, "train.automl.retune")):
+        try:
+            configure(tmp_path, **section)
+        except ConfigError as exc:
+            assert why in exc.message, exc.message
+        else:
+            raise AssertionError(f"{section} was accepted")

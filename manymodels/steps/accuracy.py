@@ -30,6 +30,7 @@ from ..config import Config
 from ..console import Terminal
 from ..core import accuracy as core
 from ..core.identity import group_label
+from ..errors import DamagedFile
 from ..runner.options import RunOptions
 from ..runner.session import Session, open_session
 from ..runner.tasks import SNAIVE_COLUMN, STEP_COLUMN, stored_mase_scale
@@ -108,9 +109,9 @@ def _accuracy(s: Session) -> AccuracyResult:
     load_split(store, config, s.terminal)
     metric = config.train.automl.metric
     keys = _join_keys(config)
-    existing = store.read_accuracy_history()
+    existing = _read_scored(store, s.terminal)
     runs = store.forecast_history_runs()
-    pending = _pending(store, runs, existing, keys)
+    pending = _pending(store, runs, existing, keys, s.terminal)
     scored = _score(store, config, pending, keys, metric)
     rows = scored if existing is None or not len(existing) else pd.concat([existing.drop(columns=["drift"], errors="ignore"), scored], ignore_index=True)
     result = AccuracyResult(metric=metric, n_runs=len(runs), n_new=len(scored), drift_rule=_rule(config))
@@ -131,12 +132,28 @@ def _join_keys(config: Config) -> list[str]:
     return ["key", *[c for c in d.series_key if c not in d.group_columns], d.time_column]
 
 
-def _pending(store: Datastore, runs: list[str], existing: pd.DataFrame | None, keys: list[str]) -> pd.DataFrame:
-    """Every stored forecast row not scored yet, with its forecast run."""
+def _read_scored(store: Datastore, terminal: Terminal) -> pd.DataFrame | None:
+    """The rows scored before; a damaged table is scored again from the stored forecasts (a nightly
+    run must not stop on it), losing only rows whose actuals have left the split since."""
+    try:
+        return store.read_accuracy_history()
+    except DamagedFile as exc:
+        terminal.warn(f"{exc.message}: every stored forecast is scored again against the split's actuals")
+        return None
+
+
+def _pending(store: Datastore, runs: list[str], existing: pd.DataFrame | None, keys: list[str], terminal: Terminal) -> pd.DataFrame:
+    """Every stored forecast row not scored yet, with its forecast run (a damaged history file is
+    skipped with a warning: the other runs are scored)."""
     done = set(existing[RUN_COLUMN].unique()) if existing is not None and len(existing) else set()
     frames = []
     for run_id in runs:
-        frame = _normal_time(store.read_forecast_history(run_id).to_pandas(), keys[-1])
+        try:
+            table = store.read_forecast_history(run_id)
+        except DamagedFile as exc:
+            terminal.warn(f"{exc.message}; hint: {exc.hint}")
+            continue
+        frame = _normal_time(table.to_pandas(), keys[-1])
         frame.insert(0, RUN_COLUMN, run_id)
         if run_id in done:  # only its rows that were not scored before
             seen = existing.loc[existing[RUN_COLUMN] == run_id, keys].assign(_seen=True)
