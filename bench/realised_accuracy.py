@@ -33,8 +33,9 @@ REPO = HERE.parent
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-import manymodels as mm  # noqa: E402
 from dominicks_oj import FIRST_WEEK, GRANULARITIES, ROUND_ENDS, base_config, prepare  # noqa: E402
+
+import manymodels as mm  # noqa: E402
 from manymodels.config import apply_overrides  # noqa: E402
 from manymodels.console import Terminal  # noqa: E402
 from manymodels.store.datastore import Datastore  # noqa: E402
@@ -73,6 +74,25 @@ def mape(actual: np.ndarray, pred: np.ndarray) -> float:
     return float(100 * np.mean(np.abs(pred[ok] - actual[ok]) / actual[ok]))
 
 
+def run_rounds(config, prepared: pd.DataFrame, nightly: Path, out: Path, jobs: int | None) -> list[dict]:
+    """The twelve nights: each night's extract, ``mm run``, and a copy of what it shipped."""
+    rounds = []
+    prediction = config.forecast.prediction_column
+    for r, end in enumerate(ROUND_ENDS, start=1):
+        nightly_input(prepared, end, nightly)
+        started = time.perf_counter()
+        result = mm.run(config, Terminal(quiet=True), jobs=jobs)
+        wall = time.perf_counter() - started
+        assert result.exit_code == 0, result.to_dict()
+        shipped = pd.read_csv(result.forecast.output, usecols=[*KEY, prediction]).rename(columns={prediction: "shipped"})
+        shipped.to_csv(out / f"shipped_{r:02d}.csv", index=False)  # the folder is per granularity
+        stored = Datastore(config.datastore).read_run(result.forecast.run_id).get("history_bytes", 0)
+        a = result.accuracy
+        rounds.append({"round": r, "end": end, "wall_s": wall, "scoring_s": a.duration_s, "new_rows": a.n_new, "history_bytes": stored, "history_rows": len(shipped), "drift": len(a.drift)})
+        print(f"round {r:2d} (sales to week {end}): {wall:6.1f}s, scoring {a.duration_s:5.2f}s ({100 * a.duration_s / wall:4.1f}%), {a.n_new:5d} rows scored, drift {len(a.drift)}, history {stored:,} B", flush=True)
+    return rounds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", type=Path, default=REPO.parent / "shared" / "data" / "dominicks_oj")
@@ -81,45 +101,41 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--granularity", default="brand", choices=sorted(GRANULARITIES))
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--check-only", action="store_true", help="check the datastore of the last run again (no rounds run)")
     args = parser.parse_args(argv)
 
     prepared = pd.read_csv(prepare(args.data, args.out))
     raw = apply_overrides(base_config(args.config), args.set)
     raw["data"].update(GRANULARITIES[args.granularity])
     store_dir = args.out / f"store_{args.granularity}"
-    if store_dir.exists():
+    if store_dir.exists() and not args.check_only:
         shutil.rmtree(store_dir)
-    nightly = args.out / "nightly.csv"
+    out = args.out / args.granularity
+    out.mkdir(parents=True, exist_ok=True)
+    nightly = out / "nightly.csv"
     raw["datastore"] = str(store_dir)
     raw["data"]["path"] = str(nightly)
     raw["split"] = {"train_end": "auto"}  # as cron: the last week with sales is the cutoff
     config = mm.config_from_dict(raw, base_dir=REPO)
     metric = config.train.automl.metric
 
-    shipped, rounds = {}, []
-    for r, end in enumerate(ROUND_ENDS, start=1):
-        nightly_input(prepared, end, nightly)
-        started = time.perf_counter()
-        result = mm.run(config, Terminal(quiet=True), jobs=args.jobs)
-        wall = time.perf_counter() - started
-        assert result.exit_code == 0, result.to_dict()
-        prediction = config.forecast.prediction_column
-        shipped[r] = pd.read_csv(result.forecast.output, usecols=[*KEY, prediction]).rename(columns={prediction: "shipped"})
-        record = Datastore(store_dir).read_run(result.forecast.run_id)
-        a = result.accuracy
-        rounds.append({"round": r, "end": end, "wall_s": wall, "scoring_s": a.duration_s, "new_rows": a.n_new, "history_bytes": record.get("history_bytes", 0), "history_rows": len(shipped[r]), "drift": len(a.drift)})
-        print(f"round {r:2d} (sales to week {end}): {wall:6.1f}s, scoring {a.duration_s:5.2f}s ({100 * a.duration_s / wall:4.1f}%), {a.n_new:5d} rows scored, drift {len(a.drift)}, history {record.get('history_bytes', 0):,} B", flush=True)
+    rounds_file = out / "rounds.json"
+    if not args.check_only:
+        rounds_file.write_text(json.dumps(run_rounds(config, prepared, nightly, out, args.jobs), indent=1))
+    rounds = json.loads(rounds_file.read_text())
+    shipped = {r: pd.read_csv(out / f"shipped_{r:02d}.csv") for r in range(1, 13)}
 
     store = Datastore(store_dir)
     history = store.read_accuracy_history()
     runs = [rec["id"] for rec in mm.list_runs(config, step="forecast")]
     round_of = {run: r for r, run in enumerate(runs, start=1)}
     history["round"] = history["forecast_run_id"].map(round_of)
-    meta = store.read_model_meta(history["key"].iloc[0], int(history["model_version"].iloc[0]))
+    key = history["key"].iloc[0]
+    meta = store.read_model_meta(key, store.model_versions(key)[-1])  # the season every model of this config uses
     season = (meta["info"]["features"] or {}).get("season_length") or 1
     truth = independent(prepared, {r: f for r, f in shipped.items() if r <= 11}, ROUND_ENDS[-1], season)
 
-    mine = history[history["round"] <= 11]
+    mine = history[history["round"] <= 11].astype({"store": "int64", "brand": "int64"})  # group values are stored as text
     assert (history["round"] == 12).sum() == 0, "round 12's forecasts have no sales yet"
     joined = mine.merge(truth, on=["round", *KEY], how="outer", indicator=True)
     assert (joined["_merge"] == "both").all(), joined["_merge"].value_counts()
@@ -147,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nrealised accuracy of rounds 1..11 equals the independent computation ({len(joined):,} rows; largest MAPE difference {worst:.2e})")
     print(f"scoring: median {np.median(scoring):.2f}s per round (rounds 2..12), median {100 * np.median(fractions):.1f}% of the round, max {100 * fractions[-1]:.1f}%; all 12 rounds {total_wall:.0f}s")
     print(f"stored forecast history: median {np.median([x['history_bytes'] for x in rounds]):,.0f} B per forecast run, {per_row:.1f} B per forecast row")
-    (args.out / "realised_summary.json").write_text(json.dumps({"rounds": rounds, "rows_checked": len(joined), "max_diff": worst}, indent=1))
+    (out / "summary.json").write_text(json.dumps({"rounds": rounds, "rows_checked": len(joined), "max_diff": worst}, indent=1))
     return 0
 
 

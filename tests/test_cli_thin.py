@@ -108,13 +108,19 @@ def test_explain_alone_turns_details_on(tmp_path: Path, spy):
     assert terminal.verbose and not terminal.quiet and kwargs["options"] == RunOptions()
 
 
-def test_clean_and_export_pass_the_lock_wait(tmp_path: Path, spy):
+def test_clean_accuracy_and_export_pass_the_lock_wait(tmp_path: Path, spy):
     path = write_config(tmp_path, "sales.csv")
     spy("clean")
     _invoke("clean", "-c", str(path), "--step", "train", "--yes", *_run_argv(["wait"]), *OUTPUT_ARGV)
     (_, terminal), kwargs = spy.calls["clean"]
     _check_terminal(terminal)
     assert kwargs == {"step": "train", "yes": True, "options": RunOptions(wait=7.5)}
+
+    spy("accuracy")
+    _invoke("accuracy", "-c", str(path), *_run_argv(["wait"]), *OUTPUT_ARGV)
+    (config, terminal), kwargs = spy.calls["accuracy"]
+    _check_terminal(terminal)
+    assert config.source and kwargs == {"options": RunOptions(wait=7.5)}
 
     spy("export")
     out = tmp_path / "onnx"

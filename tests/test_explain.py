@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -88,7 +89,8 @@ def test_baseline_drivers_are_the_rule_and_names_are_readable(tmp_path: Path):
 
 
 def test_statistical_and_ensemble_drivers_add_up_to_the_forecast(tmp_path: Path):
-    pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
+    if not os.environ.get("MM_REQUIRE_STATS"):  # .ci/run sets it in its pandas-2 venv: a missing library fails there
+        pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
     data = price_only(tmp_path)
     automl = {"enabled": True, "candidates": ["ets", "theta", "ensemble"], "ensemble": ["ets", "theta"], "reference": "ensemble", "n_trials": 0}
     config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "automl": automl}, forecast={"explain": 2}))

@@ -65,16 +65,23 @@ class AccuracyResult:
 # -- writing the history (called by mm forecast) ---------------------------------
 
 class ForecastHistory:
-    """The forecasts one forecast run makes, kept in ``history/forecasts/<run_id>.parquet``.
+    """The forecasts one forecast run makes, streamed into ``history/forecasts/<run_id>.parquet``
+    a chunk at a time (memory does not grow with the groups) and published when it closes.
 
     Per row: the group key, its series and time columns, the horizon step, the
     prediction, the seasonal naive forecast from the same cutoff, the MASE scale of
     the history, and the train run and model version that made it."""
 
-    def __init__(self, config: Config, prediction_column: str):
+    CHUNK_ROWS = 50_000
+
+    def __init__(self, store: Datastore, run_id: str, config: Config, prediction_column: str):
+        self.store, self.run_id = store, run_id
         self.columns = [*config.data.series_key, config.data.time_column]
         self.prediction_column = prediction_column
         self.pieces: list[pa.Table] = []
+        self.n_pending = 0
+        self.schema: pa.Schema | None = None
+        self._context = self._writer = None
 
     def add(self, key: str, table: pa.Table) -> None:
         if SNAIVE_COLUMN not in table.column_names:  # a forecast file of an older mm: nothing to compare it with
@@ -85,14 +92,37 @@ class ForecastHistory:
         scale = stored_mase_scale(table)
         piece = piece.append_column("mase_scale", pa.array(np.full(n, np.nan if scale is None else scale), pa.float64()))
         self.pieces.append(piece.add_column(0, "key", pa.array([key] * n, pa.string())).replace_schema_metadata(None))
+        self.n_pending += n
+        if self.n_pending >= self.CHUNK_ROWS:
+            self._flush()
 
-    def write(self, store: Datastore, run_id: str) -> int:
-        """Write the run's history; its size in bytes (0: the run made no new forecast)."""
+    def _flush(self) -> None:
         if not self.pieces:
+            return
+        table = pa.concat_tables(self.pieces, promote_options="permissive")
+        if self._writer is None:
+            self.schema = table.schema
+            self._context = self.store.forecast_history_writer(self.run_id, self.schema)
+            self._writer = self._context.__enter__()
+        self._writer.write_table(table.cast(self.schema))  # the split's partitions share one schema
+        self.pieces, self.n_pending = [], 0
+
+    def close(self) -> int:
+        """Publish the run's history; its size in bytes (0: the run made no new forecast)."""
+        self._flush()
+        if self._context is None:
             return 0
-        store.write_forecast_history(run_id, pa.concat_tables(self.pieces, promote_options="permissive"))
-        self.pieces = []
-        return store.forecast_history_bytes(run_id)
+        self._context.__exit__(None, None, None)
+        self._context = None
+        return self.store.forecast_history_bytes(self.run_id)
+
+    def __enter__(self) -> ForecastHistory:
+        return self
+
+    def __exit__(self, kind, value, tb) -> None:
+        if kind is not None and self._context is not None:  # nothing half-written is published
+            self._context.__exit__(kind, value, tb)
+            self._context = None
 
 
 # -- scoring ------------------------------------------------------------------
@@ -200,7 +230,8 @@ def group_drift(store: Datastore, config: Config, rows: pd.DataFrame) -> pd.Data
     metric = config.train.automl.metric
     window, factor = config.accuracy.drift_window, config.accuracy.drift_factor
     time_column = config.data.time_column
-    backtest = _backtest_errors(store, rows.groupby("key")["train_run_id"].last(), metric)
+    newest = rows.sort_values(RUN_COLUMN, kind="stable").groupby("key")["train_run_id"].last()  # run ids sort by time
+    backtest = _backtest_errors(store, newest, metric)
     out = {}
     for key, g in rows.groupby("key", sort=False):
         periods = np.sort(g[time_column].unique())[-window:]
@@ -218,11 +249,14 @@ def _backtest_errors(store: Datastore, train_run_of: pd.Series, metric: str) -> 
     out: dict[str, float] = {}
     for run_id, keys in train_run_of.groupby(train_run_of).groups.items():
         wanted = set(keys)
-        for batch in store.iter_run_groups(run_id, columns=["key", "metrics"]):
-            for row in batch.to_pylist():
-                if row["key"] in wanted and row["metrics"]:
-                    value = json.loads(row["metrics"]).get(metric)
-                    out[row["key"]] = float(value) if isinstance(value, (int, float)) else math.nan
+        try:  # a train run whose table is gone or damaged: its groups have no backtest to compare with (no flag)
+            for batch in store.iter_run_groups(run_id, columns=["key", "metrics"]):
+                for row in batch.to_pylist():
+                    if row["key"] in wanted and row["metrics"]:
+                        value = json.loads(row["metrics"]).get(metric)
+                        out[row["key"]] = float(value) if isinstance(value, (int, float)) else math.nan
+        except DamagedFile:
+            continue
     return out
 
 

@@ -190,9 +190,10 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     counts = {k: 0 for k in (Status.FORECAST, Status.REUSED, Status.FAILED, Status.NO_MODEL)}
     failures: list[dict] = []
     findings = Findings()
-    history = ForecastHistory(s.config, context.prediction_column)  # realised accuracy scores these later
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
-    with store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
+    # ...and the history of the forecasts this run made (realised accuracy scores them later) is published last
+    history = ForecastHistory(store, run.id, s.config, context.prediction_column)
+    with history, store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
         output = _Output(f, context)
         for row in map(ForecastRow.from_dict, spool.rows("rows")):
             counts[row.status] += 1
@@ -211,7 +212,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
             findings.add(row)
             groups.add(row.to_dict())
         tally = output.close()
-    history_bytes = history.write(store, run.id)
+    history_bytes = history.close()
     store.mark_split_damaged(sum(f["reason"] == Reason.PARTITION_MISSING for f in failures))
     status = "partial" if counts[Status.FAILED] or counts[Status.NO_MODEL] else "completed"
     result = ForecastResult(

@@ -582,9 +582,10 @@ class Datastore:
         return table.append_column("_mm_key", key_column)
 
     # forecast history (realised accuracy) -----------------------------------
-    def write_forecast_history(self, run_id: str, table: pa.Table) -> None:
-        """What forecast run ``run_id`` predicted (the forecasts it made), kept after its files are replaced."""
-        self.files.write(self._forecast_history(run_id), parquet_bytes(table))
+    def forecast_history_writer(self, run_id: str, schema: pa.Schema):
+        """Write what forecast run ``run_id`` predicted (the forecasts it made), kept after its
+        forecast files are replaced; piece by piece, published when closed."""
+        return self._parquet_writer(self._forecast_history(run_id), schema)
 
     def forecast_history_runs(self) -> list[str]:
         """The forecast runs with a stored history, oldest first (run ids sort by time)."""
