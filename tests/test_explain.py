@@ -40,10 +40,11 @@ def price_only(tmp_path: Path, weeks: int = 80) -> Path:
     return path
 
 
-@pytest.mark.parametrize("model", ["lightgbm", "linear"])
+@pytest.mark.parametrize("model", ["lightgbm", "linear", "ensemble"])
 def test_the_only_signal_is_the_first_driver_with_its_sign(tmp_path: Path, model: str):
     data = price_only(tmp_path)
-    automl = {"enabled": True, "candidates": [model], "n_trials": 0, "calibrate": False}
+    candidates = ["lightgbm", "linear", "ensemble"] if model == "ensemble" else [model]  # ensemble: of lightgbm and linear
+    automl = {"enabled": True, "candidates": candidates, "reference": model, "evidence": 1000.0, "n_trials": 0, "calibrate": False}
     path = small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "num_boost_round": 60, "automl": automl}, forecast={"explain": 3})
     config = load_config(path)
     assert mm.run(config).exit_code == 0
@@ -70,6 +71,7 @@ def test_the_only_signal_is_the_first_driver_with_its_sign(tmp_path: Path, model
     np.testing.assert_allclose(explained.effects.sum(axis=1) + explained.base, shipped, rtol=1e-9)
     np.testing.assert_allclose(out["Prediction"], shipped, rtol=1e-9)
     np.testing.assert_allclose(out["driver_base"], explained.base, rtol=1e-9)
+    assert meta["kind"] == model
     # importance per group, with the model's metadata
     assert next(iter(meta["importance"])) == "Price" and abs(sum(meta["importance"].values()) - 1) < 1e-4
 
@@ -96,7 +98,5 @@ def test_statistical_and_ensemble_drivers_add_up_to_the_forecast(tmp_path: Path)
     config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "automl": automl}, forecast={"explain": 2}))
     assert mm.run(config).exit_code == 0
     out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
-    model = pd.read_csv(Datastore(config.datastore).output_path("training_output.csv"))["model"].iloc[0]
-    expected = {"ets", "theta"} if model == "ensemble" else {"level", "trend and season"}
-    assert set(out["driver_1"]) | set(out["driver_2"]) <= expected
+    assert set(out["driver_1"]) | set(out["driver_2"]) <= {"level", "trend and season"}  # an ensemble's: its members', merged
     np.testing.assert_allclose(out["driver_1_effect"] + out["driver_2_effect"] + out["driver_base"], out["Prediction"], rtol=1e-9)

@@ -11,8 +11,10 @@ model's own space* plus a base value:
   summed back to the user's column (a price and its log are one driver, the
   Fourier terms are ``season``, the series intercepts ``series``); the base is
   the intercept (the mean of the training target, transformed).
-- ensemble: each member's prediction (transformed) / number of members: the
-  average is the model.
+- ensemble: its members' drivers, each member's contributions mapped into the
+  ensemble's space (exactly when the member's space is the ensemble's, else
+  proportionally, as below) and divided by the number of members, merged by
+  name: the ensemble is the average of its members in that space.
 - baselines: the rule (``naive: last value``...) carries the whole forecast.
 - statistical models (ETS, Theta, ARIMA, the Croston family): ``level`` (the
   mean of the series' last season of history) and ``trend and season`` (the
@@ -91,7 +93,8 @@ def explain_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fi
     """The drivers of the shipped point forecast ``prediction`` of ``future``'s rows."""
     data, known, rows = _forecast_data(history, future, meta, spec)
     names, contrib, base_raw = _model_space(fitted, data, known, rows, history, spec)
-    effects, base = _in_target_units(contrib, base_raw, prediction, _to_target(fitted, meta, data))
+    factor = float((meta.get("calibration") or {}).get("factor", 1.0))
+    effects, base = _in_target_units(contrib, base_raw, prediction, _to_target(fitted, data, factor))
     return Explanation(names, contrib, base_raw, effects, base)
 
 
@@ -113,14 +116,33 @@ def _model_space(fitted: Fitted, data: GroupData, known, rows, history, spec) ->
         return _linear(fitted, data, rows)
     transform = fitted.state.get("transform", "none")
     if fitted.kind == "ensemble":
-        members = ensemble_members(fitted)
-        raw = np.column_stack([forward(predict(m, data, known, rows), transform) for m in members]) / len(members)
-        return [m.kind for m in members], raw, np.zeros(len(rows))
+        return _ensemble(fitted, data, known, rows, history, spec)
     point = forward(predict(fitted, data, known, rows), transform)
     if fitted.kind in statistical.KINDS:
         level = forward(_recent_level(data, known, rows), transform)
         return ["level", "trend and season"], np.column_stack([level, point - level]), np.zeros(len(rows))
     return [RULES.get(fitted.kind, fitted.kind)], point[:, None], np.zeros(len(rows))
+
+
+def _ensemble(fitted: Fitted, data: GroupData, known, rows, history, spec) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """The members' drivers in the ensemble's space, averaged and merged by name."""
+    transform = fitted.state.get("transform", "none")
+    members = ensemble_members(fitted)
+    merged: dict[str, np.ndarray] = {}
+    base = np.zeros(len(rows))
+    for member in members:
+        names, contrib, base_raw = _model_space(member, data, known, rows, history, spec)
+        point = forward(predict(member, data, known, rows), transform)  # what the ensemble averages
+        start = forward(_to_target(member, data, 1.0)(base_raw), transform)
+        total = contrib.sum(axis=1)
+        ok = np.abs(total) > 1e-12
+        scaled = contrib * np.where(ok, (point - start) / np.where(ok, total, 1.0), 0.0)[:, None]
+        # what the scaled contributions leave out (none unless they were all 0) stays in the base: exact sums
+        base += (start + (point - start - scaled.sum(axis=1))) / len(members)
+        for j, name in enumerate(names):
+            merged[name] = merged.get(name, 0.0) + scaled[:, j] / len(members)
+    names = list(merged)
+    return names, (np.column_stack([merged[n] for n in names]) if names else np.empty((len(rows), 0))), base
 
 
 def _lightgbm(fitted: Fitted, data: GroupData, known, rows) -> tuple[list[str], np.ndarray, np.ndarray]:
@@ -180,11 +202,10 @@ def _recent_level(data: GroupData, known, rows) -> np.ndarray:
     return levels[data.panel.series[rows]]
 
 
-def _to_target(fitted: Fitted, meta: dict, data: GroupData):
-    """The map from the model's space to shipped target units: link, inverse transform, calibration, clip."""
+def _to_target(fitted: Fitted, data: GroupData, factor: float):
+    """The map from the model's space to target units: link, inverse transform, calibration ``factor``, clip."""
     transform = fitted.state.get("transform", "none")
     objective = str((fitted.state.get("params") or {}).get("objective", "l2")) if fitted.kind == "lightgbm" else ""
-    factor = float((meta.get("calibration") or {}).get("factor", 1.0))
 
     def to_target(raw: np.ndarray) -> np.ndarray:
         out = np.exp(raw) if objective in LOG_LINK else raw
