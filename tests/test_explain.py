@@ -100,3 +100,19 @@ def test_statistical_and_ensemble_drivers_add_up_to_the_forecast(tmp_path: Path)
     out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
     assert set(out["driver_1"]) | set(out["driver_2"]) <= {"level", "trend and season"}  # an ensemble's: its members', merged
     np.testing.assert_allclose(out["driver_1_effect"] + out["driver_2_effect"] + out["driver_base"], out["Prediction"], rtol=1e-9)
+
+
+def test_drivers_that_cannot_be_computed_never_cost_the_forecast(tmp_path: Path, monkeypatch):
+    import manymodels.runner.tasks as tasks
+
+    data = price_only(tmp_path)
+    config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4}, forecast={"explain": 2}))
+
+    def broken(*args, **kwargs):
+        raise FloatingPointError("injected by the test")
+
+    monkeypatch.setattr(tasks, "explain_forecast", broken)  # the serial engine runs the groups in this process
+    result = mm.run(config)
+    assert result.exit_code == 0 and result.forecast.forecast == 1
+    out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
+    assert out["Prediction"].notna().all() and out["driver_1"].isna().all() and out["driver_base"].isna().all()

@@ -427,7 +427,11 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     table = table.append_column(SNAIVE_COLUMN, pa.array(_seasonal_naive(history, future, steps, done.series, meta, ctx.spec), pa.float64()))
     table = with_mase_scale(table, _mase_scale(history, done.series, meta, ctx.spec))
     if ctx.explain:
-        table = with_drivers(table, explain_forecast(history, future, meta, fitted, ctx.spec, matrix[:, 0]), ctx.explain)
+        try:
+            explained = explain_forecast(history, future, meta, fitted, ctx.spec, matrix[:, 0])
+        except Exception:  # drivers explain a forecast: they never cost the group its forecast (empty columns)
+            explained = None
+        table = with_drivers(table, explained, ctx.explain)
     store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
     return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
@@ -442,9 +446,11 @@ def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray,
 
 
 def with_drivers(table: pa.Table, explained, k: int) -> pa.Table:
-    """The forecast table with its rows' top ``k`` drivers (fewer when the model has fewer)."""
-    names, effects = explained.top(k)
-    table = table.append_column("driver_base", pa.array(explained.base, pa.float64()))
+    """The forecast table with its rows' top ``k`` drivers (fewer when the model has fewer; none
+    when ``explained`` is None)."""
+    n = table.num_rows
+    names, effects = explained.top(k) if explained is not None else ([[] for _ in range(n)], np.empty((n, 0)))
+    table = table.append_column("driver_base", pa.array(explained.base if explained is not None else np.full(n, np.nan), pa.float64()))
     for i in range(k):
         have = i < effects.shape[1]
         table = table.append_column(f"driver_{i + 1}", pa.array([n[i] if have else None for n in names], pa.string()))
