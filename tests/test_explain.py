@@ -98,7 +98,7 @@ def test_statistical_and_ensemble_drivers_add_up_to_the_forecast(tmp_path: Path)
     config = load_config(small_config(tmp_path, str(data), data={"known_future_columns": ["Price"]}, train={"horizon": 4, "automl": automl}, forecast={"explain": 2}))
     assert mm.run(config).exit_code == 0
     out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
-    assert set(out["driver_1"]) | set(out["driver_2"]) <= {"level", "trend and season"}  # an ensemble's: its members', merged
+    assert set(out["driver_1"]) | set(out["driver_2"]) <= {"level", "trend", "season", "trend and season"}  # an ensemble's: its members', merged
     np.testing.assert_allclose(out["driver_1_effect"] + out["driver_2_effect"] + out["driver_base"], out["Prediction"], rtol=1e-9)
 
 
@@ -116,3 +116,24 @@ def test_drivers_that_cannot_be_computed_never_cost_the_forecast(tmp_path: Path,
     assert result.exit_code == 0 and result.forecast.forecast == 1
     out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
     assert out["Prediction"].notna().all() and out["driver_1"].isna().all() and out["driver_base"].isna().all()
+
+
+def test_ets_drivers_are_its_own_level_trend_and_season(tmp_path: Path):
+    if not os.environ.get("MM_REQUIRE_STATS"):
+        pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
+    rng = np.random.default_rng(2)
+    weeks = 96
+    w = np.arange(weeks + 8)
+    y = 200 + 1.5 * w + 40 * np.sin(2 * np.pi * w / 12) + rng.normal(0, 2, len(w))
+    frame = pd.DataFrame({"g": "s", "t": [(START + pd.Timedelta(weeks=int(k))).strftime("%Y-%m-%d") for k in w], "y": np.where(w < weeks, np.round(y, 2), np.nan)})
+    frame.to_csv(tmp_path / "sales.csv", index=False)
+    automl = {"enabled": True, "candidates": ["ets"], "reference": "ets", "n_trials": 0, "calibrate": False}
+    config = load_config(small_config(tmp_path, str(tmp_path / "sales.csv"), data={"known_future_columns": [], "season_length": 12}, train={"horizon": 8, "automl": automl}, forecast={"explain": 3}))
+    assert mm.run(config).exit_code == 0
+    out = pd.read_csv(Datastore(config.datastore).output_path("forecasting_output.csv"))
+    effect = {n: sum(out[f"driver_{k}_effect"].where(out[f"driver_{k}"] == n, 0) for k in (1, 2, 3)) for n in ("level", "trend", "season")}
+    assert set(out["driver_1"]) | set(out["driver_2"]) | set(out["driver_3"]) == {"level", "trend", "season"}  # the model's own
+    np.testing.assert_allclose(effect["level"] + effect["trend"] + effect["season"] + out["driver_base"], out["Prediction"], rtol=1e-9)
+    assert (effect["level"] > 250).all() and np.ptp(effect["level"]) < 1e-9  # one level at the cutoff (about 200 + 1.5 x 96)
+    assert (np.diff(effect["trend"]) > 0).all()  # a rising trend adds more each week ahead
+    assert effect["season"].abs().max() > 20  # the 40-unit season

@@ -16,10 +16,15 @@ model's own space* plus a base value:
   proportionally, as below) and divided by the number of members, merged by
   name: the ensemble is the average of its members in that space.
 - baselines: the rule (``naive: last value``...) carries the whole forecast.
-- statistical models (ETS, Theta, ARIMA, the Croston family): ``level`` (the
-  mean of the series' last season of history) and ``trend and season`` (the
-  rest). mm stores these models' fitted parameters, not their state
-  components, so this is a decomposition by rule, not the model's own.
+- ETS: its own ``level``, ``trend`` and ``season`` components, from the final
+  states stored with the model (level l, trend b (phi + phi^2 + ...), season s
+  added, or (l + trend)(s - 1) when multiplicative), used only where they
+  reproduce the model's forecast (to 1e-6): the states are those of the fit,
+  so a forecast from a history that has grown since, a damped trend whose
+  states do not reproduce it, or a forecast clipped at 0 falls back to:
+- the other statistical models (Theta, ARIMA, MSTL, the Croston family):
+  ``level`` (the mean of the series' last season of history) and ``trend and
+  season`` (the rest), a decomposition by rule, not the model's own.
 
 In target units the contributions are then **scaled proportionally** so that
 they sum to (shipped prediction - base in target units): with a log target a
@@ -119,6 +124,9 @@ def _model_space(fitted: Fitted, data: GroupData, known, rows, history, spec) ->
         return _ensemble(fitted, data, known, rows, history, spec)
     point = forward(predict(fitted, data, known, rows), transform)
     if fitted.kind in statistical.KINDS:
+        own = _ets_components(fitted, data, known, rows, point) if fitted.kind == "ets" else None
+        if own is not None:
+            return ["level", "trend", "season"], own, np.zeros(len(rows))
         level = forward(_recent_level(data, known, rows), transform)
         return ["level", "trend and season"], np.column_stack([level, point - level]), np.zeros(len(rows))
     return [RULES.get(fitted.kind, fitted.kind)], point[:, None], np.zeros(len(rows))
@@ -188,6 +196,42 @@ def _linear_owners(data: GroupData, state: dict) -> list[str]:
     if state["n_series"] > 1:
         owners += ["series"] * state["n_series"]
     return owners
+
+
+def _ets_components(fitted: Fitted, data: GroupData, known, rows, point: np.ndarray) -> np.ndarray | None:
+    """(rows, 3): each row's level, trend and season from its series' stored ETS final states;
+    None unless they reproduce ``point`` for every row (see the module)."""
+    grid = data.grid(known)
+    states = fitted.state["series"]
+    out = np.full((len(rows), 3), np.nan)
+    for s in np.unique(data.panel.series[rows]):
+        state = states[s] if s < len(states) else None
+        seen = np.flatnonzero(~np.isnan(grid[s]))
+        if not state or state.get("components") is None or state.get("final_states") is None or not len(seen):
+            return None
+        at = np.flatnonzero(data.panel.series[rows] == s)
+        h = data.panel.period[rows[at]] - (data.first + int(seen[-1]))
+        if (h < 1).any():
+            return None
+        out[at] = _ets_parts(state, h)
+    ok = bool(np.all(np.isfinite(out))) and np.allclose(out.sum(axis=1), point, rtol=1e-6, atol=1e-9)
+    return out if ok else None
+
+
+def _ets_parts(state: dict, h: np.ndarray) -> np.ndarray:
+    final = np.asarray(state["final_states"], dtype=np.float64)
+    comps, m = state["components"], int(state["m"])
+    has_trend = comps[1] != "N"
+    level, slope = final[0], (final[1] if has_trend else 0.0)
+    seasons = final[2:] if has_trend else final[1:]
+    phi = float(state["phi"]) if comps[3] == "D" and state.get("phi") is not None else 1.0
+    trend = slope * np.array([np.sum(phi ** np.arange(1, k + 1)) for k in h])
+    if comps[2] == "N" or not len(seasons):
+        season = np.zeros(len(h))
+    else:
+        s = seasons[m - 1 - ((h - 1) % m)]  # statsforecast keeps the newest season state first
+        season = (level + trend) * (s - 1.0) if comps[2] == "M" else s
+    return np.column_stack([np.full(len(h), level), trend, season])
 
 
 def _recent_level(data: GroupData, known, rows) -> np.ndarray:
