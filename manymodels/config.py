@@ -164,9 +164,10 @@ POOLING_LEVEL_CHOICES = "write auto, none, or a list of levels, each a list of g
 class PoolingConfig(_Section):
     """Pooled candidates: one LightGBM model fitted on the rows of many groups' series together."""
 
+    # none (the default: on Dominick's store x brand the pools' choice cost accuracy, see README);
     # auto: each group column alone (when there are two or more) and [] (one model over all series);
-    # none: no pooled candidate; or a list of levels, each a list of group columns
-    levels: Literal["auto", "none"] | list[list[str]] = "auto"
+    # or a list of levels, each a list of group columns
+    levels: Literal["auto", "none"] | list[list[str]] = "none"
     min_groups: int = Field(default=30, ge=2)  # a pool of fewer groups is not fitted (too few blocks to judge it by)
     n_trials: int = Field(default=10, ge=0)  # Optuna trials per pool (once, on the pool; retune decides when again)
     timeout: float | None = Field(default=300.0, gt=0)  # seconds for one pool's search

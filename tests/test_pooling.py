@@ -44,7 +44,7 @@ def shared_price_response(weeks: int = 24, future: int = 4, seed: int = 0, store
 def pooled_config(tmp_path, frame: pd.DataFrame, **pooling_settings):
     path = tmp_path / "sales.csv"
     frame.to_csv(path, index=False)
-    automl = {"enabled": True, "candidates": ["lightgbm", "naive", "mean"], "n_trials": 0, "folds": 3, "metric": "wape", "pooling": {"n_trials": 0, "min_groups": 10, **pooling_settings}}
+    automl = {"enabled": True, "candidates": ["lightgbm", "naive", "mean"], "n_trials": 0, "folds": 3, "metric": "wape", "pooling": {"levels": "auto", "n_trials": 0, "min_groups": 10, **pooling_settings}}
     return write_config(tmp_path, str(path), train={"horizon": 4, "min_history": 8, "num_boost_round": 60, "automl": automl}, forecast={"quantiles": [0.1, 0.9]})
 
 
