@@ -771,6 +771,13 @@ def forecast_fitted(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fit
         median_like, own = predict_statistical(fitted, data, known, rows, spec.quantiles)
     else:
         median_like = predict(fitted, data, known, rows)
+    return forecast_matrix(median_like, own, meta, spec, data.nonnegative)
+
+
+def forecast_matrix(median_like: np.ndarray, own: dict[float, np.ndarray] | None, meta: dict, spec: GroupSpec, nonnegative: bool) -> np.ndarray:
+    """A model's predictions as the shipped columns: the calibrated point, then each quantile
+    (the model's ``own`` bands, or its backtest residual shifts), never crossing.
+    mm serve's what-if path (extras/whatif.py) predicts its own way and finishes here too."""
     # the point forecast is calibrated to the selection metric; quantiles stay quantiles
     out = [median_like * float((meta.get("calibration") or {}).get("factor", 1.0))]
     quantiles = meta.get("residual_quantiles") or {}
@@ -778,14 +785,14 @@ def forecast_fitted(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fit
     for q in spec.quantiles:
         if own is not None:
             band = own[float(q)]
-            out.append(np.maximum(band, 0.0) if data.nonnegative else band)
+            out.append(np.maximum(band, 0.0) if nonnegative else band)
             continue
         shift = quantiles.get(f"{q:g}")
         if shift is None:
-            out.append(np.full(len(rows), np.nan))
+            out.append(np.full(len(median_like), np.nan))
             continue
         band = automl.apply_residual(median_like, float(shift), transform)
-        out.append(np.maximum(band, 0.0) if data.nonnegative else band)
+        out.append(np.maximum(band, 0.0) if nonnegative else band)
     matrix = np.column_stack(out)
     if len(spec.quantiles) > 1:
         matrix[:, 1:] = np.sort(matrix[:, 1:], axis=1)  # quantiles never cross
@@ -849,6 +856,11 @@ def checked_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fi
     spec, history, future = model_view(meta, spec, history, future)
     with np.errstate(all="ignore"):  # overflow on huge values is reported as missing rows, not printed
         matrix = forecast_fitted(history, future, meta, fitted, spec)
+    return checked_matrix(matrix, history, future, meta, spec, cap_factor)
+
+
+def checked_matrix(matrix: np.ndarray, history: pd.DataFrame, future: pd.DataFrame, meta: dict, spec: GroupSpec, cap_factor: float | None) -> CheckedForecast:
+    """``checked_forecast``'s second half: the checks of a forecast ``matrix`` of ``future``'s rows."""
     missing = ~np.isfinite(matrix[:, 0])
     if missing.any():
         return CheckedForecast(matrix, ForecastChecks(), missing, None)

@@ -63,6 +63,7 @@ from ..steps.common import group_spec
 from ..steps.forecast import quantile_columns
 from ..store import registry
 from ..store.datastore import Datastore
+from .whatif import Prepared
 
 try:  # the serve extra; everything but create_app works without it
     from fastapi import FastAPI, Request
@@ -274,7 +275,7 @@ class Stats:
         self.lock = threading.Lock()
         self.requests: dict[tuple[str, str, int], int] = {}
         self.latency: dict[str, list[float]] = {}  # endpoint -> [bucket counts..., +Inf, sum]
-        self.counters = {"cache_hits": 0, "cache_loads": 0, "cache_evictions": 0, "model_errors": 0, "errors": 0}
+        self.counters = {"cache_hits": 0, "cache_loads": 0, "cache_evictions": 0, "model_errors": 0, "errors": 0, "whatif_fallbacks": 0}
 
     def count(self, name: str, n: int = 1) -> None:
         with self.lock:
@@ -313,6 +314,7 @@ class Stats:
             "cache_evictions": "Groups dropped from the cache to stay within serve.cache_size.",
             "model_errors": "Requests answered 503 because a group's model could not be read.",
             "errors": "Responses with a 5xx status.",
+            "whatif_fallbacks": "LightGBM groups whose what-if state could not be prepared (forecast the batch path's way instead).",
         }
         for name, help_text in described.items():
             out += [f"# HELP mm_serve_{name}_total {help_text}", f"# TYPE mm_serve_{name}_total counter", f"mm_serve_{name}_total {counters[name]}"]
@@ -367,6 +369,18 @@ class Loaded:
 
     def history(self) -> pd.DataFrame:
         return self.part("history", lambda: self._partition("train"))
+
+    def prepared(self, spec: GroupSpec) -> Prepared | None:
+        """The what-if path's state (extras/whatif.py); None: this model goes the batch path's way."""
+        return self.part("prepared", lambda: self._prepare(spec))
+
+    def _prepare(self, spec: GroupSpec) -> Prepared | None:
+        model, history = self.model(), self.history()
+        try:
+            return Prepared.of(history, model.meta, model.fitted, spec)
+        except Exception:  # the shortcut failing (another LightGBM's C API...) must not fail the request
+            self.stats.count("whatif_fallbacks")
+            return None
 
     def inference(self) -> pd.DataFrame | None:
         """The group's stored inference rows (None when the split has none for it)."""
@@ -553,21 +567,25 @@ class Forecaster:
         model = entry.model()
         history = entry.history()
         base = entry.inference()
+        prepared = None if req.history else entry.prepared(spec)  # new history: the batch path
         if req.history:
             new = rows_frame(req.history, history, info, spec, _at(where, "history"), target=True)
             _check_newer(new, history, spec, _at(where, "history"))
             history = pd.concat([history, new], ignore_index=True)
+        steps_of = prepared.steps if prepared is not None else (lambda frame: horizon_steps(history, frame, spec))
         future = base if base is not None else history.iloc[0:0]
         if req.future:
             given = rows_frame(req.future, future, info, spec, _at(where, "future"), target=False)
-            _check_future_steps(given, horizon_steps(history, given, spec), spec, _at(where, "future"))
+            _check_future_steps(given, steps_of(given), spec, _at(where, "future"))
             future = _merge_future(future, given, spec, _at(where, "future"))
-        steps = horizon_steps(history, future, spec)
+        steps = steps_of(future)
         keep = (steps >= 1) & ((steps <= horizon) if horizon is not None else True)
         future = future.loc[keep].reset_index(drop=True)
         steps = steps[keep]
         _check_covers(future, steps, horizon, spec, _at(where, "future"))
-        done = checked_forecast(history, future, model.meta, model.fitted, spec, snap.cap_factor)
+        done = prepared.forecast(future, snap.cap_factor) if prepared is not None else None
+        if done is None:
+            done = checked_forecast(history, future, model.meta, model.fitted, spec, snap.cap_factor)
         if done.missing.any():
             raise RequestError(422, f"group {info.label}: {int(done.missing.sum())} row(s) got no finite prediction (a series with no history, or values too large to forecast)", _at(where, "future"))
         times = future[spec.time_column]

@@ -1,0 +1,230 @@
+"""mm serve's what-if forecasts: one LightGBM group, its history laid out once.
+
+A what-if request (``future`` rows with other prices, no ``history`` rows)
+forecasts the same group from the same history again and again. The batch
+path (``kernels.checked_forecast``) rebuilds everything per call: the frame of
+history and future rows, its panel and grid, and per recursive step a
+``Booster.predict`` that parses its parameters and sets up a predictor. Here
+the history's part is done once per group version (``Prepared``, kept in mm
+serve's bounded cache beside the model) and a request pays for its own rows:
+
+- the history's target grid, padded on the left as ``features.lag_features``
+  pads it, copied per request and filled step by step with the predictions;
+- each step's lags, rolling means and stds read from it by ``step_features``,
+  the same numpy reductions on the same values as ``lag_features`` (so the
+  same floats, bit for bit; tests/test_serve.py compares them);
+- LightGBM's single-row prediction, set up once per booster (``RowPredictor``);
+- the point and quantile columns by ``kernels.forecast_matrix`` and the checks
+  by ``kernels.checked_matrix`` (the batch path's own code), the checks against
+  a summary of the history: per series the smallest and largest target and
+  numeric known-future value, all that they read of it.
+
+Other models (a baseline or linear model costs little through the batch
+path), requests with ``history`` rows, and a series the model does not know go
+the batch path's way: ``Prepared.of`` or ``Prepared.forecast`` return None.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import threading
+from dataclasses import dataclass
+
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from ..core.features import FeatureSpec, series_codes
+from ..core.kernels import (
+    CheckedForecast,
+    GroupSpec,
+    checked_matrix,
+    forecast_matrix,
+    group_data,
+)
+from ..core.models import Fitted, finish, forward, inverse
+
+C_API_PREDICT_NORMAL = 0  # LightGBM's c_api.h
+C_API_DTYPE_FLOAT64 = 1
+
+
+class RowPredictor:
+    """``Booster.predict`` of one row, its setup done once: LightGBM's ``SingleRowFast`` C API
+    (a few microseconds a row instead of about twenty: ``Booster.predict`` builds a predictor
+    from its parameter string on every call). Same trees, same row: the same number."""
+
+    def __init__(self, booster: lgb.Booster, num_iteration: int, n_features: int):
+        from lightgbm.basic import _LIB, _c_str, _safe_call
+
+        self._call, self._check = _LIB.LGBM_BoosterPredictForMatSingleRowFast, _safe_call
+        self._free = _LIB.LGBM_FastConfigFree
+        self.booster = booster  # kept alive: the fast config points into it
+        self.handle = ctypes.c_void_p()
+        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
+            booster._handle, ctypes.c_int(C_API_PREDICT_NORMAL), ctypes.c_int(0), ctypes.c_int(num_iteration),
+            ctypes.c_int(C_API_DTYPE_FLOAT64), ctypes.c_int32(n_features), _c_str("num_threads=1"), ctypes.byref(self.handle),
+        ))
+        self.row = np.zeros(n_features)  # the input buffer and the output, their pointers taken once
+        self.out = np.zeros(1)
+        self._n = ctypes.c_int64(0)
+        self._args = (self.handle, self.row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._n), self.out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
+        self.lock = threading.Lock()  # one fast config, one row buffer: one caller at a time
+
+    def predict(self, row: np.ndarray) -> float:
+        self.row[:] = row
+        self._check(self._call(*self._args))
+        return float(self.out[0])
+
+    def __del__(self):
+        if getattr(self, "handle", None) is not None and self.handle.value:
+            self._free(self.handle)
+
+
+def step_features(padded: np.ndarray, series: np.ndarray, pos: np.ndarray, spec: FeatureSpec, lags: np.ndarray, backs: list[np.ndarray]) -> np.ndarray:
+    """``features.lag_features`` of rows on an already padded grid (``pos``: each row's column
+    in it), with its reductions (``nansum`` over the same window arrays, in the same order)."""
+    if len(series) == 1:
+        return _one_row_features(padded[int(series[0])], int(pos[0]), lags, [len(b) for b in backs])[None, :]
+    out = np.empty((len(series), len(lags) + 2 * len(backs)))
+    out[:, : len(lags)] = padded[series[:, None], pos[:, None] - lags[None, :]]
+    col = len(lags)
+    for back in backs:
+        window = padded[series[:, None], pos[:, None] - back[None, :]]
+        count = np.sum(~np.isnan(window), axis=1)
+        total = np.nansum(window, axis=1)
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        sq = np.nansum((window - mean[:, None]) ** 2, axis=1)
+        out[:, col] = mean
+        out[:, col + 1] = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
+        col += 2
+    return out
+
+
+def _one_row_features(row: np.ndarray, pos: int, lags: np.ndarray, windows: list[int]) -> np.ndarray:
+    """``step_features`` of one row (a series of one group steps alone): the same arrays
+    reduced the same way, without the broadcasting that pays off for many rows only.
+    ``window`` is laid out as lag_features lays it out (lag 1 first), contiguous, so its sums
+    add the same numbers in the same order."""
+    out = np.empty(len(lags) + 2 * len(windows))
+    out[: len(lags)] = row[pos - lags]
+    col = len(lags)
+    for w in windows:
+        window = row[pos - w : pos][::-1].copy()
+        unknown = np.isnan(window)
+        count = w - int(np.count_nonzero(unknown))
+        known = window.copy()
+        known[unknown] = 0.0
+        if count > 0:
+            mean = known.sum() / count
+            sq = (window - mean) ** 2
+            sq[unknown] = 0.0
+            out[col] = mean
+            out[col + 1] = np.sqrt(sq.sum() / (count - 1)) if count > 1 else np.nan
+        else:
+            out[col] = out[col + 1] = np.nan
+        col += 2
+    return out
+
+
+@dataclass
+class Prepared:
+    """One LightGBM group's history, ready for many recursive forecasts (``forecast``)."""
+
+    meta: dict
+    spec: GroupSpec
+    features: FeatureSpec
+    with_series: bool
+    nonnegative: bool
+    transform: str
+    first: int  # the grid's first period (the history's first)
+    max_back: int  # left padding: the longest lag or window
+    padded: np.ndarray  # (series, max_back + history periods): forward(target) where known, NaN elsewhere
+    last: np.ndarray  # per series code: its last period in the history (NaN: none)
+    summary: pd.DataFrame  # per series its smallest and largest target and numeric known-future value
+    predictor: RowPredictor
+
+    @classmethod
+    def of(cls, history: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> Prepared | None:
+        """None for a model this path does not forecast (the batch path does)."""
+        booster = fitted.booster
+        if meta["kind"] != "lightgbm" or booster is None or booster.num_model_per_iteration() != 1 or not len(history):
+            return None
+        info = meta["info"]
+        y = history[spec.target_column].to_numpy(dtype=np.float64)
+        data = group_data(history, spec, info, y)
+        panel = data.panel
+        if panel.n_series > len(info["series"]):  # a series the model never saw: its code would depend on the rows
+            return None
+        transform = fitted.state["transform"]
+        grid = data.grid(np.ones(len(history), dtype=bool), forward(y, transform))
+        fspec = data.spec
+        max_back = max([*fspec.lags, *fspec.windows, 1])
+        last = np.full(panel.n_series, -np.inf)
+        np.maximum.at(last, panel.series, panel.period.astype(np.float64))
+        last[np.isinf(last)] = np.nan
+        iteration = fitted.state.get("num_boost_round")
+        n_features = len(fspec.lags) + 2 * len(fspec.windows) + panel.exog.shape[1] + (panel.calendar.shape[1] if fspec.calendar else 0) + int(data.with_series)
+        return cls(
+            meta=meta, spec=spec, features=fspec, with_series=data.with_series, nonnegative=data.nonnegative, transform=transform,
+            first=data.first, max_back=max_back, padded=np.concatenate([np.full((panel.n_series, max_back), np.nan), grid], axis=1),
+            last=last, summary=_summary(history, spec, fspec),
+            predictor=RowPredictor(booster, int(iteration if iteration is not None else booster.best_iteration), n_features),
+        )
+
+    def steps(self, future: pd.DataFrame) -> np.ndarray:
+        """``kernels.horizon_steps`` from the history's last periods (NaN: a series without history)."""
+        period = future[self.spec.period_column].to_numpy(dtype=np.float64)
+        if not self.spec.series_columns:
+            return period - self.last[0]
+        codes = series_codes(future, list(self.spec.series_columns), [tuple(s) for s in self.meta["info"]["series"]])
+        known = codes < len(self.last)
+        out = np.full(len(future), np.nan)
+        out[known] = period[known] - self.last[codes[known]]
+        return out
+
+    def forecast(self, future: pd.DataFrame, cap_factor: float | None) -> CheckedForecast | None:
+        """``kernels.checked_forecast(history, future, ...)``'s result (None: a series the model
+        does not know; the batch path names it)."""
+        spec, fspec = self.spec, self.features
+        data = group_data(future, spec, self.meta["info"], np.full(len(future), np.nan))
+        panel = data.panel
+        if panel.n_series > self.padded.shape[0] or not len(future):
+            return None
+        lags = np.asarray(fspec.lags, dtype=np.int64)
+        backs = [np.arange(1, w + 1) for w in fspec.windows]
+        n_lag = len(lags) + 2 * len(backs)
+        # the design matrix of every future row (features.design_matrix's columns); lags filled per step
+        static = [panel.exog]
+        if fspec.calendar and panel.calendar.shape[1]:
+            static.append(panel.calendar)
+        if self.with_series:
+            static.append(panel.series[:, None].astype(np.float64))
+        X = np.hstack([np.empty((len(future), n_lag)), *static])
+        width = self.max_back + int(panel.period.max()) - self.first + 1
+        padded = np.full((self.padded.shape[0], max(width, self.padded.shape[1])), np.nan)
+        padded[:, : self.padded.shape[1]] = self.padded
+        pos = panel.period - self.first + self.max_back
+        out = np.empty(len(future))
+        periods = panel.period
+        with np.errstate(all="ignore"), self.predictor.lock:  # overflow is reported as missing rows, as in the batch path
+            for p in np.unique(periods):
+                at = np.flatnonzero(periods == p)
+                X[at, :n_lag] = step_features(padded, panel.series[at], pos[at], fspec, lags, backs)
+                for i in at:
+                    out[i] = self.predictor.predict(X[i])
+                padded[panel.series[at], pos[at]] = out[at]  # the next steps read these as known
+            median_like = finish(inverse(out, self.transform), data)
+            matrix = forecast_matrix(median_like, None, self.meta, spec, self.nonnegative)
+        return checked_matrix(matrix, self.summary, future, self.meta, spec, cap_factor)
+
+
+def _summary(history: pd.DataFrame, spec: GroupSpec, fspec: FeatureSpec) -> pd.DataFrame:
+    """Two rows per series: the smallest and the largest value of the target and of each numeric
+    known-future column (NaN where it has none). The checks read per series ranges only, and
+    these rows have the same ranges as the whole history."""
+    values = [c for c in (spec.target_column, *fspec.numeric_exog) if c in history.columns]
+    series = list(spec.series_columns)
+    if not series:
+        return pd.DataFrame([history[values].min(), history[values].max()]).reset_index(drop=True)
+    grouped = history.groupby(series, observed=True, sort=False, dropna=False)[values]
+    return pd.concat([grouped.min().reset_index(), grouped.max().reset_index()], ignore_index=True)
