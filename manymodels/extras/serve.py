@@ -611,13 +611,12 @@ def _number(x: float) -> float | None:
 
 
 def _rows(snap: Snapshot, info: GroupInfo, keep: np.ndarray, times, steps: np.ndarray, matrix: np.ndarray, series: dict) -> list[dict]:
-    axis = snap.spec.time_axis
     names = [f"{q:g}" for q in snap.quantiles]
     out = []
-    times = list(times)
-    for i in keep:
+    texts = _time_texts(times, keep, snap.spec.time_axis)
+    for n, i in enumerate(keep):
         row = {
-            "time": format_time(times[i], axis), "step": int(steps[i]) if math.isfinite(steps[i]) else None,
+            "time": texts[n], "step": int(steps[i]) if math.isfinite(steps[i]) else None,
             "prediction": _number(matrix[i, 0]), "quantiles": {n: _number(matrix[i, j + 1]) for j, n in enumerate(names)},
             "model": info.model, "model_version": info.model_version, "run_id": snap.run_id,
         }
@@ -625,6 +624,18 @@ def _rows(snap: Snapshot, info: GroupInfo, keep: np.ndarray, times, steps: np.nd
             row[c] = jsonable(values[i])
         out.append(row)
     return out
+
+
+def _time_texts(times, keep: np.ndarray, axis) -> list[str]:
+    """``format_time`` of the kept times: days at once when they are naive midnights (the usual
+    answer: 20 weeks), else one by one."""
+    values = times.to_numpy() if isinstance(times, (pd.Series, pd.Index)) else np.asarray(times)
+    values = values[keep]
+    if axis.kind != "int" and values.dtype.kind == "M":
+        days = values.astype("datetime64[D]")
+        if (days == values).all():
+            return np.datetime_as_string(days, unit="D").tolist()
+    return [format_time(v, axis) for v in values]
 
 
 # -- request rows -> partition rows ---------------------------------------------------
@@ -656,10 +667,10 @@ def rows_frame(rows: list[dict], like: pd.DataFrame, info: GroupInfo, spec: Grou
         elif name == spec.time_column:
             data[name] = _as_dtype(times, dtype, name, where)
         elif name in spec.group_columns:  # the group's own value, typed as its partition has it
-            data[name] = pd.Series([info.values[spec.group_columns.index(name)]] * len(rows), dtype=object).astype(dtype)
+            data[name] = pd.array([info.values[spec.group_columns.index(name)]] * len(rows), dtype=dtype)
         else:
             data[name] = _column(name, [row.get(name) for row in rows], dtype, where)
-    frame = pd.DataFrame(data)
+    frame = pd.DataFrame(data)  # of arrays, not Series: nothing to align (a third of the time)
     if target:
         y = frame[spec.target_column].to_numpy(dtype=np.float64, na_value=np.nan)
         bad = np.flatnonzero(~np.isfinite(y))
@@ -718,16 +729,21 @@ def _column(name: str, values: list, dtype, where: str) -> pd.Series:
             if not (number or (v is None and not whole)) or (whole and number and not float(v).is_integer()):
                 kind = "whole number" if whole else "number"
                 raise RequestError(422, f"{where}[{i}].{name}: {v!r} is not a {kind}", f"{where}[{i}].{name}")
-        return pd.Series(np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)).astype(dtype)
+        numbers = np.asarray([np.nan if v is None else v for v in values], dtype=np.float64)
+        if isinstance(dtype, np.dtype):  # checked above: no NaN for a whole-number column
+            return numbers.astype(dtype)
+        return pd.Series(numbers).astype(dtype).array
     try:
-        return pd.Series(values, dtype=object).astype(dtype)
+        return pd.Series(values, dtype=object).astype(dtype).array
     except (TypeError, ValueError):
         raise RequestError(422, f"{where}.{name}: values that are not of the column's type {dtype}", f"{where}.{name}") from None
 
 
-def _as_dtype(times: pd.Series, dtype, name: str, where: str) -> pd.Series:
+def _as_dtype(times: pd.Series, dtype, name: str, where: str):
+    if isinstance(dtype, np.dtype) and isinstance(times.dtype, np.dtype) and times.dtype.kind == dtype.kind == "M":
+        return times.to_numpy().astype(dtype)  # naive times to the column's unit, without a Series
     try:
-        return times.astype(dtype)
+        return times.astype(dtype).array
     except (TypeError, ValueError) as exc:  # a zone-aware time for a naive column, or the reverse
         raise RequestError(422, f"{where}.{name}: {exc}", f"{where}.{name}") from None
 
@@ -964,8 +980,11 @@ def create_app(config: Config, *, pin: str | None = None, api_key: bytes | None 
     async def _bug(request: Request, exc: Exception):
         return Json({"error": f"unexpected error: {type(exc).__name__}: {exc} (a bug in mm; please report it)", "status": 500}, status_code=500)
 
+    # async, so it runs on the event loop's thread: a forecast is CPU work that holds the GIL, and
+    # in Starlette's thread pool eight clients' requests only fought over it (196/s at 8 clients
+    # against 256/s at one, bench/serve.py); on the loop they queue and run one after another
     @app.post("/forecast", summary="Forecast one or many groups")
-    def forecast(body: ForecastRequest):
+    async def forecast(body: ForecastRequest):
         return Json(forecaster.forecast(body))
 
     @app.get("/groups", summary="The served run's groups, paged and filtered by column values")

@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import ctypes
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ..core.features import FeatureSpec, series_codes
+from ..core.features import FeatureSpec, build_panel, series_codes
 from ..core.kernels import (
     CheckedForecast,
     GroupSpec,
@@ -43,6 +43,7 @@ from ..core.kernels import (
     group_data,
 )
 from ..core.models import Fitted, finish, forward, inverse
+from ..core.timeindex import calendar_features
 
 C_API_PREDICT_NORMAL = 0  # LightGBM's c_api.h
 C_API_DTYPE_FLOAT64 = 1
@@ -142,6 +143,8 @@ class Prepared:
     last: np.ndarray  # per series code: its last period in the history (NaN: none)
     summary: pd.DataFrame  # per series its smallest and largest target and numeric known-future value
     predictor: RowPredictor
+    calendar_rows: dict = field(default_factory=dict)  # period -> its calendar features (a few per group)
+    calendar_width: int = 0
 
     @classmethod
     def of(cls, history: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> Prepared | None:
@@ -171,6 +174,18 @@ class Prepared:
             predictor=RowPredictor(booster, int(iteration if iteration is not None else booster.best_iteration), n_features),
         )
 
+    def _calendar(self, future: pd.DataFrame, periods: np.ndarray) -> np.ndarray:
+        """``calendar_features`` of the rows as build_panel lays them out (columns by name)."""
+        new = [i for i, p in enumerate(periods.tolist()) if p not in self.calendar_rows]
+        if new:
+            values = calendar_features(future[self.spec.time_column].iloc[new], self.spec.time_axis)
+            names = sorted(values)
+            for j, i in enumerate(new):
+                self.calendar_rows[int(periods[i])] = np.array([values[n][j] for n in names], dtype=np.float64)
+            self.calendar_width = len(names)
+        rows = self.calendar_rows
+        return np.array([rows[p] for p in periods.tolist()], dtype=np.float64).reshape(len(periods), self.calendar_width)
+
     def steps(self, future: pd.DataFrame) -> np.ndarray:
         """``kernels.horizon_steps`` from the history's last periods (NaN: a series without history)."""
         period = future[self.spec.period_column].to_numpy(dtype=np.float64)
@@ -186,17 +201,25 @@ class Prepared:
         """``kernels.checked_forecast(history, future, ...)``'s result (None: a series the model
         does not know; the batch path names it)."""
         spec, fspec = self.spec, self.features
-        data = group_data(future, spec, self.meta["info"], np.full(len(future), np.nan))
-        panel = data.panel
-        if panel.n_series > self.padded.shape[0] or not len(future):
+        if not len(future):
+            return None
+        info = self.meta["info"]
+        # kernels.group_data's panel of these rows, but for their calendar features: those are
+        # a function of the period alone, kept per period (pandas' dt accessors cost 0.1 ms a call)
+        panel = build_panel(
+            future, list(spec.series_columns), [tuple(s) for s in info["series"]], np.full(len(future), np.nan),
+            fspec.numeric_exog, fspec.categorical_exog, info["categories"], spec.time_column, spec.period_column, spec.time_axis, False,
+        )
+        if panel.n_series > self.padded.shape[0]:
             return None
         lags = np.asarray(fspec.lags, dtype=np.int64)
         backs = [np.arange(1, w + 1) for w in fspec.windows]
         n_lag = len(lags) + 2 * len(backs)
         # the design matrix of every future row (features.design_matrix's columns); lags filled per step
         static = [panel.exog]
-        if fspec.calendar and panel.calendar.shape[1]:
-            static.append(panel.calendar)
+        calendar = self._calendar(future, panel.period) if fspec.calendar else None
+        if calendar is not None and calendar.shape[1]:
+            static.append(calendar)
         if self.with_series:
             static.append(panel.series[:, None].astype(np.float64))
         X = np.hstack([np.empty((len(future), n_lag)), *static])
@@ -213,7 +236,7 @@ class Prepared:
                 for i in at:
                     out[i] = self.predictor.predict(X[i])
                 padded[panel.series[at], pos[at]] = out[at]  # the next steps read these as known
-            median_like = finish(inverse(out, self.transform), data)
+            median_like = finish(inverse(out, self.transform), self)  # finish reads .nonnegative
             matrix = forecast_matrix(median_like, None, self.meta, spec, self.nonnegative)
         return checked_matrix(matrix, self.summary, future, self.meta, spec, cap_factor)
 
