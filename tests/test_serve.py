@@ -341,6 +341,72 @@ def test_a_new_train_run_is_served_without_a_restart_and_never_mixed(copy):
         assert client.get("/health")[1]["pinned"] is True
 
 
+def test_a_split_without_its_train_never_pairs_the_model_with_other_rows(tmp_path):
+    """The nightly window between mm split and mm train: a group whose rows the split changed
+    gets 409 for new rows (its model's history is gone from the split), its stored forecast
+    stays the nightly one, an unchanged group answers as before; the train run ends it."""
+    config = _datastore(tmp_path / "w", _table())
+    what_if = {"t": "2021-08-05", "price": 2.0}
+    with serving(config) as (built, client):
+        first = built.runs.current()
+        status, before = client.post({"groups": [{"group": {"g": g}, "future": [what_if]} for g in ("a", "b")]})
+        assert status == 200
+        status, stored = client.post({"group": {"g": "a"}})
+        assert status == 200
+        frame = _table()
+        frame.loc[(frame["g"] == "a") & frame["y"].notna(), "y"] += 7.0  # group a's actuals revised, b's not
+        frame.to_csv(tmp_path / "w" / "in.csv", index=False)
+        assert not mm.split(config).reused
+        deadline = time.monotonic() + 15
+        while built.runs.current().split_run_id == first.split_run_id:
+            assert time.monotonic() < deadline, "the server did not see the new split"
+            time.sleep(0.05)
+        assert built.runs.current().run_id == first.run_id  # no new train run yet
+
+        status, error = client.post({"group": {"g": "a"}, "future": [what_if]})
+        assert status == 409 and "g=a" in error["error"] and "mm train" in error["error"] and error["field"] == "future", error
+        assert client.post({"group": {"g": "a"}, "history": [{"t": "2021-08-05", "y": 3.0, "price": 2.0}]})[0] == 409
+        status, again = client.post({"group": {"g": "b"}, "future": [what_if]})
+        assert status == 200 and again["forecasts"][0]["rows"] == before["forecasts"][1]["rows"]
+        assert client.post({"group": {"g": "a"}}) == (200, stored)  # the nightly forecast, as it was
+        health = client.get("/health")[1]
+        assert health["history_replaced"] == 1 and health["split_run_id"] != first.split_run_id
+        key = before["forecasts"][0]["key"]
+        assert client.get(f"/groups/{key}")[1]["what_if"] is False
+        assert client.get(f"/groups/{before['forecasts'][1]['key']}")[1]["what_if"] is True
+
+        trained = mm.train(config)  # a is fitted again on its new rows, b's model is reused
+        assert trained.trained == 1
+        deadline = time.monotonic() + 15
+        while built.runs.current().run_id != trained.run_id:
+            assert time.monotonic() < deadline, "the server did not switch to the new train run"
+            time.sleep(0.05)
+        status, after = client.post({"group": {"g": "a"}, "future": [what_if]})
+        assert status == 200 and after["forecasts"][0]["model_version"] == 2
+        assert client.get("/health")[1]["history_replaced"] == 0
+
+
+def test_rows_read_after_a_new_split_began_are_refused(tmp_path):
+    """A group first read after a split replaced the served one (before the server noticed):
+    503, never the new split's rows under the old snapshot; once switched, it answers."""
+    from manymodels.extras.serve import ForecastRequest, RequestError
+
+    config = _datastore(tmp_path / "r", _table())
+    built = create_app(config, watch=False)
+    frame = _table()
+    frame.loc[frame["y"].notna(), "y"] += 1.0
+    frame.to_csv(tmp_path / "r" / "in.csv", index=False)
+    assert not mm.split(config).reused
+    request = ForecastRequest.model_validate({"group": {"g": "c"}, "future": [{"t": "2021-08-05", "price": 2.0}]})
+    with pytest.raises(RequestError) as caught:
+        built.forecaster.forecast(request)
+    assert caught.value.status == 503 and "g=c" in caught.value.message and "retry" in caught.value.message
+    assert built.runs.refresh()  # the new split: every group's rows changed, none may be paired with the old models
+    with pytest.raises(RequestError) as caught:
+        built.forecaster.forecast(request)
+    assert caught.value.status == 409
+
+
 def test_a_bounded_load_loop_with_malformed_bodies(served):
     """A few thousand requests, one in five malformed: never a 5xx, and memory stays flat."""
     _, client = served

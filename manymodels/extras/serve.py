@@ -104,10 +104,19 @@ class GroupInfo:
     inference_hash: str | None = None
     n_inference: int = 0
     forecast: str | None = None  # fingerprint of its stored forecast (the fast path), if any
+    trained_hash: str | None = None  # the train partition's hash its model was fitted on (the train row's parts)
 
     @property
     def has_model(self) -> bool:
         return self.status in (Status.TRAINED, Status.REUSED) and self.model_version is not None
+
+    @property
+    def history_matches(self) -> bool:
+        """The split's train partition is the one the model was fitted on (same content hash).
+        Not so between a nightly ``mm split`` that changed the group and the ``mm train`` that
+        fits it again: the model's own history is gone from the split then. (A row recorded
+        without its parts, by an older mm, is taken as it is.)"""
+        return self.trained_hash is None or self.trained_hash == self.train_hash
 
     def group(self, columns: tuple[str, ...]) -> dict:
         return {c: jsonable(v) for c, v in zip(columns, self.values)}
@@ -250,6 +259,7 @@ def load_snapshot(store: Datastore, config: Config, train: dict, forecast: dict 
             key=row.key, label=row.label, values=tuple(row.values), status=str(row.status), model=row.model,
             model_version=row.model_version, demand_class=row.demand_class, error=row.error,
             train_hash=hashes[0], inference_hash=hashes[1], n_inference=hashes[2], forecast=stored.get(row.key),
+            trained_hash=(row.parts or {}).get("data"),
         )
     order = tuple(sorted(groups, key=lambda k: groups[k].label))
     by_text = {_as_text(g.values): g.key for g in groups.values()}
@@ -367,32 +377,39 @@ class Loaded:
             self.stats.count("model_errors")
             raise RequestError(503, f"the model of group {self.info.label} (v{version}) cannot be read: {type(exc).__name__}: {exc}; run 'mm train' to fit it again") from None
 
-    def history(self) -> pd.DataFrame:
-        return self.part("history", lambda: self._partition("train"))
+    def history(self, split_run_id: str | None) -> pd.DataFrame:
+        return self.part("history", lambda: self._partition("train", split_run_id))
 
-    def prepared(self, spec: GroupSpec) -> Prepared | None:
+    def prepared(self, spec: GroupSpec, split_run_id: str | None) -> Prepared | None:
         """The what-if path's state (extras/whatif.py); None: this model goes the batch path's way."""
-        return self.part("prepared", lambda: self._prepare(spec))
+        return self.part("prepared", lambda: self._prepare(spec, split_run_id))
 
-    def _prepare(self, spec: GroupSpec) -> Prepared | None:
-        model, history = self.model(), self.history()
+    def _prepare(self, spec: GroupSpec, split_run_id: str | None) -> Prepared | None:
+        model, history = self.model(), self.history(split_run_id)
         try:
             return Prepared.of(history, model.meta, model.fitted, spec)
         except Exception:  # the shortcut failing (another LightGBM's C API...) must not fail the request
             self.stats.count("whatif_fallbacks")
             return None
 
-    def inference(self) -> pd.DataFrame | None:
+    def inference(self, split_run_id: str | None) -> pd.DataFrame | None:
         """The group's stored inference rows (None when the split has none for it)."""
         if not self.info.n_inference:
             return None
-        return self.part("inference", lambda: self._partition("inference"))
+        return self.part("inference", lambda: self._partition("inference", split_run_id))
 
-    def _partition(self, kind: str) -> pd.DataFrame:
+    def _partition(self, kind: str, split_run_id: str | None) -> pd.DataFrame:
+        """The partition of split run ``split_run_id`` (the snapshot's), or 503. A split removes
+        its predecessor's manifest before it rewrites any partition, so a manifest still naming
+        that run after the read means the rows read are that run's."""
         try:
-            return self.store.read_partition(kind, self.info.key)
+            frame = self.store.read_partition(kind, self.info.key)
+            now = _split_run_id(self.store)
         except Exception as exc:
             raise RequestError(503, f"the {kind} partition of group {self.info.label} cannot be read: {getattr(exc, 'message', exc)}; run 'mm split' again") from None
+        if now != split_run_id:
+            raise RequestError(503, f"a new split ({now or 'being written'}) replaced split run {split_run_id} while the {kind} rows of group {self.info.label} were read; retry: the server moves to the new split within serve.refresh_seconds")
+        return frame
 
     def stored(self) -> pa.Table | None:
         """The stored forecast (None when gone: a newer forecast run replaced it)."""
@@ -564,10 +581,12 @@ class Forecaster:
 
     def _computed(self, snap: Snapshot, info: GroupInfo, entry: Loaded, req: GroupRequest, horizon: int | None, where: str) -> dict:
         spec = snap.spec
+        if not info.history_matches:  # never the model with another split's history
+            raise RequestError(409, f"group {info.label}: its model (train run {snap.run_id}) was fitted on rows that split run {snap.split_run_id} has replaced; forecasts from 'future' or 'history' rows wait for the train run that fits it again ('mm train'); without them the stored forecast answers", _at(where, "future" if req.future else "history"))
         model = entry.model()
-        history = entry.history()
-        base = entry.inference()
-        prepared = None if req.history else entry.prepared(spec)  # new history: the batch path
+        history = entry.history(snap.split_run_id)
+        base = entry.inference(snap.split_run_id)
+        prepared = None if req.history else entry.prepared(spec, snap.split_run_id)  # new history: the batch path
         if req.history:
             new = rows_frame(req.history, history, info, spec, _at(where, "history"), target=True)
             _check_newer(new, history, spec, _at(where, "history"))
@@ -1003,6 +1022,7 @@ def create_app(config: Config, *, pin: str | None = None, api_key: bytes | None 
         return Json({
             "status": "ok", "run_id": snap.run_id, "forecast_run_id": snap.forecast_run_id, "split_run_id": snap.split_run_id,
             "pinned": bool(pin), "groups": len(snap.groups), "loaded": snap.loaded, "last_check": runs.last_check,
+            "history_replaced": sum(1 for g in snap.groups.values() if g.has_model and not g.history_matches),
             "last_error": runs.last_error, "cache": {"groups": len(cache), "size": cache.size},
         })
 
@@ -1048,6 +1068,8 @@ def _describe(snap: Snapshot, info: GroupInfo, cache: GroupCache) -> dict:
         "key": info.key, "label": info.label, "group": info.group(snap.spec.group_columns), "run_id": snap.run_id,
         "status": info.status, "model": info.model, "model_version": info.model_version, "demand_class": info.demand_class,
         "error": info.error or None, "stored_forecast": info.forecast is not None,
+        # false between a split that changed the group and the train run that fits it again (409)
+        "what_if": info.has_model and info.history_matches,
     }
     if not info.has_model:
         return out
