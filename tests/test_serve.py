@@ -182,7 +182,7 @@ def test_the_fast_path_is_the_stored_forecast(served, store):
 def test_computed_forecasts_equal_mm_forecast(served, store, tmp_path):
     """The same inference rows sent as future rows give mm forecast's numbers; new prices give
     the numbers mm forecast gives on an input with those prices (same data, same seed: same models)."""
-    _, client = served
+    built, client = served
     inference = _table().loc[lambda f: f["y"].isna()]
 
     def request(frame):
@@ -190,6 +190,9 @@ def test_computed_forecasts_equal_mm_forecast(served, store, tmp_path):
 
     status, same = client.post(request(inference))
     assert status == 200 and all(f["source"] == "computed" for f in same["forecasts"])
+    # the LightGBM groups went the what-if path's way (extras/whatif.py), the others the batch path's
+    cached = [(f["model"], built.cache.entries[f["key"]].parts.get("prepared")) for f in same["forecasts"] if f["key"] in built.cache.entries]
+    assert any(p is not None for _, p in cached) and all((p is not None) == (m == "lightgbm") for m, p in cached), cached
     assert _rows(same)[["g", "t", *PRED]].equals(_output(store)[["g", "t", *PRED]])
 
     what_if = _table(prices_from=0.5)
