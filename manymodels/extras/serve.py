@@ -788,7 +788,10 @@ def _merge_future(stored: pd.DataFrame, given: pd.DataFrame, spec: GroupSpec, wh
         merged = given
     if len(cols) > 1:
         return merged.sort_values(cols, kind="stable").reset_index(drop=True)
-    return merged.iloc[np.argsort(merged[cols[0]].to_numpy(), kind="stable")].reset_index(drop=True)
+    periods = merged[cols[0]].to_numpy()
+    if merged is given and (np.diff(periods) > 0).all():  # the usual what-if: every period, in order
+        return given
+    return merged.iloc[np.argsort(periods, kind="stable")].reset_index(drop=True)
 
 
 def _row_keys(frame: pd.DataFrame, cols: list[str]) -> list:
