@@ -13,9 +13,12 @@ per client thread) for a bounded number of requests per scenario:
   recursive LightGBM forecast, 20 steps, through kernels.checked_forecast).
 
 Each at concurrency 1 and 8 (client threads). Printed per scenario: p50 and p99
-latency and requests per second, medians over ``--repeats`` runs, and the same
-requests answered in-process (``Forecaster.forecast`` on the same datastore,
-no HTTP), whose numbers are checked equal to the served ones.
+latency and requests per second, medians over ``--repeats`` runs, the server
+process's CPU time per request (user + system, from /proc: what a request costs
+whatever the neighbours do; 1000 / that is the requests per second one core
+can answer), and the same requests answered in-process (``Forecaster.forecast``
+on the same datastore, no HTTP), whose numbers are checked equal to the served
+ones.
 
 The client runs on the same machine: on 2 cores, client threads and the server
 share the CPUs, so the HTTP figures are upper bounds on latency (lower bounds
@@ -169,6 +172,12 @@ def scenario_bodies(config_path: Path, n: int, n_groups: int, seed: int) -> dict
     return {"stored": stored, "what_if": what_if}
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values) * 1000.0, q))
 
@@ -198,19 +207,20 @@ def main() -> None:
             for concurrency in (1, 8):
                 runs = []
                 for _ in range(args.repeats):
+                    cpu = cpu_seconds(server.pid)
                     latencies, wall, answers = drive(port, sent, concurrency)
-                    runs.append((pct(latencies, 50), pct(latencies, 99), len(sent) / wall))
+                    runs.append((pct(latencies, 50), pct(latencies, 99), len(sent) / wall, (cpu_seconds(server.pid) - cpu) * 1000.0 / len(sent)))
                 # the served numbers are the in-process ones (the same code path, the same floats)
                 assert all(predictions(json.loads(a)) == predictions(b) for a, b in zip(answers, local_answers)), name
-                results[(name, concurrency)] = tuple(statistics.median(r[i] for r in runs) for i in range(3))
-            results[(name, "in-process")] = (pct(local, 50), pct(local, 99), len(local) / sum(local))
+                results[(name, concurrency)] = tuple(statistics.median(r[i] for r in runs) for i in range(4))
+            results[(name, "in-process")] = (pct(local, 50), pct(local, 99), len(local) / sum(local), float("nan"))
     finally:
         server.terminate()
         server.wait(20)
     print(f"\nmm serve, {args.stores * args.brands:,} groups, {args.requests} requests per run, median of {args.repeats} runs (load before: {os.getloadavg()[0]:.2f})")
-    print(f"{'scenario':<10} {'clients':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8}")
-    for (name, concurrency), (p50, p99, rate) in results.items():
-        print(f"{name:<10} {concurrency!s:>10} {p50:8.2f} {p99:8.2f} {rate:8.0f}")
+    print(f"{'scenario':<10} {'clients':>10} {'p50 ms':>8} {'p99 ms':>8} {'req/s':>8} {'server CPU ms/req':>18}")
+    for (name, concurrency), (p50, p99, rate, cpu) in results.items():
+        print(f"{name:<10} {concurrency!s:>10} {p50:8.2f} {p99:8.2f} {rate:8.0f} {cpu:18.2f}")
 
 
 if __name__ == "__main__":
