@@ -44,6 +44,7 @@ import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -686,7 +687,7 @@ def rows_frame(rows: list[dict], like: pd.DataFrame, info: GroupInfo, spec: Grou
         elif name == spec.time_column:
             data[name] = _as_dtype(times, dtype, name, where)
         elif name in spec.group_columns:  # the group's own value, typed as its partition has it
-            data[name] = pd.array([info.values[spec.group_columns.index(name)]] * len(rows), dtype=dtype)
+            data[name] = _constant(info.values[spec.group_columns.index(name)], dtype, len(rows))
         else:
             data[name] = _column(name, [row.get(name) for row in rows], dtype, where)
     frame = pd.DataFrame(data)  # of arrays, not Series: nothing to align (a third of the time)
@@ -696,6 +697,12 @@ def rows_frame(rows: list[dict], like: pd.DataFrame, info: GroupInfo, spec: Grou
         if len(bad):
             raise RequestError(422, f"{where}[{bad[0]}].{spec.target_column}: an actual must be a finite number", f"{where}[{bad[0]}].{spec.target_column}")
     return frame
+
+
+@lru_cache(maxsize=4096)
+def _constant(value, dtype, n: int):
+    """A column of ``n`` times ``value`` as ``dtype`` (kept: the DataFrame built from it copies it)."""
+    return pd.array([value] * n, dtype=dtype)
 
 
 NAIVE_ISO = re.compile(r"\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?)?\Z")

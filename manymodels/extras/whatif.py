@@ -230,12 +230,18 @@ class Prepared:
         out = np.empty(len(future))
         periods = panel.period
         with np.errstate(all="ignore"), self.predictor.lock:  # overflow is reported as missing rows, as in the batch path
-            for p in np.unique(periods):
-                at = np.flatnonzero(periods == p)
-                X[at, :n_lag] = step_features(padded, panel.series[at], pos[at], fspec, lags, backs)
-                for i in at:
-                    out[i] = self.predictor.predict(X[i])
-                padded[panel.series[at], pos[at]] = out[at]  # the next steps read these as known
+            if padded.shape[0] == 1 and len(np.unique(periods)) == len(periods):  # one series: a row a step
+                row, windows = padded[0], [len(b) for b in backs]
+                for i in np.argsort(periods, kind="stable").tolist():
+                    X[i, :n_lag] = _one_row_features(row, int(pos[i]), lags, windows)
+                    out[i] = row[pos[i]] = self.predictor.predict(X[i])  # the next steps read it as known
+            else:
+                for p in np.unique(periods):
+                    at = np.flatnonzero(periods == p)
+                    X[at, :n_lag] = step_features(padded, panel.series[at], pos[at], fspec, lags, backs)
+                    for i in at:
+                        out[i] = self.predictor.predict(X[i])
+                    padded[panel.series[at], pos[at]] = out[at]  # the next steps read these as known
             median_like = finish(inverse(out, self.transform), self)  # finish reads .nonnegative
             matrix = forecast_matrix(median_like, None, self.meta, spec, self.nonnegative)
         return checked_matrix(matrix, self.summary, future, self.meta, spec, cap_factor)
