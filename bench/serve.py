@@ -86,7 +86,9 @@ def free_port() -> int:
 
 def start_server(config_path: Path, port: int) -> subprocess.Popen:
     command = [sys.executable, "-m", "manymodels", "serve", "-c", str(config_path), "--port", str(port)]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # this checkout's mm, whatever the working directory and the installed one
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(HERE.parent), os.environ.get("PYTHONPATH")]))}
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env)
     deadline = time.monotonic() + 120
     while True:
         try:
