@@ -410,6 +410,27 @@ def test_rows_read_after_a_new_split_began_are_refused(tmp_path):
     assert caught.value.status == 409
 
 
+def test_a_what_if_state_that_cannot_be_prepared_falls_back_to_the_batch_path(store, monkeypatch):
+    """The what-if path leans on LightGBM's C API: should preparing it fail (another LightGBM),
+    the group is forecast the batch path's way, to the same numbers, and /metrics counts it."""
+    from manymodels.extras import serve as served_module
+    from manymodels.extras.serve import ForecastRequest
+
+    body = {"groups": [{"group": {"g": g}, "future": [{"t": "2021-08-05", "price": 2.0}]} for g in GROUPS]}
+    want = create_app(store, watch=False).forecaster.forecast(ForecastRequest.model_validate(body))
+
+    def broken(*args, **kwargs):
+        raise AttributeError("module 'lightgbm.basic' has no attribute '_LIB'")
+
+    monkeypatch.setattr(served_module.Prepared, "of", broken)
+    built = create_app(store, watch=False)
+    got = built.forecaster.forecast(ForecastRequest.model_validate(body))
+    assert got == want
+    lightgbm = sum(f["model"] == "lightgbm" for f in got["forecasts"])
+    assert lightgbm and built.stats.counters["whatif_fallbacks"] == lightgbm
+    assert f"mm_serve_whatif_fallbacks_total {lightgbm}" in built.stats.text(built.runs, built.cache)
+
+
 def test_a_bounded_load_loop_with_malformed_bodies(served):
     """A few thousand requests, one in five malformed: never a 5xx, and memory stays flat."""
     _, client = served
