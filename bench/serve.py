@@ -10,7 +10,8 @@ per client thread) for a bounded number of requests per scenario:
 - ``stored``: a random group's stored forecast (the fast path: nothing new in
   the request), groups drawn from ``--groups`` of them, warmed first;
 - ``what_if``: one group with new prices for its 20 future weeks (a full
-  recursive LightGBM forecast, 20 steps, through kernels.checked_forecast).
+  recursive LightGBM forecast, 20 steps: extras/whatif.py, equal to
+  kernels.checked_forecast to the bit).
 
 Each at concurrency 1 and 8 (client threads). Printed per scenario: p50 and p99
 latency and requests per second, medians over ``--repeats`` runs, the server
