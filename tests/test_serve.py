@@ -552,6 +552,34 @@ def test_a_group_of_series_and_other_models_equal_mm_forecast(tmp_path, candidat
         assert status == 422 and "no history" in error["error"] and "Store=999" in error["error"]
 
 
+def test_pooled_models_are_served_as_mm_forecast_forecasts_them(tmp_path):
+    """Groups whose model is a pool's LightGBM (train.automl.pooling): their inference rows sent
+    back as future rows give mm forecast's numbers (through the pool, the batch path's way)."""
+    from .test_pooling import pooled_config, shared_price_response
+
+    frame = shared_price_response()
+    config = load_config(pooled_config(tmp_path, frame))
+    assert mm.run(config).exit_code == 0
+    out = pd.read_csv(Datastore(config.datastore).output_path("training_output.csv"))
+    pooled = out[out["model"].str.startswith("pooled_")].head(3)
+    assert len(pooled) == 3, out["model"].value_counts()
+    want = _output(config)
+    future = frame.loc[frame["Quantity"].isna()]
+    with serving(config) as (built, client):
+        for row in pooled.itertuples():
+            rows = future[(future["Store"] == row.Store) & (future["Brand"] == row.Brand)]
+            body = {"group": {"Store": row.Store, "Brand": row.Brand}, "future": [{"WeekStarting": r.WeekStarting, "Price": r.Price, "Advert": r.Advert} for r in rows.itertuples()]}
+            status, answer = client.post(body)
+            assert status == 200, answer
+            expected = want[(want["Store"] == row.Store) & (want["Brand"] == row.Brand)]
+            assert [r["prediction"] for r in answer["forecasts"][0]["rows"]] == expected["Prediction"].tolist()
+            assert answer["forecasts"][0]["model"] == row.model
+            assert built.cache.entries[answer["forecasts"][0]["key"]].parts.get("prepared") is None  # the batch path
+            cheaper = {**body, "future": [{**r, "Price": 1.0} for r in body["future"]]}
+            status, moved = client.post(cheaper)
+            assert status == 200 and [r["prediction"] for r in moved["forecasts"][0]["rows"]] != expected["Prediction"].tolist()
+
+
 def test_an_integer_time_axis(tmp_path):
     frame = small_table(groups=("a", "b"), weeks=30, future=2, seed=5)
     frame["t"] = frame.groupby("g").cumcount() + 100  # period numbers 100, 101, ...

@@ -55,11 +55,11 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ..config import Config
 from ..core.identity import group_key, group_label, jsonable
-from ..core.kernels import GroupSpec, checked_forecast, horizon_steps, load_fitted
+from ..core.kernels import GroupSpec, checked_forecast, horizon_steps
 from ..core.results import Status, TrainRow
 from ..core.timeindex import format_time, parse_times
 from ..errors import MMError, UpstreamMissing
-from ..runner.tasks import STEP_COLUMN, read_model
+from ..runner.tasks import STEP_COLUMN, load_model
 from ..steps.common import group_spec
 from ..steps.forecast import quantile_columns
 from ..store import registry
@@ -372,8 +372,7 @@ class Loaded:
     def _read_model(self) -> Model:
         key, version = self.info.key, int(self.info.model_version)
         try:
-            meta, text = read_model(self.store, key, version)
-            return Model(meta, load_fitted(meta, text))
+            return Model(*load_model(self.store, key, version))  # mm forecast's way: a pooled one through its pool
         except Exception as exc:  # missing, cut short, not a model: this group only, and not cached
             self.stats.count("model_errors")
             raise RequestError(503, f"the model of group {self.info.label} (v{version}) cannot be read: {type(exc).__name__}: {exc}; run 'mm train' to fit it again") from None

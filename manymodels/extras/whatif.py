@@ -20,8 +20,9 @@ serve's bounded cache beside the model) and a request pays for its own rows:
   numeric known-future value, all that they read of it.
 
 Other models (a baseline or linear model costs little through the batch
-path), requests with ``history`` rows, and a series the model does not know go
-the batch path's way: ``Prepared.of`` or ``Prepared.forecast`` return None.
+path; a pooled LightGBM reads its group's rows as its pool does, on a grid of
+the pool's series), requests with ``history`` rows, and a series the model
+does not know go the batch path's way: ``Prepared.of`` or ``Prepared.forecast`` return None.
 """
 
 from __future__ import annotations
@@ -150,8 +151,8 @@ class Prepared:
     def of(cls, history: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> Prepared | None:
         """None for a model this path does not forecast (the batch path does)."""
         booster = fitted.booster
-        if meta["kind"] != "lightgbm" or booster is None or booster.num_model_per_iteration() != 1 or not len(history):
-            return None
+        if meta["kind"] != "lightgbm" or "pool" in meta or booster is None or booster.num_model_per_iteration() != 1 or not len(history):
+            return None  # a pooled model's grid is its whole pool's series (kernels.model_view): the batch path
         info = meta["info"]
         y = history[spec.target_column].to_numpy(dtype=np.float64)
         data = group_data(history, spec, info, y)
