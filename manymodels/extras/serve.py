@@ -599,8 +599,9 @@ class Forecaster:
             future = _merge_future(future, given, spec, _at(where, "future"))
         steps = steps_of(future)
         keep = (steps >= 1) & ((steps <= horizon) if horizon is not None else True)
-        future = future.loc[keep].reset_index(drop=True)
-        steps = steps[keep]
+        if not keep.all():  # else no copy: the usual what-if sends just the periods to forecast
+            future = future.loc[keep].reset_index(drop=True)
+            steps = steps[keep]
         _check_covers(future, steps, horizon, spec, _at(where, "future"))
         done = prepared.forecast(future, snap.cap_factor) if prepared is not None else None
         if done is None:
