@@ -332,6 +332,49 @@ class AccuracyConfig(_Section):
     drift_factor: float = Field(default=2.0, gt=1.0)
 
 
+HIERARCHY_METHODS = ("bottom_up", "top_down", "middle_out", "ols", "wls_struct", "wls_var", "mint_shrink")  # core.reconcile.METHODS
+TOP_DOWN_RULES = ("average_proportions", "proportion_averages", "forecast_proportions")  # core.reconcile.TOP_DOWN_RULES
+AGGREGATION_RULES = ("sum", "mean", "max", "first")
+ALL_NODES = "__all__"  # the value of a group column a node sums over (steps/aggregate.py)
+
+
+class HierarchyConfig(_Section):
+    """Forecasts that add up (steps/aggregate.py builds the nodes, steps/reconcile.py reconciles).
+
+    ``levels: null`` (the default) is no hierarchy. Checked against ``data`` in Config."""
+
+    # aggregate levels, each a list of group columns ([] the total); the bottom is data.group_columns
+    levels: list[list[str]] | None = None
+    # how each known-future column aggregates into a node (default mean; 'first' for text columns)
+    aggregate: dict[str, Literal[AGGREGATION_RULES]] = {}  # type: ignore[valid-type]
+    # a bottom series without a target in a period it spans makes its nodes' target missing there; zero: counts as 0
+    missing: Literal["missing", "zero"] = "missing"
+    method: Literal[HIERARCHY_METHODS] = "wls_var"  # type: ignore[valid-type]
+    top_down_rule: Literal[TOP_DOWN_RULES] = "average_proportions"  # type: ignore[valid-type]
+    middle_level: list[str] | None = None  # middle_out: the level it starts from (one of levels)
+    nonnegative: bool = False
+
+    @field_validator("levels")
+    @classmethod
+    def _levels(cls, levels: list[list[str]] | None) -> list[list[str]] | None:
+        if levels is None:
+            return None
+        if not levels:
+            raise ValueError("list at least one level ([] is the total), or write null for no hierarchy")
+        seen: list[frozenset] = []
+        for level in levels:
+            if len(set(level)) < len(level):
+                raise ValueError(f"level {level}: a column appears twice")
+            if frozenset(level) in seen:
+                raise ValueError(f"level {level} is listed twice")
+            seen.append(frozenset(level))
+        return levels
+
+    def aggregate_levels(self, group_columns: list[str]) -> list[list[str]]:
+        """The levels above the bottom (the bottom, if listed, is dropped), in the order given."""
+        return [list(level) for level in self.levels or [] if set(level) != set(group_columns)]
+
+
 class Config(_Section):
     datastore: str
     data: DataConfig
@@ -343,6 +386,7 @@ class Config(_Section):
     tracking: TrackingConfig = TrackingConfig()
     serve: ServeConfig = ServeConfig()
     accuracy: AccuracyConfig = AccuracyConfig()
+    hierarchy: HierarchyConfig = HierarchyConfig()
     allow_reuse: bool = True
     # Where the config was read from; not a user key.
     source: str | None = Field(default=None, exclude=True)
@@ -367,6 +411,36 @@ class Config(_Section):
                 )
             if sorted(level) == sorted(self.data.group_columns):
                 raise ValueError(f"train.automl.pooling.levels: level {level} is every group column: each pool would be one group (its own local model)")
+        return self
+
+    @model_validator(mode="after")
+    def _hierarchy_fits_the_data(self) -> Config:
+        h, d = self.hierarchy, self.data
+        if h.levels is None:  # no hierarchy: the other keys are not used
+            return self
+        groups = list(d.group_columns)
+        if d.series_key != groups:
+            raise ValueError(
+                f"hierarchy: the bottom level is data.group_columns {groups}, which does not identify the series "
+                f"(data.series_columns adds {[c for c in d.series_key if c not in groups]}): add those columns to data.group_columns"
+            )
+        for i, level in enumerate(h.levels):
+            for column in level:
+                if column not in groups:
+                    raise ValueError(
+                        f"hierarchy.levels.{i}: unknown column {column!r}: a level sums over data.group_columns ({', '.join(groups)})."
+                        f"{did_you_mean(column, groups)}"
+                    )
+        for column in h.aggregate:
+            if column not in d.known_future_columns:
+                raise ValueError(f"hierarchy.aggregate.{column}: not a known-future column ({', '.join(d.known_future_columns) or 'none'}).{did_you_mean(column, d.known_future_columns)}")
+        aggregate = [sorted(level) for level in h.aggregate_levels(groups)]
+        if h.middle_level is not None and sorted(h.middle_level) not in aggregate + [sorted(groups)]:
+            raise ValueError(f"hierarchy.middle_level: {h.middle_level} is not one of hierarchy.levels")
+        if h.method == "middle_out" and h.middle_level is None:
+            raise ValueError("hierarchy.middle_level: method middle_out needs the level it starts from, e.g. middle_level: [State]")
+        if h.method == "top_down" and [] not in aggregate:
+            raise ValueError("hierarchy.method: top_down splits the total: add [] (the total) to hierarchy.levels")
         return self
 
     def added_output_columns(self) -> list[str]:
@@ -543,6 +617,8 @@ def _describe(error: dict[str, Any]) -> str:
     got = error.get("input")
     if kind != "value_error" and not isinstance(got, dict):
         message = f"{message} (got {got!r})"
+    if not loc and message.split(":", 1)[0].replace(".", "").replace("_", "").isalnum():
+        return message  # a check across sections names its own key path ('hierarchy.levels.0: ...')
     return f"{key}: {message}"
 
 

@@ -104,6 +104,13 @@ DECIDED: dict[str, set[str]] = {
     "accuracy.enabled": set(),
     "accuracy.drift_window": set(),
     "accuracy.drift_factor": set(),
+    "hierarchy.levels": {SPLIT},  # the aggregate nodes' partitions; a model sees them through its partition's hash
+    "hierarchy.aggregate": {SPLIT},
+    "hierarchy.missing": {SPLIT},
+    "hierarchy.method": set(),  # reconciliation reruns on every forecast run, from the stored base forecasts
+    "hierarchy.top_down_rule": set(),
+    "hierarchy.middle_level": set(),
+    "hierarchy.nonnegative": set(),
     "allow_reuse": set(),
 }
 
@@ -122,6 +129,9 @@ ALTERNATIVES: dict[str, Any] = {
     "train.automl.ensemble": ["lightgbm", "linear"],
     "forecast.quantiles": [0.5],
     "tracking.mlflow.registered_model": "sales",
+    "hierarchy.levels": [[]],
+    "hierarchy.aggregate": {"price": "sum"},
+    "hierarchy.middle_level": ["g"],
 }
 
 BASE = {

@@ -65,6 +65,7 @@ from ..store import cache
 from ..store.datastore import Datastore
 from ..store.memory import release_memory
 from ..store.runs import Run
+from .aggregate import NodeAggregator
 from .reader import (
     TypesChanged,
     estimated_rows,
@@ -100,6 +101,7 @@ class SplitResult:
     series_without_inference: int = 0
     rows_after_series_end: int = 0
     groups_written: int = 0
+    n_aggregate_nodes: int = 0  # with a hierarchy: groups that are aggregate nodes (counted in n_groups)
     inference_missing_known_future: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -193,6 +195,7 @@ def _compute(s: Session, files, run: Run) -> dict:
         store.remove_partition("inference", key)
     summary = _summary(written, times, axis, cutoff_text, per_series)
     summary["warnings"] = reading.warnings + summary["warnings"]
+    summary["n_aggregate_nodes"] = reading.n_nodes
     return {
         "run_id": run.id,
         "axis": axis.to_dict(),
@@ -319,6 +322,7 @@ class _Reading:
     last_target: int | None = None
     buckets: set[int] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
+    n_nodes: int = 0  # aggregate nodes written with the input rows (hierarchy)
 
     def merge(self, other: _Reading, source: str) -> None:
         self.rows += other.rows
@@ -342,18 +346,21 @@ def _pick(fn, a, b):
 def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Reading:
     config, store = s.config, s.store
     problems = _Problems(config, files.label)
+    nodes = NodeAggregator(config, files.label) if config.hierarchy.levels is not None else None
     total = _Reading()
     for index, path in enumerate(files.paths):
         written: list[str] = []
-        before = problems.snapshot()
+        before = problems.snapshot(), nodes and nodes.snapshot()
         try:
-            part = _read_file(store, config, path, index, True, scratch, n_buckets, problems, written, files.label)
+            part = _read_file(store, config, path, index, True, scratch, n_buckets, problems, written, files.label, nodes)
         except TypesChanged as why:
             s.terminal.detail(f"split: {path}: column types changed after the first block ({why}); reading it whole")
             for rel in written:
                 store.files.delete(rel)
-            problems.restore(before)
-            part = _read_file(store, config, path, index, False, scratch, n_buckets, problems, written, files.label)
+            problems.restore(before[0])
+            if nodes:
+                nodes.restore(before[1])
+            part = _read_file(store, config, path, index, False, scratch, n_buckets, problems, written, files.label, nodes)
         total.merge(part, files.label)
     if total.rows == 0:
         raise InputDataError(f"input {files.label} has a header but no rows", "check that the export wrote data")
@@ -362,12 +369,14 @@ def _read_into_buckets(s: Session, files, scratch: str, n_buckets: int) -> _Read
         raise missing_columns_error(files.label, [config.data.target_column], present)
     problems.raise_first()
     total.warnings = problems.warnings()
+    if nodes is not None:
+        _nodes_to_buckets(store, config, nodes, scratch, n_buckets, total)
     if total.blank_rows:
         total.warnings.append(f"{total.blank_rows} row(s) with every cell empty were skipped")
     return total
 
 
-def _read_file(store: Datastore, config: Config, path: str, index: int, streamed: bool, scratch: str, n_buckets: int, problems: _Problems, written: list[str], source: str) -> _Reading:
+def _read_file(store: Datastore, config: Config, path: str, index: int, streamed: bool, scratch: str, n_buckets: int, problems: _Problems, written: list[str], source: str, nodes: NodeAggregator | None = None) -> _Reading:
     d = config.data
     required = [c for c in dict.fromkeys([d.time_column, d.target_column, *d.series_key, *d.known_future_columns]) if c != d.target_column]
     part = _Reading()
@@ -398,9 +407,19 @@ def _read_file(store: Datastore, config: Config, path: str, index: int, streamed
         if problems:
             continue  # the split will fail: only keep counting
         _summarise(part, frame, config, source)
+        if nodes is not None:
+            frame = nodes.add(frame)
         _to_buckets(store, frame, d.group_columns, f"{index:06d}-{number:05d}", scratch, n_buckets, part, written)
         release_memory()
     return part
+
+
+def _nodes_to_buckets(store: Datastore, config: Config, nodes: NodeAggregator, scratch: str, n_buckets: int, total: _Reading) -> None:
+    """The hierarchy's aggregate nodes, appended to the buckets as if they were input rows."""
+    frame = nodes.rows()
+    total.n_nodes = int(frame[list(config.data.group_columns)].drop_duplicates().shape[0]) if len(frame) else 0
+    for start in range(0, len(frame), ROWS_PER_BUCKET):
+        _to_buckets(store, frame.iloc[start : start + ROWS_PER_BUCKET], config.data.group_columns, f"nodes-{start // ROWS_PER_BUCKET:05d}", scratch, n_buckets, total, [])
 
 
 def check_column_names(config: Config, columns, source: str) -> None:

@@ -47,8 +47,17 @@ class Coverage:
     excluded: dict[str, str] = field(default_factory=dict)  # dotted key -> why it changes nothing
 
 
-# The partitions and the time axis.
-SPLIT = Coverage(("data", "split"))
+# The partitions and the time axis (and, with a hierarchy, the aggregate nodes' partitions).
+_RECONCILED = "applied to the base forecasts by every forecast run (steps/reconcile.py): no partition, model or base forecast changes"
+SPLIT = Coverage(
+    ("data", "split", "hierarchy"),
+    {
+        "hierarchy.method": _RECONCILED,
+        "hierarchy.top_down_rule": _RECONCILED,
+        "hierarchy.middle_level": _RECONCILED,
+        "hierarchy.nonnegative": _RECONCILED,
+    },
+)
 # A group's model. split.* is not listed: it changes a model only through the rows
 # of its train partition, whose content hash is a part of its own.
 TRAIN = Coverage(
