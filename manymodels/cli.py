@@ -574,6 +574,8 @@ def report_forecast(terminal: Terminal, r) -> None:
         )
         if r.worst_groups:
             _worst_groups(terminal, r)
+    if r.hierarchy:
+        report_hierarchy(terminal, r.hierarchy)
     if r.rows_beyond_horizon:
         terminal.warn(f"{r.rows_beyond_horizon:,} inference rows are more than train.horizon periods after their last known value; their accuracy was not validated by the backtest")
     if r.out_of_range:
@@ -583,6 +585,24 @@ def report_forecast(terminal: Terminal, r) -> None:
         c = r.capped
         terminal.warn(f"{c['n']:,} forecast row(s) in {c['groups']:,} group(s) were capped by forecast.cap_factor: " + "; ".join(c["examples"][:3]) + _more(c, 3))
     _failures(terminal, r.failures, "forecast", "the run record (mm runs show)")
+
+
+def report_hierarchy(terminal: Terminal, h: dict) -> None:
+    """The reconciliation of a forecast run with a hierarchy (steps/reconcile.py)."""
+    if "error" in h:
+        return  # warned when it happened
+    levels = ", ".join(f"{name} {n:,}" for name, n in h["levels"].items())
+    pairs = [("method", h["method"] + (" (nonnegative)" if h["nonnegative"] else "")), ("nodes", f"{h['n_nodes']:,}: {levels}"), ("output", h["output"])]
+    if h["failed_nodes"]["n"]:
+        f = h["failed_nodes"]
+        pairs.append(("failed nodes", f"{f['n']:,} (their branches are bottom-up): " + "; ".join(f["examples"][:5])))
+    terminal.facts("hierarchy: forecasts reconciled", pairs)
+    if h.get("accuracy"):
+        rows = [(name, _num(a["base"]["mase"], 3), _num(a["reconciled"]["mase"], 3), _num(a["base"]["smape"]), _num(a["reconciled"]["smape"])) for name, a in h["accuracy"].items()]
+        terminal.table("accuracy per level, base -> reconciled", ["level", "MASE base", "MASE rec.", "sMAPE % base", "sMAPE % rec."], rows)
+    if h.get("unfilled_bottom", {}).get("n"):
+        u = h["unfilled_bottom"]
+        terminal.warn(f"hierarchy: {u['n']:,} bottom series have no forecast and no forecasted ancestor; they and the nodes above them have none: " + "; ".join(u["examples"][:5]))
 
 
 def _more(found: dict, shown: int) -> str:

@@ -160,3 +160,128 @@ def test_a_sum_of_a_text_column_is_refused_with_its_key(tmp_path: Path):
     with pytest.raises(InputDataError) as err:
         split(load_config(path))
     assert "hierarchy.aggregate.price: sum needs numbers" in err.value.message
+
+
+# -- train, forecast, reconcile -------------------------------------------------------------
+
+TOTAL = f"state={ALL_NODES},region={ALL_NODES},purpose={ALL_NODES}"
+
+
+def run_all(path: Path, *extra: str) -> dict:
+    import json
+
+    result = run_cli("run", "-c", str(path), "--json", *extra)
+    assert result.returncode in (0, 3), result.stderr
+    return json.loads(result.stdout)
+
+
+def assert_coherent(store: Datastore, prediction: str = "Prediction", nonnegative: bool = False) -> pd.DataFrame:
+    """Every aggregate node of every level equals the sum of its bottom series, period by period."""
+    frame = pd.read_csv(store.output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    bottom = frame[frame["level"] == "bottom"]
+    assert len(bottom) and bottom[prediction].notna().all()
+    levels = {"total": [], "state": ["state"], "state x region": ["state", "region"], "purpose": ["purpose"], "state x purpose": ["state", "purpose"]}
+    for name, columns in levels.items():
+        nodes = frame[frame["level"] == name]
+        assert len(nodes), name
+        sums = bottom.groupby([*columns, "t"])[prediction].sum() if columns else bottom.groupby("t")[prediction].sum()
+        got = nodes.set_index([*columns, "t"])[prediction] if columns else nodes.set_index("t")[prediction]
+        assert np.allclose(got.sort_index().to_numpy(), sums.loc[got.sort_index().index].to_numpy(), rtol=1e-9, atol=1e-6), name
+        base_sums = bottom.groupby([*columns, "t"])[prediction + "_base"].sum() if columns else bottom.groupby("t")[prediction + "_base"].sum()
+        assert not np.allclose(nodes.set_index([*columns, "t"] if columns else "t")[prediction + "_base"].sort_index().to_numpy(), base_sums.sort_index().to_numpy()), "base forecasts are not coherent: the test proves nothing"
+    if nonnegative:
+        assert (frame[prediction] >= 0).all()
+    return frame
+
+
+@pytest.mark.parametrize("method", ["wls_var", "mint_shrink", "ols", "top_down", "middle_out"])
+def test_reconciled_forecasts_add_up_on_every_level(tmp_path: Path, method: str):
+    middle = {"middle_level": ["state"]} if method == "middle_out" else {}
+    path = hier_config(tmp_path, tourism_like(), method=method, **middle)
+    out = run_all(path, "--set", "forecast.quantiles=[0.1, 0.9]")
+    store = Datastore(load_config(path).datastore)
+    frame = assert_coherent(store)
+    assert out["forecast"]["hierarchy"]["method"] == method and out["forecast"]["hierarchy"]["coherence_gap"] < 1e-6
+    # quantiles move with the point forecast
+    shift = frame["Prediction"] - frame["Prediction_base"]
+    assert np.allclose(frame["Prediction_q90"] - frame["Prediction_base_q90"], shift)
+    # forecasting_output.csv: one row per bottom inference row, the reconciled value and the base
+    output = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert len(output) == 6 * 4 and not (output[GROUPS] == ALL_NODES).any().any()
+    bottom = frame[frame["level"] == "bottom"][[*GROUPS, "t", "Prediction"]]
+    merged = output.merge(bottom, on=[*GROUPS, "t"], suffixes=("", "_h"), validate="one_to_one")
+    assert len(merged) == len(output) and np.allclose(merged["Prediction"], merged["Prediction_h"]) and "Prediction_base" in output.columns
+
+
+def test_nonnegative_keeps_every_level_at_or_above_zero_and_coherent(tmp_path: Path):
+    table = tourism_like()
+    small = table["region"] == "c"
+    table.loc[small & table["y"].notna(), "y"] = np.round(np.random.default_rng(3).uniform(0, 0.3, int((small & table["y"].notna()).sum())), 2)
+    path = hier_config(tmp_path, table, method="ols", nonnegative=True)
+    out = run_all(path)
+    assert out["forecast"]["hierarchy"]["nonnegative"] is True
+    store = Datastore(load_config(path).datastore)
+    assert_coherent(store, nonnegative=True)
+    # without it, ols sends some small series below zero here: the option is what keeps them at 0
+    result = run_cli("forecast", "-c", str(path), "--set", "hierarchy.nonnegative=false")
+    assert result.returncode == 0, result.stderr
+    assert (assert_coherent(store)["Prediction"] < 0).any()
+
+
+def test_a_failed_node_falls_back_to_bottom_up_for_its_branch_and_is_named(tmp_path: Path):
+    path = hier_config(tmp_path, tourism_like(), method="wls_var")
+    run_all(path)
+    store = Datastore(load_config(path).datastore)
+    groups = store.read_split_groups().set_index("label")
+    for label in (f"state=N,region=a,purpose={ALL_NODES}", "state=S,region=c,purpose=bus"):
+        key = groups.loc[label, "key"]
+        for version in store.model_versions(key):
+            store.remove_model(key, version)  # its forecast fails: the model is gone
+    import json
+
+    result = run_cli("forecast", "-c", str(path), "--json", "--no-allow-reuse")
+    assert result.returncode == 3, result.stderr
+    hierarchy = json.loads(result.stdout)["hierarchy"]
+    assert hierarchy["failed_nodes"]["n"] == 2
+    assert set(hierarchy["failed_nodes"]["examples"]) == {"state=N/region=a", "state=S/region=c/purpose=bus"}
+    assert "state=N/region=a" in hierarchy["fallback_nodes"]["examples"]
+    assert hierarchy["filled_bottom"]["examples"] == ["state=S/region=c/purpose=bus"]
+    frame = assert_coherent(store)
+    # the failed region node is the sum of its bottom series' base forecasts (bottom-up for its branch)
+    a = frame[(frame["level"] == "bottom") & (frame["region"] == "a")]
+    node = frame[(frame["level"] == "state x region") & (frame["region"] == "a")].set_index("t")["Prediction"]
+    assert np.allclose(node.sort_index(), a.groupby("t")["Prediction_base"].sum().sort_index())
+    record = store.read_run(json.loads(result.stdout)["run_id"])
+    assert record["hierarchy"]["failed_nodes"]["n"] == 2
+
+
+def test_rerun_reuses_every_node_and_one_changed_series_retrains_only_it_and_its_ancestors(tmp_path: Path):
+    table = tourism_like()
+    path = hier_config(tmp_path, table)
+    run_all(path)
+    again = run_all(path)
+    assert again["train"]["reused"] == 18 and again["train"]["trained"] == 0
+    changed = (table["state"] == "N") & (table["region"] == "a") & (table["purpose"] == "hol") & (table["t"] == "2016-01-01")
+    table.loc[changed, "y"] += 5.0
+    table.to_csv(tmp_path / "d.csv", index=False)
+    third = run_all(path)
+    store = Datastore(load_config(path).datastore)
+    output = pd.read_csv(store.output_path("training_output.csv"), keep_default_na=False)
+    trained = set(output.loc[output["status"] == "trained", GROUPS].apply(lambda r: ",".join(r), axis=1))
+    a = ALL_NODES
+    assert trained == {"N,a,hol", f"N,a,{a}", f"N,{a},hol", f"N,{a},{a}", f"{a},{a},hol", f"{a},{a},{a}"}, trained
+    assert third["train"]["reused"] == 12
+
+
+def test_accuracy_per_level_base_and_reconciled_with_a_holdout(tmp_path: Path):
+    table = tourism_like(future=0)
+    path = hier_config(tmp_path, table)
+    out = run_all(path, "--set", "split.holdout=4")
+    accuracy = out["forecast"]["hierarchy"]["accuracy"]
+    assert list(accuracy) == ["total", "state", "state x region", "purpose", "state x purpose", "bottom"]
+    frame = pd.read_csv(Datastore(load_config(path).datastore).output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    total = frame[frame["level"] == "total"]
+    err = np.abs(total["Prediction"] - total["y"]) * 2 / (total["y"].abs() + total["Prediction"].abs())
+    assert np.isclose(accuracy["total"]["reconciled"]["smape"], 100 * err.mean())
+    assert accuracy["bottom"]["n_rows"] == 6 * 4 and accuracy["total"]["base"]["mase"] > 0
+    assert accuracy["bottom"]["base"] != accuracy["bottom"]["reconciled"]

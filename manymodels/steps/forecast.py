@@ -38,6 +38,7 @@ from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run, latest
 from ..store.spool import Spool
 from .accuracy import ForecastHistory
 from .common import GroupsResult, group_spec, load_split
+from .reconcile import BASE_SUFFIX, Reconciliation, reconcile_run
 from .split import PERIOD, check_column_names
 
 FORECASTING_OUTPUT = "forecasting_output.csv"
@@ -86,6 +87,7 @@ class ForecastResult(GroupsResult):
     # {"n": cases, "groups": groups with any, "examples": the first cases named}
     out_of_range: dict = field(default_factory=dict)
     capped: dict = field(default_factory=dict)
+    hierarchy: dict = field(default_factory=dict)  # with hierarchy.levels: the reconciliation (steps/reconcile.py)
 
     def groups_failed(self) -> int:
         return self.failed + self.no_model  # a group without a model is not forecast either
@@ -190,11 +192,12 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     counts = {k: 0 for k in (Status.FORECAST, Status.REUSED, Status.FAILED, Status.NO_MODEL)}
     failures: list[dict] = []
     findings = Findings()
+    hier = _reconciled(s, spool, context)
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
     # ...and the history of the forecasts this run made (realised accuracy scores them later) is published last
     history = ForecastHistory(store, run.id, s.config, context.prediction_column)
     with history, store.output_file(FORECASTING_OUTPUT) as f, GroupsTable(store, run.id, GROUPS_SCHEMA) as groups:
-        output = _Output(f, context)
+        output = _Output(f, context, hierarchy=hier is not None)
         for row in map(ForecastRow.from_dict, spool.rows("rows")):
             counts[row.status] += 1
             if row.has_forecast:
@@ -205,8 +208,10 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                     # run's groups table has no measures (an older mm).
                     row = replace(row, **measure_forecast(table, context))
                 else:
-                    history.add(row.key, table)
-                output.add(row, table)
+                    history.add(row.key, table)  # the base forecast, as stored
+                shown = hier.adjust(row, table, context) if hier else table
+                if shown is not None:  # an aggregate node is in hierarchy_forecast.csv only
+                    output.add(row, shown)
             else:
                 failures.append(row.failure())
             findings.add(row)
@@ -235,9 +240,22 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
         failures=failures,
         out_of_range=findings.summary("out_of_range"),
         capped=findings.summary("capped"),
+        hierarchy=hier.summary if hier else {},
     )
-    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped, history_bytes=history_bytes)
+    run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped, history_bytes=history_bytes, hierarchy=result.hierarchy)
     return result
+
+
+def _reconciled(s: Session, spool: Spool, context: ForecastContext) -> Reconciliation | None:
+    """With a hierarchy, the run's base forecasts reconciled (None without one). A reconciliation
+    that cannot run leaves the base forecasts in the output and says why, in the summary and the record."""
+    if s.config.hierarchy.levels is None:
+        return None
+    try:
+        return reconcile_run(s.config, s.store, spool, context, s.terminal.warn)
+    except (ValueError, KeyError, StopIteration) as exc:
+        s.terminal.warn(f"hierarchy: the forecasts could not be reconciled ({exc}); forecasting_output.csv has the base forecasts")
+        return Reconciliation({}, {"error": str(exc)})
 
 
 class Findings:
@@ -271,11 +289,12 @@ class _Output:
     """forecasting_output.csv: the groups' forecasts concatenated (in chunks; the caller
     publishes the file atomically), with the run's accuracy tallied on the way."""
 
-    def __init__(self, f, context: ForecastContext):
+    def __init__(self, f, context: ForecastContext, hierarchy: bool = False):
         axis = context.spec.time_axis
         daily_or_coarser = axis.kind == "month" or (axis.kind == "fixed" and axis.step % NS_PER_DAY == 0)
         self.date_format = "%Y-%m-%d" if daily_or_coarser else "%Y-%m-%dT%H:%M:%S"
-        self.header = [*context.output_columns, context.prediction_column, *context.quantile_columns, *driver_columns(context.explain), "model_version", "run_id"]
+        base = [context.prediction_column + BASE_SUFFIX] if hierarchy else []  # reconciled in the prediction column
+        self.header = [*context.output_columns, context.prediction_column, *base, *context.quantile_columns, *driver_columns(context.explain), "model_version", "run_id"]
         self.f = f
         self.tally = Tally(context)
         self.chunk: list[pa.Table] = []

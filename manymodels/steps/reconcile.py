@@ -1,0 +1,356 @@
+"""mm forecast with a ``hierarchy``: reconcile the nodes' base forecasts so that they add up.
+
+Every node (bottom series and aggregates, see steps/aggregate.py) was trained and
+forecast as an ordinary group; its stored forecast is its *base* forecast and is
+reused like any other. After every forecast run this module puts them on one
+matrix (nodes x forecast periods), reconciles it with ``hierarchy.method``
+(core/reconcile.py; a failed node's branch falls back to bottom-up), and gives
+the forecast step the reconciled bottom rows for ``forecasting_output.csv``; it
+writes every node of every level to ``outputs/hierarchy_forecast.csv``.
+
+What the projections weigh nodes by, from what train stored:
+
+- ``wls_var``: each node's backtest RMSE (train's ``metrics``), squared. A node
+  without one (too short for a backtest window) gets the median variance per
+  bottom series times its size (wls_struct's weight, on the same scale).
+- ``mint_shrink``: needs residual *series* that train does not keep. The
+  correlations come from the nodes' in-sample seasonal-naive errors over their
+  common training periods (one season back), each node's row rescaled so its
+  root mean square is the node's backtest RMSE: the model's own accuracy on the
+  diagonal, the hierarchy's co-movement off it. Stated as a proxy; it keeps the
+  train path untouched.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+
+from ..config import ALL_NODES, Config
+from ..core import reconcile as rc
+from ..core.results import ForecastRow, TrainRow
+from ..core.timeindex import TimeAxis
+from ..store.spool import Spool
+from .split import PERIOD
+
+HIERARCHY_OUTPUT = "hierarchy_forecast.csv"
+BASE_SUFFIX = "_base"  # the base forecast's column: Prediction_base
+MAX_NAMED = 20  # failed nodes named in the run record and --json
+
+
+def level_name(columns) -> str:
+    return " x ".join(columns) or "total"
+
+
+@dataclass
+class Reconciliation:
+    """The reconciled forecasts of one forecast run, for the output and the run record."""
+
+    bottom: dict[str, pd.DataFrame]  # bottom key -> period, reconciled prediction and quantiles
+    summary: dict = field(default_factory=dict)
+
+    def adjust(self, row: ForecastRow, table: pa.Table, context) -> pa.Table | None:
+        """A node's forecast table as forecasting_output.csv shows it: None for an aggregate
+        node (it is in hierarchy_forecast.csv), the reconciled values for a bottom series,
+        the base forecast kept in ``<prediction>_base``."""
+        if any(str(v) == ALL_NODES for v in row.values):
+            return None
+        values = self.bottom.get(row.key)
+        if values is None:
+            return table
+        frame = table.to_pandas()
+        p = context.prediction_column
+        lookup = values.set_index(PERIOD)
+        periods = _periods(frame, context)
+        frame[p + BASE_SUFFIX] = frame[p]
+        frame[p] = lookup[p].reindex(periods).to_numpy()
+        for q in context.quantile_columns:
+            frame[q] = lookup[q].reindex(periods).to_numpy()
+        return pa.Table.from_pandas(frame, preserve_index=False).replace_schema_metadata(table.schema.metadata)
+
+
+@dataclass
+class _Nodes:
+    """Every node of the hierarchy with what the run has for it, in the core's node order."""
+
+    h: rc.Hierarchy
+    keys: list[str | None]  # group key per node (None: no group in the split)
+    rows: list[ForecastRow | None]
+
+
+def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconciliation:
+    """Reconcile the forecast run whose rows are in ``spool['rows']`` and whose train run's rows
+    are in ``spool['models']``; write hierarchy_forecast.csv."""
+    nodes = _nodes(config, spool)
+    h = nodes.h
+    p, quantiles = context.prediction_column, list(context.quantile_columns)
+    forecasts = _forecast_tables(store, nodes, context)
+    periods = np.sort(forecasts[PERIOD].unique()) if len(forecasts) else np.array([], dtype=np.int64)
+    base = _matrix(forecasts, p, periods, h.n_nodes)
+    qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes) for q in quantiles], axis=2) if quantiles else None
+    actual = _matrix(forecasts, context.spec.target_column, periods, h.n_nodes)
+    history, season = _history(store, nodes, context)
+    method, note = config.hierarchy.method, ""
+    options = _method_options(config, h, history)
+    residuals = _residuals(config, nodes, spool, history, season) if method in ("wls_var", "mint_shrink") else None
+    try:
+        result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=options.pop("history"), residuals=residuals, **options)
+    except rc.CovarianceTooLarge as exc:
+        note = f"{exc}: reconciled with wls_var instead"
+        warn(f"hierarchy: {note}")
+        method = "wls_var"
+        result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=_bottom(h, history), residuals=residuals)
+    reconciled = result.forecasts
+    shifted = None
+    if qbase is not None:
+        filled = np.where(np.isnan(base), reconciled, base)  # a filled or fallback node: its quantiles move with it
+        shifted = rc.shift_quantiles(filled, reconciled, qbase, nonnegative=config.hierarchy.nonnegative)
+    frame = _long(config, nodes, periods, forecasts, base, reconciled, qbase, shifted, actual, p, quantiles)
+    _write(store, frame)
+    bottom = _bottom_values(nodes, periods, reconciled, shifted, p, quantiles)
+    summary = _summary(config, nodes, result, method, note, reconciled, base, actual, history, season, store)
+    return Reconciliation(bottom, summary)
+
+
+# -- the structure ------------------------------------------------------------------
+
+
+def _nodes(config: Config, spool: Spool) -> _Nodes:
+    groups = list(config.data.group_columns)
+    levels = config.hierarchy.aggregate_levels(groups)
+    rows = [ForecastRow.from_dict(r) for r in spool.rows("rows")]
+    by_level: dict[frozenset, dict[tuple, ForecastRow]] = {}
+    for row in rows:
+        values = dict(zip(groups, row.values))
+        present = frozenset(c for c in groups if str(values[c]) != ALL_NODES)
+        by_level.setdefault(present, {})[tuple(str(values[c]) for c in groups)] = row
+    bottom_rows = by_level.get(frozenset(groups), {})
+    bottom = pd.DataFrame(list(bottom_rows), columns=groups)
+    h = rc.build_hierarchy(bottom, levels, bottom=groups)
+    keys: list[str | None] = []
+    found: list[ForecastRow | None] = []
+    for node in range(h.n_nodes):
+        columns = h.levels[h.node_level[node]]
+        named = dict(zip(columns, h.node_key[node]))
+        full = tuple(str(named.get(c, ALL_NODES)) for c in groups)
+        row = by_level.get(frozenset(columns), {}).get(full)
+        found.append(row)
+        keys.append(row.key if row else None)
+    return _Nodes(h, keys, found)
+
+
+def _method_options(config: Config, h: rc.Hierarchy, history: np.ndarray) -> dict:
+    c = config.hierarchy
+    options: dict = {"history": _bottom(h, history)}
+    if c.method == "top_down":
+        options["rule"] = c.top_down_rule
+    if c.method == "middle_out":
+        wanted = frozenset(c.middle_level or [])
+        options["level"] = next(k for k, cols in enumerate(h.levels) if frozenset(cols) == wanted)
+    return options
+
+
+def _bottom(h: rc.Hierarchy, history: np.ndarray) -> np.ndarray:
+    return history[h.n_aggregate:]
+
+
+# -- reading the run's forecasts and the nodes' histories ------------------------------
+
+
+def _forecast_tables(store, nodes: _Nodes, context) -> pd.DataFrame:
+    fingerprints = {row.key: row.fingerprint for row in nodes.rows if row is not None and row.has_forecast}
+    columns = [PERIOD, context.spec.time_column, context.prediction_column, *context.quantile_columns, context.spec.target_column]
+    table = store.scan_groups("forecast", list(fingerprints), columns, fingerprints)
+    frame = table.to_pandas()
+    index = {k: i for i, k in enumerate(nodes.keys) if k is not None}
+    frame["_node"] = frame["_mm_key"].map(index)
+    frame = frame.dropna(subset=[context.spec.time_column, "_node"]).astype({"_node": np.int64})
+    frame[PERIOD] = _periods(frame, context)
+    return frame
+
+
+def _periods(frame: pd.DataFrame, context) -> np.ndarray:
+    """The forecast rows' periods on the split's grid (a forecast file keeps the time, not the period)."""
+    return np.asarray(context.spec.time_axis.to_periods(frame[context.spec.time_column]), dtype=np.int64)
+
+
+def _matrix(frame: pd.DataFrame, column: str, periods: np.ndarray, n_nodes: int) -> np.ndarray:
+    out = np.full((n_nodes, len(periods)), np.nan)
+    if len(frame) and column in frame.columns:
+        at = np.searchsorted(periods, frame[PERIOD].to_numpy())
+        out[frame["_node"].to_numpy(), at] = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _history(store, nodes: _Nodes, context) -> tuple[np.ndarray, int]:
+    """Every node's training target on one period grid (nodes x periods, NaN where none), and the season."""
+    keys = [k for k in nodes.keys if k is not None]
+    target = context.spec.target_column
+    frame = store.scan_groups("train", keys, [PERIOD, target]).to_pandas()
+    season = TimeAxis.from_dict(context.spec.axis).season_length or 1
+    if frame.empty:
+        return np.full((nodes.h.n_nodes, 1), np.nan), season
+    index = {k: i for i, k in enumerate(nodes.keys) if k is not None}
+    first, last = int(frame[PERIOD].min()), int(frame[PERIOD].max())
+    out = np.full((nodes.h.n_nodes, last - first + 1), np.nan)
+    out[frame["_mm_key"].map(index).to_numpy(dtype=np.int64), frame[PERIOD].to_numpy(dtype=np.int64) - first] = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out, season
+
+
+def _residuals(config: Config, nodes: _Nodes, spool: Spool, history: np.ndarray, season: int) -> np.ndarray:
+    """What wls_var and mint_shrink weigh nodes by (see the module): backtest RMSE per node,
+    and for mint_shrink the seasonal-naive error series rescaled to it."""
+    h = nodes.h
+    rmse = np.full(h.n_nodes, np.nan)
+    for i, key in enumerate(nodes.keys):
+        found = spool.get("models", key) if key else None
+        value = TrainRow.from_dict(found).metrics.get("rmse") if found else None
+        if value is not None and math.isfinite(value) and value > 0:
+            rmse[i] = value
+    variance = rmse ** 2
+    known = np.isfinite(variance)
+    per_series = float(np.median(variance[known] / h.sizes[known])) if known.any() else 1.0
+    variance = np.where(known, variance, per_series * h.sizes)
+    if config.hierarchy.method != "mint_shrink":
+        return np.sqrt(variance)[:, None]
+    m = season if history.shape[1] > season else 1
+    errors = history[:, m:] - history[:, :-m]
+    rms = np.sqrt(np.nanmean(errors ** 2, axis=1))
+    usable = np.isfinite(rms) & (rms > 0)
+    scale = np.divide(np.sqrt(variance), rms, out=np.zeros_like(rms), where=usable)
+    errors = errors * scale[:, None]
+    errors[~usable] = np.nan
+    errors[~usable, -1] = np.sqrt(variance[~usable])  # no usable history: its variance alone
+    return errors
+
+
+# -- the outputs -------------------------------------------------------------------------
+
+
+def _long(config, nodes, periods, forecasts, base, reconciled, qbase, shifted, actual, p, quantiles) -> pd.DataFrame:
+    """hierarchy_forecast.csv: one row per node and forecast period."""
+    h = nodes.h
+    groups = list(config.data.group_columns)
+    n, t = h.n_nodes, len(periods)
+    node = np.repeat(np.arange(n), t)
+    out = {
+        "level": np.repeat([level_name(h.levels[k]) if k < h.bottom_level else "bottom" for k in h.node_level], t),
+        "node": np.repeat([h.label(i) for i in range(n)], t),
+    }
+    for c in groups:
+        values = []
+        for i in range(n):
+            named = dict(zip(h.levels[h.node_level[i]], h.node_key[i]))
+            values.append(str(named.get(c, ALL_NODES)))
+        out[c] = np.repeat(values, t)
+    times = forecasts.drop_duplicates(PERIOD).set_index(PERIOD)[config.data.time_column]
+    out[config.data.time_column] = np.tile(times.reindex(periods).to_numpy(), n)
+    out[config.data.target_column] = actual.ravel()
+    out[p + BASE_SUFFIX] = base.ravel()
+    out[p] = reconciled.ravel()
+    for j, q in enumerate(quantiles):
+        out[_base_quantile(q, p)] = qbase[:, :, j].ravel()
+        out[q] = shifted[:, :, j].ravel()
+    frame = pd.DataFrame(out)
+    return frame[~(np.isnan(base).all(axis=1)[node] & np.isnan(reconciled).all(axis=1)[node])]  # a node nothing is known about
+
+
+def _base_quantile(column: str, p: str) -> str:
+    return p + BASE_SUFFIX + column[len(p):]  # Prediction_q90 -> Prediction_base_q90
+
+
+def _write(store, frame: pd.DataFrame) -> None:
+    with store.output_file(HIERARCHY_OUTPUT) as f:
+        frame.to_csv(f, index=False)
+
+
+def _bottom_values(nodes: _Nodes, periods, reconciled, shifted, p: str, quantiles: list[str]) -> dict[str, pd.DataFrame]:
+    h = nodes.h
+    out = {}
+    for i in range(h.n_aggregate, h.n_nodes):
+        key = nodes.keys[i]
+        if key is None:
+            continue
+        values = {PERIOD: periods, p: reconciled[i]}
+        for j, q in enumerate(quantiles):
+            values[q] = shifted[i, :, j]
+        out[key] = pd.DataFrame(values)
+    return out
+
+
+def _summary(config, nodes: _Nodes, result: rc.Reconciled, method: str, note: str, reconciled, base, actual, history, season, store) -> dict:
+    h = nodes.h
+    named = lambda idx: [h.label(int(i)) for i in idx[:MAX_NAMED]]  # noqa: E731
+    out = {
+        "method": method,
+        "nonnegative": config.hierarchy.nonnegative,
+        "n_nodes": int(h.n_nodes),
+        "n_bottom": int(h.n_bottom),
+        "levels": {level_name(cols) if k < h.bottom_level else "bottom": int(len(h.level_nodes[k])) for k, cols in enumerate(h.levels)},
+        "failed_nodes": {"n": int(len(result.failed)), "examples": named(result.failed)},
+        "fallback_nodes": {"n": int(len(result.fallback)), "examples": named(result.fallback)},
+        "filled_bottom": {"n": int(len(result.filled)), "examples": named(result.filled)},
+        "unfilled_bottom": {"n": int(len(result.unfilled)), "examples": named(result.unfilled)},
+        "coherence_gap": _gap(h, reconciled),
+        "output": str(store.output_path(HIERARCHY_OUTPUT)),
+    }
+    if note:
+        out["note"] = note
+    accuracy = level_accuracy(h, base, reconciled, actual, history, season)
+    if accuracy:
+        out["accuracy"] = accuracy
+    return out
+
+
+def _gap(h: rc.Hierarchy, y: np.ndarray) -> float | None:
+    finite = np.isfinite(y).all(axis=1)
+    if not finite.any():
+        return None
+    rows = np.flatnonzero(finite)
+    bottom = y[h.n_aggregate:]
+    implied = h.S @ np.nan_to_num(bottom)
+    covered = np.asarray(h.S[rows] @ (~np.isfinite(bottom).all(axis=1)).astype(float)).ravel() == 0
+    rows = rows[covered]
+    return float(np.max(np.abs(y[rows] - implied[rows]))) if len(rows) else None
+
+
+def level_accuracy(h: rc.Hierarchy, base, reconciled, actual, history, season: int) -> dict:
+    """Per level, base vs reconciled: MASE (each node's error over its in-sample seasonal-naive
+    scale, averaged over the node's rows and then over nodes), sMAPE and WAPE (pooled), over the
+    periods with an actual and both forecasts."""
+    if not np.isfinite(actual).any():
+        return {}
+    m = season if history.shape[1] > season else 1
+    scale = np.nanmean(np.abs(history[:, m:] - history[:, :-m]), axis=1) if history.shape[1] > m else np.full(h.n_nodes, np.nan)
+    out = {}
+    for k, cols in enumerate(h.levels):
+        idx = h.level_nodes[k]
+        a = actual[idx]
+        ok = np.isfinite(a) & np.isfinite(base[idx]) & np.isfinite(reconciled[idx])
+        if not ok.any():
+            continue
+        entry = {"n_nodes": int(ok.any(axis=1).sum()), "n_rows": int(ok.sum())}
+        for name, f in (("base", base[idx]), ("reconciled", reconciled[idx])):
+            entry[name] = _scores(a, f, ok, scale[idx])
+        out[level_name(cols) if k < h.bottom_level else "bottom"] = entry
+    return out
+
+
+def _scores(a, f, ok, scale) -> dict:
+    err = np.where(ok, np.abs(f - a), np.nan)
+    denom = np.abs(a) + np.abs(f)
+    sape = np.where(ok & (denom > 0), 2 * err / np.where(denom > 0, denom, 1), np.where(ok, 0.0, np.nan))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        node_mae = np.nanmean(err, axis=1)
+        mase = node_mae / scale
+    mase = mase[np.isfinite(mase)]
+    total_actual = float(np.nansum(np.where(ok, np.abs(a), 0.0)))
+    return {
+        "mase": float(np.mean(mase)) if len(mase) else None,
+        "smape": float(100 * np.nanmean(sape)),
+        "wape": float(100 * np.nansum(err) / total_actual) if total_actual else None,
+    }
