@@ -285,3 +285,21 @@ def test_accuracy_per_level_base_and_reconciled_with_a_holdout(tmp_path: Path):
     assert np.isclose(accuracy["total"]["reconciled"]["smape"], 100 * err.mean())
     assert accuracy["bottom"]["n_rows"] == 6 * 4 and accuracy["total"]["base"]["mase"] > 0
     assert accuracy["bottom"]["base"] != accuracy["bottom"]["reconciled"]
+
+
+def test_mint_errors_are_stored_per_node_and_read_back_on_a_rerun(tmp_path: Path):
+    path = hier_config(tmp_path, tourism_like(), method="mint_shrink")
+    run_all(path)
+    root = Path(load_config(path).datastore)
+    files = sorted((root / "hierarchy" / "errors").rglob("*.parquet"))
+    assert len(files) == 18  # one per node: its model's in-sample errors
+    import pyarrow.parquet as pq
+
+    assert all(pq.read_table(f).num_rows > 0 for f in files)
+    stamps = [f.stat().st_mtime_ns for f in files]
+    result = run_cli("forecast", "-c", str(path))
+    assert result.returncode == 0, result.stderr
+    assert [f.stat().st_mtime_ns for f in files] == stamps  # read, not forecast again
+    clean = run_cli("clean", "-c", str(path), "--step", "forecast", "--yes")
+    assert clean.returncode == 0, clean.stderr
+    assert not (root / "hierarchy").exists() and not (root / "outputs" / "hierarchy_forecast.csv").exists()

@@ -8,17 +8,15 @@ matrix (nodes x forecast periods), reconciles it with ``hierarchy.method``
 the forecast step the reconciled bottom rows for ``forecasting_output.csv``; it
 writes every node of every level to ``outputs/hierarchy_forecast.csv``.
 
-What the projections weigh nodes by, from what train stored:
-
-- ``wls_var``: each node's backtest RMSE (train's ``metrics``), squared. A node
-  without one (too short for a backtest window) gets the median variance per
-  bottom series times its size (wls_struct's weight, on the same scale).
-- ``mint_shrink``: needs residual *series* that train does not keep. The
-  correlations come from the nodes' in-sample seasonal-naive errors over their
-  common training periods (one season back), each node's row rescaled so its
-  root mean square is the node's backtest RMSE: the model's own accuracy on the
-  diagonal, the hierarchy's co-movement off it. Stated as a proxy; it keeps the
-  train path untouched.
+What the projections weigh nodes by: ``wls_var`` and ``mint_shrink`` need each
+node's forecast errors, which train does not keep per period (only the backtest's
+metrics). Each node's stored model forecasts the node's own training history from
+the last ERROR_WINDOWS origins (windows of ``horizon`` periods, aligned on the
+periods across nodes): in-sample errors, as in MinT's usual estimate, with the
+model's own parameters and no refit. They are stored per node, named by its model
+and history (the datastore's ``hierarchy/errors/``), so only nodes whose model or
+history changed forecast again. ``wls_var`` uses their mean square, ``mint_shrink``
+their shrunk covariance.
 """
 
 from __future__ import annotations
@@ -32,8 +30,11 @@ import pyarrow as pa
 
 from ..config import ALL_NODES, Config
 from ..core import reconcile as rc
+from ..core.identity import digest
+from ..core.kernels import forecast_fitted, load_fitted
 from ..core.results import ForecastRow, TrainRow
 from ..core.timeindex import TimeAxis
+from ..runner.tasks import read_model
 from ..store.spool import Spool
 from .split import PERIOD
 
@@ -90,13 +91,14 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     p, quantiles = context.prediction_column, list(context.quantile_columns)
     forecasts = _forecast_tables(store, nodes, context)
     periods = np.sort(forecasts[PERIOD].unique()) if len(forecasts) else np.array([], dtype=np.int64)
-    base = _matrix(forecasts, p, periods, h.n_nodes)
-    qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes) for q in quantiles], axis=2) if quantiles else None
+    absent = _absent(forecasts, periods, h.n_nodes)
+    base = _matrix(forecasts, p, periods, h.n_nodes, absent)
+    qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes, absent) for q in quantiles], axis=2) if quantiles else None
     actual = _matrix(forecasts, context.spec.target_column, periods, h.n_nodes)
-    history, season = _history(store, nodes, context)
+    history, first, season = _history(store, nodes, context)
     method, note = config.hierarchy.method, ""
     options = _method_options(config, h, history)
-    residuals = _residuals(config, nodes, spool, history, season) if method in ("wls_var", "mint_shrink") else None
+    residuals = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else None
     try:
         result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=options.pop("history"), residuals=residuals, **options)
     except rc.CovarianceTooLarge as exc:
@@ -178,32 +180,108 @@ def _periods(frame: pd.DataFrame, context) -> np.ndarray:
     return np.asarray(context.spec.time_axis.to_periods(frame[context.spec.time_column]), dtype=np.int64)
 
 
-def _matrix(frame: pd.DataFrame, column: str, periods: np.ndarray, n_nodes: int) -> np.ndarray:
+def _absent(frame: pd.DataFrame, periods: np.ndarray, n_nodes: int) -> np.ndarray:
+    """Where a forecast node has no inference row (a series that ends early, a gap in its
+    future rows): it has nothing to add there, so it counts as 0, not as a failed forecast."""
+    present = np.zeros((n_nodes, len(periods)), dtype=bool)
+    if len(frame):
+        present[frame["_node"].to_numpy(), np.searchsorted(periods, frame[PERIOD].to_numpy())] = True
+    return ~present & present.any(axis=1, keepdims=True)
+
+
+def _matrix(frame: pd.DataFrame, column: str, periods: np.ndarray, n_nodes: int, absent: np.ndarray | None = None) -> np.ndarray:
     out = np.full((n_nodes, len(periods)), np.nan)
     if len(frame) and column in frame.columns:
         at = np.searchsorted(periods, frame[PERIOD].to_numpy())
         out[frame["_node"].to_numpy(), at] = frame[column].to_numpy(dtype=np.float64, na_value=np.nan)
+    if absent is not None:
+        out[absent] = 0.0
     return out
 
 
-def _history(store, nodes: _Nodes, context) -> tuple[np.ndarray, int]:
-    """Every node's training target on one period grid (nodes x periods, NaN where none), and the season."""
+def _history(store, nodes: _Nodes, context) -> tuple[np.ndarray, int, int]:
+    """Every node's training target on one period grid (nodes x periods, NaN where none), the
+    grid's first period, and the season."""
     keys = [k for k in nodes.keys if k is not None]
     target = context.spec.target_column
     frame = store.scan_groups("train", keys, [PERIOD, target]).to_pandas()
     season = TimeAxis.from_dict(context.spec.axis).season_length or 1
     if frame.empty:
-        return np.full((nodes.h.n_nodes, 1), np.nan), season
+        return np.full((nodes.h.n_nodes, 1), np.nan), 0, season
     index = {k: i for i, k in enumerate(nodes.keys) if k is not None}
     first, last = int(frame[PERIOD].min()), int(frame[PERIOD].max())
     out = np.full((nodes.h.n_nodes, last - first + 1), np.nan)
     out[frame["_mm_key"].map(index).to_numpy(dtype=np.int64), frame[PERIOD].to_numpy(dtype=np.int64) - first] = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
-    return out, season
+    return out, first, season
 
 
-def _residuals(config: Config, nodes: _Nodes, spool: Spool, history: np.ndarray, season: int) -> np.ndarray:
-    """What wls_var and mint_shrink weigh nodes by (see the module): backtest RMSE per node,
-    and for mint_shrink the seasonal-naive error series rescaled to it."""
+ERROR_WINDOWS = 4  # in-sample origins: the last 4 windows of train.horizon periods before the cutoff
+
+
+def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, history: np.ndarray, first: int) -> np.ndarray:
+    """Each node's forecast errors (nodes x windows*horizon, NaN where none), for wls_var's
+    variances and mint_shrink's covariance: see ``_node_errors``. A node without any (no
+    model, a history too short for one window) gets its backtest RMSE as its only value, or
+    the median variance per bottom series times its size when it has no backtest either."""
+    h = nodes.h
+    last = first + history.shape[1] - 1  # the last training period of any node: the origins count back from it
+    errors = np.full((h.n_nodes, ERROR_WINDOWS * context.spec.horizon), np.nan)
+    for i, (key, row) in enumerate(zip(nodes.keys, nodes.rows)):
+        found = spool.get("models", key) if key else None
+        model = TrainRow.from_dict(found) if found else None
+        if model is not None and model.has_model and row is not None:
+            errors[i] = _node_errors(store, key, model, row, context, last)
+    none = np.isnan(errors).all(axis=1)
+    if none.any():
+        variance = _backtest_variance(nodes, spool)
+        errors[none, 0] = np.sqrt(variance[none])
+    return errors
+
+
+def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, last: int) -> np.ndarray:
+    """The node's errors when its stored model forecasts its own history from earlier origins
+    (the last ERROR_WINDOWS windows of ``horizon`` periods, aligned on the periods so that
+    column j is the same period for every node): in-sample, as MinT's residuals usually are
+    (the model was fitted on those periods too), with the model's own parameters. Stored in
+    the datastore by model and history, so a rerun reads them instead of forecasting again."""
+    horizon = context.spec.horizon
+    out = np.full(ERROR_WINDOWS * horizon, np.nan)
+    history_hash = (row.parts or {}).get("history", "")
+    fingerprint = digest(model.fingerprint, model.model_version, history_hash, ERROR_WINDOWS, horizon, last)
+    stored = store.read_node_errors(key, fingerprint)
+    if stored is None:
+        try:
+            stored = _forecast_history(store, key, model, context, last)
+        except Exception:  # a model that cannot forecast its history: this node falls back (see _residuals)
+            stored = pa.table({"column": pa.array([], pa.int64()), "error": pa.array([], pa.float64())})
+        store.write_node_errors(key, fingerprint, stored)
+    columns = stored["column"].to_numpy()
+    out[columns] = stored["error"].to_numpy()
+    return out
+
+
+def _forecast_history(store, key: str, model: TrainRow, context, last: int) -> pa.Table:
+    spec = context.spec
+    history = store.read_partition("train", key).sort_values(PERIOD, kind="stable").reset_index(drop=True)
+    meta, text = read_model(store, key, int(model.model_version))
+    fitted = load_fitted(meta, text)
+    period = history[PERIOD].to_numpy(dtype=np.int64)
+    columns, errors = [], []
+    for k in range(1, ERROR_WINDOWS + 1):
+        origin = last - k * spec.horizon
+        past, future = history[period <= origin], history[(period > origin) & (period <= origin + spec.horizon)]
+        if len(past) < spec.min_history or future.empty:
+            continue
+        predicted = forecast_fitted(past, future, meta, fitted, spec)[:, 0]
+        columns.append((k - 1) * spec.horizon + future[PERIOD].to_numpy(dtype=np.int64) - origin - 1)
+        errors.append(future[spec.target_column].to_numpy(dtype=np.float64) - predicted)
+    column = np.concatenate(columns) if columns else np.array([], dtype=np.int64)
+    error = np.concatenate(errors) if errors else np.array([], dtype=np.float64)
+    keep = np.isfinite(error)
+    return pa.table({"column": column[keep], "error": error[keep]})
+
+
+def _backtest_variance(nodes: _Nodes, spool: Spool) -> np.ndarray:
     h = nodes.h
     rmse = np.full(h.n_nodes, np.nan)
     for i, key in enumerate(nodes.keys):
@@ -214,18 +292,7 @@ def _residuals(config: Config, nodes: _Nodes, spool: Spool, history: np.ndarray,
     variance = rmse ** 2
     known = np.isfinite(variance)
     per_series = float(np.median(variance[known] / h.sizes[known])) if known.any() else 1.0
-    variance = np.where(known, variance, per_series * h.sizes)
-    if config.hierarchy.method != "mint_shrink":
-        return np.sqrt(variance)[:, None]
-    m = season if history.shape[1] > season else 1
-    errors = history[:, m:] - history[:, :-m]
-    rms = np.sqrt(np.nanmean(errors ** 2, axis=1))
-    usable = np.isfinite(rms) & (rms > 0)
-    scale = np.divide(np.sqrt(variance), rms, out=np.zeros_like(rms), where=usable)
-    errors = errors * scale[:, None]
-    errors[~usable] = np.nan
-    errors[~usable, -1] = np.sqrt(variance[~usable])  # no usable history: its variance alone
-    return errors
+    return np.where(known, variance, per_series * h.sizes)
 
 
 # -- the outputs -------------------------------------------------------------------------

@@ -11,10 +11,12 @@
     <root>/models/<k2>/<key>/v<N>.json   model metadata (what the version is, what it was fitted from)
     <root>/models/<k2>/<key>/v<N>.lgb.txt.zst  the booster: LightGBM's own text format, zstd-compressed
     <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
+    <root>/hierarchy/errors/<k2>/<key>/<fp>.parquet  with a hierarchy: a node's in-sample forecast errors
+                                         (steps/reconcile.py), named by the model and history they are from
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
     <root>/history/forecasts/<run_id>.parquet  what one forecast run predicted, kept for realised accuracy
                                          (only the forecasts it made; a reused one is in the run that made it)
-    <root>/outputs/training_output.csv, forecasting_output.csv
+    <root>/outputs/training_output.csv, forecasting_output.csv, hierarchy_forecast.csv
     <root>/outputs/accuracy_history.parquet  stored forecasts scored against later actuals (mm accuracy)
     <root>/outputs/report.html           mm report (default location)
     <root>/exports/<format>/             mm export (default location): <key>.onnx, <key>.json, index.csv
@@ -71,7 +73,7 @@ FORMAT_VERSION = 1
 STEP_DIRS = {
     "split": ("split",),
     "train": ("models", "pools", "outputs/training_output.csv"),
-    "forecast": ("forecasts", "outputs/forecasting_output.csv"),
+    "forecast": ("forecasts", "outputs/forecasting_output.csv", "hierarchy", "outputs/hierarchy_forecast.csv"),
 }
 MODEL_CODEC = "zstd"
 MODEL_LEVEL = 1
@@ -152,6 +154,10 @@ class Datastore:
         return f"history/forecasts/{run_id}.parquet"
 
     ACCURACY_HISTORY = "accuracy_history.parquet"  # in outputs/
+
+    @staticmethod
+    def _node_errors(key: str, fingerprint: str) -> str:
+        return f"hierarchy/errors/{key[:2]}/{key}/{fingerprint}.parquet"
 
     @staticmethod
     def _run(run_id: str, suffix: str = ".json") -> str:
@@ -539,6 +545,26 @@ class Datastore:
 
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
         return self._read_parquet(self._forecast(key, fingerprint), REDO_FORECAST)
+
+    # a hierarchy node's in-sample errors (steps/reconcile.py) ---------------
+    def write_node_errors(self, key: str, fingerprint: str, table: pa.Table) -> None:
+        """Keep one version per node: the errors of its current model and history."""
+        rel = self._node_errors(key, fingerprint)
+        self.files.write(rel, parquet_bytes(table))
+        folder, name = rel.rsplit("/", 1)
+        for other in self.files.names(folder):
+            if other != name:
+                self.files.delete(f"{folder}/{other}")
+
+    def read_node_errors(self, key: str, fingerprint: str) -> pa.Table | None:
+        """The node's stored errors, or None (none yet, or unreadable: they are computed again)."""
+        rel = self._node_errors(key, fingerprint)
+        if not self.files.exists(rel):
+            return None
+        try:
+            return self._read_parquet(rel, REDO_FORECAST)
+        except DamagedFile:
+            return None
 
     def scan_groups(self, kind: str, keys: Sequence[str], columns: Sequence[str], fingerprints: dict[str, str] | None = None) -> pa.Table:
         """``columns`` of many groups' files in one multi-threaded scan, plus a ``_mm_key`` column.
