@@ -598,7 +598,8 @@ def report_hierarchy(terminal: Terminal, h: dict) -> None:
         pairs.append(("failed nodes", f"{f['n']:,} (their branches are bottom-up): " + "; ".join(f["examples"][:5])))
     terminal.facts("hierarchy: forecasts reconciled", pairs)
     if h.get("accuracy"):
-        rows = [(name, _num(a["base"]["mase"], 3), _num(a["reconciled"]["mase"], 3), _num(a["base"]["smape"]), _num(a["reconciled"]["smape"])) for name, a in h["accuracy"].items()]
+        order = [lvl for lvl in h.get("level_order", []) if lvl in h["accuracy"]] or list(h["accuracy"])
+        rows = [(name, _num(a["base"]["mase"], 3), _num(a["reconciled"]["mase"], 3), _num(a["base"]["smape"]), _num(a["reconciled"]["smape"])) for name, a in ((n, h["accuracy"][n]) for n in order)]
         terminal.table("accuracy per level, base -> reconciled", ["level", "MASE base", "MASE rec.", "sMAPE % base", "sMAPE % rec."], rows)
     if h.get("unfilled_bottom", {}).get("n"):
         u = h["unfilled_bottom"]

@@ -303,3 +303,28 @@ def test_mint_errors_are_stored_per_node_and_read_back_on_a_rerun(tmp_path: Path
     clean = run_cli("clean", "-c", str(path), "--step", "forecast", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "hierarchy").exists() and not (root / "outputs" / "hierarchy_forecast.csv").exists()
+
+
+def test_report_shows_accuracy_per_level_and_a_node_picker_in_chromium(tmp_path: Path):
+    from .conftest import chromium_page
+
+    path = hier_config(tmp_path, tourism_like(future=0))
+    run_all(path, "--set", "split.holdout=4")
+    result = run_cli("report", "-c", str(path), "--output", str(tmp_path / "report.html"))
+    assert result.returncode == 0, result.stderr
+    with chromium_page() as page:
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.goto((tmp_path / "report.html").as_uri())
+        page.wait_for_selector("body[data-ready='1']", timeout=30_000)
+        assert page.is_visible("#hierarchy")
+        rows = page.locator("#hier-accuracy tbody tr")
+        assert rows.count() == 6 and "total" in rows.nth(0).text_content()
+        page.select_option("#hier-level", "state")
+        assert page.locator("#hier-node option").count() == 2
+        page.select_option("#hier-node", label="state=S")
+        assert page.get_attribute("#hier-chart", "data-node") == "state=S"
+        for line in ("history", "forecast", "base", "actual"):
+            assert page.locator(f"#hier-chart svg path.{line}").count() == 1, line
+        assert "reconciled" in page.text_content("#hier-chart svg g.legend")
+        assert not errors, errors

@@ -39,6 +39,7 @@ from ..store.datastore import Datastore
 from ..store.files import atomic_write_text
 from ..store.registry import run_rows
 from ..store.runs import effective_status, latest_run
+from .report_hierarchy import hierarchy_section
 from .report_insights import insights
 
 DEFAULT_HISTORY = 156  # periods of history per series in the group charts
@@ -191,6 +192,7 @@ def build_document(store: Datastore, config: Config, train_record: dict | None, 
         "metrics": metrics,
         "groups": table,
         **insight,
+        "hierarchy": hierarchy_section(store, config, manifest, forecast_record),  # None without one
     }
     return document, lines
 

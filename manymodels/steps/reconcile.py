@@ -358,6 +358,7 @@ def _summary(config, nodes: _Nodes, result: rc.Reconciled, method: str, note: st
         "n_nodes": int(h.n_nodes),
         "n_bottom": int(h.n_bottom),
         "levels": {level_name(cols) if k < h.bottom_level else "bottom": int(len(h.level_nodes[k])) for k, cols in enumerate(h.levels)},
+        "level_order": [level_name(cols) if k < h.bottom_level else "bottom" for k, cols in enumerate(h.levels)],  # run records sort keys
         "failed_nodes": {"n": int(len(result.failed)), "examples": named(result.failed)},
         "fallback_nodes": {"n": int(len(result.fallback)), "examples": named(result.fallback)},
         "filled_bottom": {"n": int(len(result.filled)), "examples": named(result.filled)},

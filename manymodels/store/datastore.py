@@ -212,6 +212,10 @@ class Datastore:
     def output_path(self, name: str):
         return self.files.location(f"outputs/{name}")
 
+    def read_output(self, name: str) -> bytes:
+        """An output file's bytes (FileNotFoundError when there is none)."""
+        return self.files.read(f"outputs/{name}")
+
     @property
     def runs_dir(self):
         return self.files.location("runs")

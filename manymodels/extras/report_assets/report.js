@@ -436,15 +436,16 @@
     clear(container);
     const width = Math.max(container.clientWidth || 900, 420), height = 320;
     const m = { l: 64, r: 16, t: 30, b: 36 };
-    const hist = [], fc = [], lo = [], hi = [], act = [];
+    const hist = [], fc = [], lo = [], hi = [], act = [], base = [];
     (sd.y || []).forEach((v, k) => { if (finite(v)) hist.push([sd.p0 + k, v]); });
     (sd.f || []).forEach((v, k) => {
       const p = sd.f0 + k;
       if (finite(v)) fc.push([p, v]);
       if (sd.lo && finite(sd.lo[k]) && finite(sd.hi[k])) { lo.push([p, sd.lo[k]]); hi.push([p, sd.hi[k]]); }
       if (sd.a && finite(sd.a[k])) act.push([p, sd.a[k]]);
+      if (sd.b && finite(sd.b[k])) base.push([p, sd.b[k]]); // a hierarchy node's base forecast
     });
-    const all = [...hist, ...fc, ...lo, ...hi, ...act];
+    const all = [...hist, ...fc, ...lo, ...hi, ...act, ...base];
     if (!all.length) { container.appendChild(empty("no values to chart")); return; }
     const px = all.map((q) => q[0]), py = all.map((q) => q[1]);
     const x0 = Math.min(...px), x1 = Math.max(...px);
@@ -475,11 +476,12 @@
     if (lo.length) svg.appendChild(s("path", { class: "band", d: area(lo, hi, x, y), fill: "var(--band)", stroke: "none" }));
     if (hist.length) svg.appendChild(s("path", { class: "history", d: line(hist, x, y), fill: "none", stroke: "var(--hist)", "stroke-width": 1.6 }));
     if (act.length) svg.appendChild(s("path", { class: "actual", d: line(act, x, y), fill: "none", stroke: "var(--actual)", "stroke-width": 1.6, "stroke-dasharray": "5 3" }));
+    if (base.length) svg.appendChild(s("path", { class: "base", d: line(base, x, y), fill: "none", stroke: "var(--muted, #718096)", "stroke-width": 1.6, "stroke-dasharray": "2 3" }));
     if (fc.length) svg.appendChild(s("path", { class: "forecast", d: line(fc, x, y), fill: "none", stroke: "var(--fc)", "stroke-width": 2 }));
     if (fc.length === 1) svg.appendChild(s("circle", { cx: x(fc[0][0]), cy: y(fc[0][1]), r: 3, fill: "var(--fc)" }));
     const legend = s("g", { class: "legend" });
     let lx = m.l + 60;
-    const items = [["history", "var(--hist)", hist.length], ["forecast", "var(--fc)", fc.length],
+    const items = [["history", "var(--hist)", hist.length], [base.length ? "reconciled" : "forecast", "var(--fc)", fc.length], ["base", "var(--muted, #718096)", base.length],
       [META.band && META.band.length ? `interval ${META.band.join(" – ")}` : "interval", "var(--band)", lo.length], ["actual", "var(--actual)", act.length]];
     for (const [name, color, present] of items) {
       if (!present) continue;
@@ -737,6 +739,49 @@
   }
 
   // -- wiring ------------------------------------------------------------------------------------
+  // -- hierarchy: accuracy per level, and a node's history, base and reconciled forecast ----
+  function drawHierarchy() {
+    const H = D.hierarchy;
+    if (!H) return;
+    $("hierarchy").hidden = false;
+    $("hier-link").hidden = false;
+    $("hier-method").textContent = `(${H.method}${H.nonnegative ? ", nonnegative" : ""}; ${H.n_nodes} nodes)`;
+    const notes = [];
+    if (H.failed && H.failed.n) notes.push(`${H.failed.n} failed node(s), their branches bottom-up: ${H.failed.examples.join("; ")}`);
+    if (H.note) notes.push(H.note);
+    if (H.nodes.length < H.n_nodes) notes.push(`the picker lists ${H.nodes.length} of ${H.n_nodes} nodes; hierarchy_forecast.csv has them all`);
+    $("hier-note").textContent = notes.join(". ");
+    const levels = H.level_order || [];
+    if (levels.length) {
+      const cell = (lvl, src, k) => fmt(H.accuracy[lvl][src][k]);
+      $("hier-accuracy").appendChild(table(
+        [{ label: "level", get: (l) => l }, { label: "nodes", get: (l) => H.accuracy[l].n_nodes },
+          { label: "MASE base", get: (l) => cell(l, "base", "mase") }, { label: "MASE reconciled", get: (l) => cell(l, "reconciled", "mase") },
+          { label: "sMAPE % base", get: (l) => cell(l, "base", "smape") }, { label: "sMAPE % reconciled", get: (l) => cell(l, "reconciled", "smape") }],
+        levels));
+    }
+    const byLevel = new Map();
+    H.nodes.forEach((n, k) => { if (!byLevel.has(n.level)) byLevel.set(n.level, []); byLevel.get(n.level).push(k); });
+    const levelSel = $("hier-level"), nodeSel = $("hier-node");
+    for (const lvl of byLevel.keys()) levelSel.appendChild(h("option", { value: lvl, text: `${lvl} (${byLevel.get(lvl).length})` }));
+    const fill = () => {
+      clear(nodeSel);
+      for (const k of byLevel.get(levelSel.value) || []) nodeSel.appendChild(h("option", { value: k, text: H.nodes[k].node }));
+      drawNode();
+    };
+    const drawNode = () => {
+      const n = H.nodes[+nodeSel.value];
+      if (!n) return;
+      const i = G.label.indexOf(n.group);
+      const series = i >= 0 ? (groupData(i).s || [])[0] || {} : {};
+      $("hier-chart").dataset.node = n.node;
+      drawGroupChart($("hier-chart"), { p0: series.p0, y: series.y, f0: n.f0, f: n.r, b: n.b, a: n.a });
+    };
+    levelSel.addEventListener("change", fill);
+    nodeSel.addEventListener("change", drawNode);
+    fill();
+  }
+
   function init() {
     drawSummary();
     const metricSel = $("dist-metric");
@@ -757,6 +802,7 @@
     $("group-search").addEventListener("keydown", (e) => { if (e.key === "Enter" && matches.length) selectGroup(matches[0]); });
     $("group-list").addEventListener("change", (e) => selectGroup(+e.target.value));
     refreshList();
+    drawHierarchy();
     drawTiming();
     drawModels();
     drawRealised();
