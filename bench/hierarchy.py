@@ -42,6 +42,7 @@ sys.path.insert(0, str(REPO))
 import manymodels as mm  # noqa: E402
 from manymodels.config import apply_overrides  # noqa: E402
 from manymodels.console import Terminal  # noqa: E402
+from manymodels.errors import ConfigError  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"  # ../shared/data; --root elsewhere (a git worktree)
 METHODS = [
@@ -93,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=HERE / "out" / "hierarchy")
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--jobs", type=int, default=None)
+    parser.add_argument("--tag", default="", help="a suffix for the summary file")
     parser.add_argument("--keep", action="store_true", help="reuse the datastore of an earlier run (only reconcile again)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
@@ -110,8 +112,13 @@ def main(argv: list[str] | None = None) -> int:
           f"(trained {result.train.trained}, reused {result.train.reused}, failed {result.train.failed}); winners {result.train.winners}", flush=True)
     rows = {}
     for name, overrides in METHODS:
+        try:
+            variant = config.with_overrides(overrides)
+        except ConfigError as exc:  # top_down without the total, for example
+            print(f"  {name}: not applicable ({exc.message.splitlines()[-1].strip()})")
+            continue
         started = time.perf_counter()
-        forecast = mm.forecast(config.with_overrides(overrides), quiet, jobs=args.jobs)
+        forecast = mm.forecast(variant, quiet, jobs=args.jobs)
         seconds = time.perf_counter() - started
         h = forecast.hierarchy
         if "error" in h:
@@ -129,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
             cells = "".join(f"{r['levels'][lvl][metric]:16.3f}" if r["levels"][lvl][metric] is not None else f"{'-':>16}" for lvl in levels)
             secs = f"{r['seconds']:12.2f}" if r["seconds"] is not None else f"{'':>12}"
             print(f"{name:<31}{cells}{secs}")
-    summary = args.out / f"{args.data}_summary.json"
+    summary = args.out / f"{args.data}{args.tag}_summary.json"
     summary.write_text(json.dumps({"run_seconds": train_s, "nodes": result.split.n_groups, "rows": rows}, indent=1))
     print(f"\ndetails: {summary}")
     return 0

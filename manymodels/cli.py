@@ -592,7 +592,8 @@ def report_hierarchy(terminal: Terminal, h: dict) -> None:
     if "error" in h:
         return  # warned when it happened
     levels = ", ".join(f"{name} {n:,}" for name, n in h["levels"].items())
-    pairs = [("method", h["method"] + (" (nonnegative)" if h["nonnegative"] else "")), ("nodes", f"{h['n_nodes']:,}: {levels}"), ("output", h["output"])]
+    method = h["method"] + (f", {h['top_down_rule']}" if h.get("top_down_rule") else "") + (", nonnegative" if h["nonnegative"] else "")
+    pairs = [("method", method), ("nodes", f"{h['n_nodes']:,}: {levels}"), ("output", h["output"])]
     if h["failed_nodes"]["n"]:
         f = h["failed_nodes"]
         pairs.append(("failed nodes", f"{f['n']:,} (their branches are bottom-up): " + "; ".join(f["examples"][:5])))

@@ -96,7 +96,7 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes, absent) for q in quantiles], axis=2) if quantiles else None
     actual = _matrix(forecasts, context.spec.target_column, periods, h.n_nodes)
     history, first, season = _history(store, nodes, context)
-    method, note = config.hierarchy.method, ""
+    method, note = config.hierarchy.resolved_method(), ""
     options = _method_options(config, h, history)
     residuals = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else None
     try:
@@ -148,9 +148,9 @@ def _nodes(config: Config, spool: Spool) -> _Nodes:
 def _method_options(config: Config, h: rc.Hierarchy, history: np.ndarray) -> dict:
     c = config.hierarchy
     options: dict = {"history": _bottom(h, history)}
-    if c.method == "top_down":
+    if c.resolved_method() == "top_down":
         options["rule"] = c.top_down_rule
-    if c.method == "middle_out":
+    if c.resolved_method() == "middle_out":
         wanted = frozenset(c.middle_level or [])
         options["level"] = next(k for k, cols in enumerate(h.levels) if frozenset(cols) == wanted)
     return options
@@ -354,6 +354,7 @@ def _summary(config, nodes: _Nodes, result: rc.Reconciled, method: str, note: st
     named = lambda idx: [h.label(int(i)) for i in idx[:MAX_NAMED]]  # noqa: E731
     out = {
         "method": method,
+        "top_down_rule": config.hierarchy.top_down_rule if method == "top_down" else None,
         "nonnegative": config.hierarchy.nonnegative,
         "n_nodes": int(h.n_nodes),
         "n_bottom": int(h.n_bottom),
