@@ -333,3 +333,18 @@ def test_report_shows_accuracy_per_level_and_a_node_picker_in_chromium(tmp_path:
             assert page.locator(f"#hier-chart svg path.{line}").count() == 1, line
         assert "reconciled" in page.text_content("#hier-chart svg g.legend")
         assert not errors, errors
+
+
+def test_mint_shrink_beyond_its_node_limit_falls_back_to_wls_var_and_says_so(tmp_path: Path, monkeypatch):
+    import manymodels as mm
+    from manymodels.console import Terminal
+    from manymodels.core import reconcile
+
+    config = load_config(hier_config(tmp_path, tourism_like(), method="mint_shrink"))
+    mm.run(config, Terminal(quiet=True))
+    monkeypatch.setattr(reconcile, "MINT_MAX_NODES", 10)  # this hierarchy has 18 nodes
+    result = mm.forecast(config, Terminal(quiet=True))
+    h = result.hierarchy
+    assert h["method"] == "wls_var" and "18 nodes is above the limit of 10" in h["note"] and "wls_var instead" in h["note"]
+    assert h["coherence_gap"] < 1e-6
+    assert Datastore(config.datastore).read_run(result.run_id)["hierarchy"]["note"] == h["note"]

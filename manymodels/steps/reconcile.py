@@ -98,6 +98,8 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     history, first, season = _history(store, nodes, context)
     method, note = config.hierarchy.resolved_method(), ""
     options = _method_options(config, h, history)
+    if method == "mint_shrink":
+        options["max_nodes"] = rc.MINT_MAX_NODES  # read now: the limit is the module's, at run time
     residuals = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else None
     try:
         result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=options.pop("history"), residuals=residuals, **options)
