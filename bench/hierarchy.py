@@ -136,6 +136,13 @@ def main(argv: list[str] | None = None) -> int:
             cells = "".join(f"{r['levels'][lvl][metric]:16.3f}" if r["levels"][lvl][metric] is not None else f"{'-':>16}" for lvl in levels)
             secs = f"{r['seconds']:12.2f}" if r["seconds"] is not None else f"{'':>12}"
             print(f"{name:<31}{cells}{secs}")
+    print("\nmarkdown (MASE / sMAPE %):\n")
+    print("| method | " + " | ".join(levels) + " | forecast s |")
+    print("|---|" + "---|" * (len(levels) + 1))
+    for name, r in rows.items():
+        cells = [f"{r['levels'][lvl]['mase']:.3f} / {r['levels'][lvl]['smape']:.2f}" for lvl in levels]
+        seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
+        print(f"| {name} | " + " | ".join(cells) + f" | {seconds} |")
     summary = args.out / f"{args.data}{args.tag}_summary.json"
     summary.write_text(json.dumps({"run_seconds": train_s, "nodes": result.split.n_groups, "rows": rows}, indent=1))
     print(f"\ndetails: {summary}")

@@ -349,9 +349,8 @@ class HierarchyConfig(_Section):
     aggregate: dict[str, Literal[AGGREGATION_RULES]] = {}  # type: ignore[valid-type]
     # a bottom series without a target in a period it spans makes its nodes' target missing there; zero: counts as 0
     missing: Literal["missing", "zero"] = "missing"
-    # auto: top_down (by top_down_rule) when levels include the total [], else ols: what measured best
-    # on tourism_au (README, 'Hierarchical forecasting')
-    method: Literal[("auto", *HIERARCHY_METHODS)] = "auto"  # type: ignore[valid-type]
+    # mint_shrink: the most even across tourism_au and Dominick's (README, 'Hierarchical forecasting')
+    method: Literal[HIERARCHY_METHODS] = "mint_shrink"  # type: ignore[valid-type]
     top_down_rule: Literal[TOP_DOWN_RULES] = "forecast_proportions"  # type: ignore[valid-type]
     middle_level: list[str] | None = None  # middle_out: the level it starts from (one of levels)
     nonnegative: bool = False
@@ -371,12 +370,6 @@ class HierarchyConfig(_Section):
                 raise ValueError(f"level {level} is listed twice")
             seen.append(frozenset(level))
         return levels
-
-    def resolved_method(self) -> str:
-        """The method ``auto`` stands for with these levels (the method itself otherwise)."""
-        if self.method != "auto":
-            return self.method
-        return "top_down" if any(not level for level in self.levels or []) else "ols"
 
     def aggregate_levels(self, group_columns: list[str]) -> list[list[str]]:
         """The levels above the bottom (the bottom, if listed, is dropped), in the order given."""

@@ -96,7 +96,7 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes, absent) for q in quantiles], axis=2) if quantiles else None
     actual = _matrix(forecasts, context.spec.target_column, periods, h.n_nodes)
     history, first, season = _history(store, nodes, context)
-    method, note = config.hierarchy.resolved_method(), ""
+    method, note = config.hierarchy.method, ""
     options = _method_options(config, h, history)
     if method == "mint_shrink":
         options["max_nodes"] = rc.MINT_MAX_NODES  # read now: the limit is the module's, at run time
@@ -150,9 +150,9 @@ def _nodes(config: Config, spool: Spool) -> _Nodes:
 def _method_options(config: Config, h: rc.Hierarchy, history: np.ndarray) -> dict:
     c = config.hierarchy
     options: dict = {"history": _bottom(h, history)}
-    if c.resolved_method() == "top_down":
+    if c.method == "top_down":
         options["rule"] = c.top_down_rule
-    if c.resolved_method() == "middle_out":
+    if c.method == "middle_out":
         wanted = frozenset(c.middle_level or [])
         options["level"] = next(k for k, cols in enumerate(h.levels) if frozenset(cols) == wanted)
     return options
