@@ -31,10 +31,10 @@ import pyarrow as pa
 from ..config import ALL_NODES, Config
 from ..core import reconcile as rc
 from ..core.identity import digest
-from ..core.kernels import forecast_fitted, load_fitted
+from ..core.kernels import forecast_fitted
 from ..core.results import ForecastRow, TrainRow
 from ..core.timeindex import TimeAxis
-from ..runner.tasks import read_model
+from ..runner.tasks import load_model
 from ..store.spool import Spool
 from .split import PERIOD
 
@@ -265,8 +265,7 @@ def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, la
 def _forecast_history(store, key: str, model: TrainRow, context, last: int) -> pa.Table:
     spec = context.spec
     history = store.read_partition("train", key).sort_values(PERIOD, kind="stable").reset_index(drop=True)
-    meta, text = read_model(store, key, int(model.model_version))
-    fitted = load_fitted(meta, text)
+    meta, fitted = load_model(store, key, int(model.model_version))  # a pooled model through its pool
     period = history[PERIOD].to_numpy(dtype=np.int64)
     columns, errors = [], []
     for k in range(1, ERROR_WINDOWS + 1):
