@@ -190,7 +190,9 @@ class WarmStartConfig(_Section):
     """Shared tuning for local LightGBM: a sample of groups is searched in full first, and their
     winning parameters seed a short search of every other group (sample 0: each group alone)."""
 
-    sample: int = Field(default=30, ge=0)  # groups searched in full when more than twice as many are searched
+    # groups searched in full when more than twice as many are searched; 0 (the default: on Dominick's
+    # the seeded searches were 1.6x faster and 0.45 MAPE points worse, README) searches each group alone
+    sample: int = Field(default=0, ge=0)
     n_trials: int = Field(default=5, ge=1)  # trials of every other group, its seeds among them
 
 
