@@ -64,19 +64,23 @@ def resolve_levels(setting: Any, group_columns: tuple[str, ...]) -> list[tuple[s
     return [tuple(level) for level in setting]
 
 
+def outside(level: tuple[str, ...], group_columns) -> tuple[str, ...]:
+    """The group columns a pool's series differ by: those not in the level, in group order."""
+    return tuple(c for c in group_columns if c not in level)
+
+
 def static_columns(level: tuple[str, ...], group_columns: tuple[str, ...]) -> tuple[str, ...]:
     """The group columns a pool's series differ by, when there are two or more of them (with one,
     the series identity feature is that column already)."""
-    rest = tuple(c for c in group_columns if c not in level)
+    rest = outside(level, group_columns)
     return rest if len(rest) >= 2 else ()
 
 
 def pool_spec(spec, level: tuple[str, ...]):
     """The ``GroupSpec`` a pool is modelled with: its series are the group columns outside the
     level (then the series columns), its known-future columns the group's plus the statics."""
-    rest = tuple(c for c in spec.group_columns if c not in level)
     statics = tuple(STATIC_PREFIX + c for c in static_columns(level, spec.group_columns))
-    return replace(spec, group_columns=tuple(level), series_columns=rest + spec.series_columns, known_future_columns=spec.known_future_columns + statics)
+    return replace(spec, group_columns=tuple(level), series_columns=outside(level, spec.group_columns) + spec.series_columns, known_future_columns=spec.known_future_columns + statics)
 
 
 def with_statics(frame: pd.DataFrame, level: tuple[str, ...], group_columns: tuple[str, ...]) -> pd.DataFrame:
@@ -166,8 +170,7 @@ def _backtest_frame(data, folds, evaluation, origins: list[int]) -> pd.DataFrame
 
 def member_labels(frame: pd.DataFrame, level: tuple[str, ...], spec) -> list[tuple]:
     """A group's series as its pool names them (the pool's series columns' values)."""
-    rest = [c for c in spec.group_columns if c not in level] + list(spec.series_columns)
-    return series_labels_of(frame, rest)
+    return series_labels_of(frame, [*outside(level, spec.group_columns), *spec.series_columns])
 
 
 def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, horizon: int, series_of_code: dict[int, int]) -> automl.Evaluation:

@@ -262,7 +262,7 @@ def _pool_input(store: Datastore, ref: dict, frame, spec: GroupSpec, tune: bool)
     if frame_bt is None:
         return PoolInput(None, {}, transform)
     level = tuple(ref["level"])
-    n_rest = len(spec.group_columns) - len(level)  # a pool series' label: the group's other values, then its own
+    n_rest = len(pooling.outside(level, spec.group_columns))  # a pool series' label: the group's other values, then its own
     labels = {pool["index"][label]: label[n_rest:] for label in map(tuple, pooling.member_labels(frame, level, spec)) if label in pool["index"]}
     wanted = np.array(sorted(labels), dtype=np.int64)
     starts, ends = np.searchsorted(codes, wanted, "left"), np.searchsorted(codes, wanted, "right")

@@ -529,7 +529,10 @@ class Datastore:
         """Write the group's new forecast, then drop its older ones."""
         if isinstance(table, pd.DataFrame):
             table = pa.Table.from_pandas(table, preserve_index=False)
-        rel = self._forecast(key, fingerprint)
+        self._write_replacing_folder(self._forecast(key, fingerprint), table)
+
+    def _write_replacing_folder(self, rel: str, table: pa.Table) -> None:
+        """Write ``rel``, then delete every other file of its folder (one current version per folder)."""
         self.files.write(rel, parquet_bytes(table))
         folder, name = rel.rsplit("/", 1)
         for other in self.files.names(folder):
@@ -553,12 +556,7 @@ class Datastore:
     # a hierarchy node's in-sample errors (steps/reconcile.py) ---------------
     def write_node_errors(self, key: str, fingerprint: str, table: pa.Table) -> None:
         """Keep one version per node: the errors of its current model and history."""
-        rel = self._node_errors(key, fingerprint)
-        self.files.write(rel, parquet_bytes(table))
-        folder, name = rel.rsplit("/", 1)
-        for other in self.files.names(folder):
-            if other != name:
-                self.files.delete(f"{folder}/{other}")
+        self._write_replacing_folder(self._node_errors(key, fingerprint), table)
 
     def read_node_errors(self, key: str, fingerprint: str) -> pa.Table | None:
         """The node's stored errors, or None (none yet, or unreadable: they are computed again)."""
