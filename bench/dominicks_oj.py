@@ -75,12 +75,15 @@ def round_input(prepared: pd.DataFrame, end: int, out_dir: Path) -> Path:
     return path
 
 
-def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str) -> tuple[float, int, int, dict[str, int]]:
-    """MAPE, scored rows, rows without a prediction, and per quantile column how many actuals fell below it."""
+def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str, keep: list | None = None) -> tuple[float, int, int, dict[str, int]]:
+    """MAPE, scored rows, rows without a prediction, and per quantile column how many actuals fell below it.
+    ``keep``: a list the scored rows (store, brand, week, units, prediction) are appended to."""
     truth = prepared[prepared["week"].isin([end + 2, end + 3])][["store", "brand", "week", "units"]]
     quantiles = [c for c in pd.read_csv(forecast_csv, nrows=0).columns if c.startswith(f"{prediction}_q")]
     pred = pd.read_csv(forecast_csv, usecols=["store", "brand", "week", prediction, *quantiles])
     joined = truth.merge(pred, on=["store", "brand", "week"], how="left")
+    if keep is not None:
+        keep.append(joined[["store", "brand", "week", "units", prediction]].rename(columns={prediction: "prediction"}).assign(end=end))
     missing = int(joined[prediction].isna().sum())
     zero = joined["units"] == 0  # MAPE is undefined there: not scored, and said
     if zero.any():
@@ -90,12 +93,13 @@ def score(prepared: pd.DataFrame, forecast_csv: Path, end: int, prediction: str)
     return float(100 * ape.mean()), len(joined), missing, below
 
 
-def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: Path, rounds: list[int], jobs: int | None, quiet: bool) -> dict:
+def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: Path, rounds: list[int], jobs: int | None, quiet: bool, predictions: Path | None = None) -> dict:
     store_dir = out_dir / f"store_{name}"
     if store_dir.exists():
         shutil.rmtree(store_dir)
     apes, rows, missing, per_round, below = [], 0, 0, [], {}
     wall = 0.0
+    kept: list | None = [] if predictions else None
     for r in rounds:
         end = ROUND_ENDS[r - 1]
         path = round_input(prepared, end, out_dir)
@@ -108,7 +112,7 @@ def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: P
         result = mm.run(config, Terminal(quiet=quiet), jobs=jobs)
         elapsed = time.perf_counter() - started
         wall += elapsed
-        mape, n, miss, under = score(prepared, Path(result.forecast.output), end, config.forecast.prediction_column)
+        mape, n, miss, under = score(prepared, Path(result.forecast.output), end, config.forecast.prediction_column, kept)
         for q, count in under.items():
             below[q] = below.get(q, 0) + count
         capped, outside = (result.forecast.capped or {}).get("n", 0), (result.forecast.out_of_range or {}).get("n", 0)
@@ -117,6 +121,9 @@ def run_protocol(name: str, config_raw: dict, prepared: pd.DataFrame, out_dir: P
         rows += n
         missing += miss
         print(f"  {name:<12} round {r:2d} (train to week {end}): MAPE {mape:6.2f}%  rows {n:5d}  {elapsed:6.1f}s  tuned {result.train.tuned:4d}  capped {capped}  out of range {outside}  winners {result.train.winners}", flush=True)
+    if predictions:
+        predictions.mkdir(parents=True, exist_ok=True)
+        pd.concat(kept, ignore_index=True).to_csv(predictions / f"{name}.csv", index=False)
     # a quantile q is calibrated when about q of the actuals fall at or below it
     coverage = {q: round(count / rows, 3) for q, count in below.items()}
     return {"name": name, "mape": sum(apes) / rows, "rows": rows, "missing": missing, "seconds": wall, "coverage": coverage, "rounds": per_round}
@@ -140,6 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="config override KEY=VALUE (repeatable)")
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--prepare-only", action="store_true")
+    parser.add_argument("--predictions", type=Path, default=None, help="write each arm's scored rows (all rounds) to DIR/<arm>.csv, to compare or combine arms afterwards")
     parser.add_argument("--quiet", action="store_true", default=True)
     args = parser.parse_args(argv)
 
@@ -171,7 +179,7 @@ def main(argv: list[str] | None = None) -> int:
         granularity, overrides = VARIANTS.get(name, (name, {}))
         raw["data"].update(GRANULARITIES[granularity])
         raw = _merged(raw, overrides)
-        results.append(run_protocol(name, raw, prepared, args.out, rounds, args.jobs, args.quiet))
+        results.append(run_protocol(name, raw, prepared, args.out, rounds, args.jobs, args.quiet, args.predictions))
 
     print()
     print(f"{'method':<14}{'MAPE %':>9}{'published':>11}{'rows':>8}{'missing':>9}{'wall s':>9}{'ratio to 625 s':>16}")
