@@ -171,6 +171,9 @@ class PoolingConfig(_Section):
     min_groups: int = Field(default=30, ge=2)  # a pool of fewer groups is not fitted (too few blocks to judge it by)
     n_trials: int = Field(default=10, ge=0)  # Optuna trials per pool (once, on the pool; retune decides when again)
     timeout: float | None = Field(default=300.0, gt=0)  # seconds for one pool's search
+    # also score each group on the average of its local model and every pool it belongs to
+    # (pooling.BLEND): the guard against one shared model misjudging a week for all its series
+    blend: bool = True
 
     @field_validator("levels")
     @classmethod

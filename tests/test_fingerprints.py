@@ -81,6 +81,7 @@ DECIDED: dict[str, set[str]] = {
     "train.automl.pooling.levels": AUTOML,  # which pooled candidates a group is chosen among
     "train.automl.pooling.min_groups": AUTOML,
     "train.automl.pooling.n_trials": AUTOML,
+    "train.automl.pooling.blend": AUTOML,  # whether the blend is among a group's candidates
     "train.automl.pooling.timeout": set(),  # a time budget, as timeout_per_group
     "train.automl.warm_start.sample": AUTOML,  # how local LightGBM parameters are searched
     "train.automl.warm_start.n_trials": AUTOML,
@@ -274,7 +275,8 @@ def test_kernels_get_every_value_resolved_from_the_config_and_the_spec_pickles(t
     spec = group_spec(config, manifest)
     defaults = AutoMLConfig()
     assert spec.automl.evidence == defaults.evidence == 2.0 and spec.automl.reference == defaults.reference == "ensemble"
-    assert {f.name: getattr(spec.automl, f.name) for f in fields(AutoMLSpec) if f.name != "space"} == {
+    assert spec.automl.blend is defaults.pooling.blend is True  # from train.automl.pooling
+    assert {f.name: getattr(spec.automl, f.name) for f in fields(AutoMLSpec) if f.name not in ("space", "blend")} == {
         name: tuple(value) if isinstance(value, list) else value for name, value in defaults.model_dump().items() if name in {f.name for f in fields(AutoMLSpec)}
     }
     assert spec.automl.space == cache.search_space_fingerprint(config)

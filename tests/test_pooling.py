@@ -8,6 +8,7 @@ and a pool of 36 can.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -349,3 +350,104 @@ def test_a_pooled_forecast_is_the_pools_own_prediction_of_that_series(pooled_run
         direct = predict(fitted, data, known, np.arange(len(history), len(frame))) * meta["calibration"]["factor"]
         mine = forecast[(forecast["Store"] == row.Store) & (forecast["Brand"] == row.Brand)].sort_values("WeekStarting")
         np.testing.assert_allclose(mine["Prediction"].to_numpy(), direct, rtol=1e-9)
+
+
+# -- the blend: a group's local model averaged with its pools -----------------------
+
+
+def _blend_one_group(path) -> tuple[Datastore, str, dict]:
+    """Turn one searched group's record into its blend, as the step's choice does when the blend
+    wins (on these data the pools alone win: the blend's forecast path is what is checked)."""
+    from manymodels.core.results import TrainRow
+    from manymodels.steps import pools as pool_step
+
+    config = mm.load_config(path)
+    store = Datastore(config.datastore)
+    out = _training(path)
+    row = out[out["model"] == "pooled_all"].iloc[0]
+    key = store.read_split_groups().set_index("label").loc[f"Store={row['Store']},Brand={row['Brand']}", "key"]
+    version = int(row["model_version"])
+    meta = store.read_model_meta(key, version)
+    assert pooling.BLEND in meta["tuning"]["pooled"]  # every searched member is scored on its blend
+    local = {**meta, "kind": meta["local"]["kind"]}
+    # the record before the switch to the pool: refit the local model the blend keeps
+    from manymodels.runner import tasks
+
+    stored = dict(meta["tuning"])
+    stored.pop("pooled_choice")
+    spec = group_spec(config, store.read_split_manifest())
+    from manymodels.core.kernels import fit_group
+
+    frame = store.read_partition("train", key)
+    result = fit_group(frame, spec, stored={**stored, "winner": local["kind"]}, tune=False)
+    local_meta = {**result["meta"], **{k: meta[k] for k in ("group", "key", "version", "run_id", "fingerprint", "parts", "created", "pools")}}
+    store.write_model(key, version, local_meta, result["model_text"])
+    trow = TrainRow(key=key, values=[int(row["Store"]), row["Brand"]], label=f"Store={row['Store']},Brand={row['Brand']}", status=tasks.Status.TRAINED, model=local["kind"], model_version=version)
+    pool_step._switch_to_blend(store, trow, {**local_meta, "tuning": meta["tuning"]}, pooling.BLEND, "test")
+    return store, key, store.read_model_meta(key, version)
+
+
+def test_a_blend_forecasts_the_average_of_its_local_model_and_its_pools(pooled_run):
+    from manymodels.core.kernels import forecast_fitted, model_view
+    from manymodels.core.models import average
+    from manymodels.runner.tasks import load_model, pooled_model
+
+    config = mm.load_config(pooled_run)
+    store, key, meta = _blend_one_group(pooled_run)
+    assert meta["kind"] == pooling.BLEND and set(meta["blend"]["pools"]) == set(meta["tuning"]["pooled"][pooling.BLEND]["members"])
+    assert store.has_model(key, meta["version"], booster=True) == (meta["state"]["local"]["kind"] in ("lightgbm", "ensemble"))
+    spec = group_spec(config, store.read_split_manifest())
+    history, future = store.read_partition("train", key), store.read_partition("inference", key)
+    _, fitted = load_model(store, key, meta["version"])
+    points = []
+    local = pooling.local_part(meta)
+    points.append(forecast_fitted(history, future, local, fitted.parts[0][1], spec)[:, 0])
+    for name, ref in meta["blend"]["pools"].items():
+        pmeta, pfit = pooled_model(store, {**meta, "pool_ref": ref, "calibration": {"factor": meta["blend"]["calibration"][name]}})
+        pspec, ph, pf = model_view(pmeta, spec, history, future)
+        points.append(forecast_fitted(ph, pf, pmeta, pfit, pspec)[:, 0])
+    expected = average(points, meta["state"]["transform"])
+    assert len(points) == 1 + len(meta["blend"]["pools"]) >= 3
+    done = mm.forecast(config.model_copy(update={"allow_reuse": False}))  # the record changed under the same version
+    assert done.failed == 0, done
+    forecast = pd.read_csv(store.output_path("forecasting_output.csv"))
+    group = meta["group"]
+    mine = forecast[(forecast["Store"].astype(str) == str(group["Store"])) & (forecast["Brand"] == group["Brand"])].sort_values("WeekStarting")
+    np.testing.assert_allclose(mine["Prediction"].to_numpy(), expected, rtol=1e-9)
+    assert not np.allclose(points[0], points[1])  # the parts differ: the average is not one of them
+    assert (mine["Prediction_q10"] <= mine["Prediction"]).all() and (mine["Prediction"] <= mine["Prediction_q90"]).all()
+    # mm serve reads a model the same way (tasks.load_model, kernels.checked_forecast): the same numbers
+    from manymodels.core.kernels import checked_forecast
+
+    served = checked_forecast(history, future, meta, fitted, spec, config.forecast.cap_factor).matrix[:, 0]
+    np.testing.assert_allclose(np.sort(served), np.sort(expected), rtol=1e-9)
+
+
+def test_a_blend_is_named_as_not_exportable_to_onnx(pooled_run):
+    from .conftest import require_module
+
+    require_module("onnx", "onnx")
+    config = mm.load_config(pooled_run)
+    _, key, _ = _blend_one_group(pooled_run)
+    result = mm.export(config)
+    index = pd.read_csv(Path(config.datastore) / "exports" / "onnx" / "index.csv").set_index("key")
+    assert index.loc[key, "status"] == "failed" and "train.automl.pooling.blend: false" in index.loc[key, "note"]
+    assert (index.drop(index=key)["status"] == "onnx").sum() >= 30 and result.failed == 1  # the others export
+
+
+def test_a_nightly_refit_keeps_a_blend_with_its_pools_new_versions(pooled_run):
+    config = mm.load_config(pooled_run)
+    store, key, meta = _blend_one_group(pooled_run)
+    before = {name: ref["version"] for name, ref in meta["blend"]["pools"].items()}
+    shared_price_response(weeks=26, seed=0).to_csv(config.data.path, index=False)
+    result = mm.run(config)
+    assert result.forecast.failed == 0
+    out = _training(pooled_run)
+    group = meta["group"]
+    row = out[(out["Store"].astype(str) == str(group["Store"])) & (out["Brand"] == group["Brand"])].iloc[0]
+    assert row["model"] == pooling.BLEND and row["status"] == "trained", {k: v for k, v in row.to_dict().items() if k in ("tuning", "note", "n_trials", "candidate_errors", "pool")}
+    newest = store.read_model_meta(key, int(row["model_version"]))
+    assert all(newest["blend"]["pools"][name]["version"] > v for name, v in before.items())
+    assert all(f"{r['label']} v{r['version']}" in row["tuning"] for r in newest["blend"]["pools"].values())
+    for ref in newest["blend"]["pools"].values():  # the pool versions it points to are kept
+        assert ref["version"] in store.pool_versions(ref["pool"])

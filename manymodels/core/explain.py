@@ -48,6 +48,7 @@ from . import statistical
 from .features import design_matrix
 from .kernels import GroupSpec, group_data
 from .models import Fitted, GroupData, ensemble_members, forward, inverse, predict
+from .pooling import is_blend
 from .timeindex import calendar_features
 
 # Objectives whose raw score is the log of the prediction (LightGBM's predict applies exp).
@@ -96,6 +97,8 @@ def friendly_names(raw: list[str], season_length: int | None) -> list[str]:
 
 def explain_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec, prediction: np.ndarray) -> Explanation:
     """The drivers of the shipped point forecast ``prediction`` of ``future``'s rows."""
+    if is_blend(meta["kind"]):  # its parts read the rows differently (a pool's series codes, statics)
+        raise ValueError("a blend of a local model and pooled models has no drivers of its own")
     data, known, rows = _forecast_data(history, future, meta, spec)
     names, contrib, base_raw = _model_space(fitted, data, known, rows, history, spec)
     factor = float((meta.get("calibration") or {}).get("factor", 1.0))

@@ -25,6 +25,7 @@ from .models import (
     BASELINES,
     Fitted,
     GroupData,
+    average,
     default_lightgbm_params,
     fit_baseline,
     fit_lightgbm,
@@ -79,13 +80,14 @@ class AutoMLSpec:
     evidence: float
     calibrate: bool
     space: str  # cache.search_space_fingerprint: a stored decision made under another one is searched again
+    blend: bool  # train.automl.pooling.blend: a group with pools is scored on its blend too
 
     @classmethod
     def of(cls, settings: dict, space: str) -> AutoMLSpec:
         """From the config's train.automl values (``AutoMLConfig.model_dump()``); a missing one is a KeyError."""
-        values = {f.name: settings[f.name] for f in fields(cls) if f.name != "space"}
+        values = {f.name: settings[f.name] for f in fields(cls) if f.name not in ("space", "blend")}
         listed = {k: v if v == "auto" else tuple(v) for k, v in values.items() if k in ("candidates", "ensemble")}
-        return cls(**{**values, **listed}, space=space)
+        return cls(**{**values, **listed}, space=space, blend=bool(settings["pooling"]["blend"]))
 
 
 class GroupFailure(Exception):
@@ -239,11 +241,12 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         decision = _stored_decision(stored, out_of_time)
         if decision.get("pooled_choice") in pooled:  # chosen a pool before: that pool's new fit, no local one
             return pooled_result(decision, decision["pooled_choice"], info, int(np.sum(~np.isnan(y))), choice_note)
-        decision.pop("pooled_choice", None)  # its pool is gone (too few series now): the local model
+        if not _blend_pools_present(decision, pooled):
+            decision.pop("pooled_choice", None)  # its pool is gone (too few series now): the local model
     else:
         decision = _search(data, spec, candidates, transform, stored, tune and not out_of_time, deadline, seeds=seeds)
         local, folds = decision.pop(LOCAL)
-        decision["pooled"] = _score_pools(pooled, decision, local, folds, data, spec, info) if pooled else {}
+        decision["pooled"] = _score_pools(pooled, decision, local, folds, data, spec, info, transform) if pooled else {}
     decision, final = _refit_or_fall_back(decision, data, all_rows, spec, candidates, transform, stored, deadline)
     note = "; ".join(n for n in (choice_note, decision.get("note", "")) if n)
     meta = {
@@ -261,7 +264,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "mm_version": __version__,
         "lightgbm_version": lgb.__version__,
     }
-    return {
+    result = {
         "model": decision["winner"],
         "meta": meta,
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
@@ -274,6 +277,22 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "note": note,
         "candidate_errors": decision.get("candidate_errors") or {},
     }
+    return as_blend(result) if decision.get("pooled_choice") == pooling.BLEND else result
+
+
+def _blend_pools_present(decision: dict, pooled: dict) -> bool:
+    """A stored blend is refit (its local model, averaged with its pools' new fits) while every
+    pool it averages with still exists."""
+    entry = (decision.get("pooled") or {}).get(pooling.BLEND)
+    return decision.get("pooled_choice") == pooling.BLEND and entry is not None and all(m in pooled for m in entry["members"])
+
+
+def as_blend(result: dict) -> dict:
+    """A local fit's result as the blend of its decision (its local booster kept; the task, or the
+    step's choice, adds the pools' refs: ``pooling.with_blend_refs``)."""
+    entry = result["meta"]["tuning"]["pooled"][pooling.BLEND]
+    meta = pooling.blend_record(result["meta"], entry)
+    return {**result, "model": pooling.BLEND, "meta": meta, "metrics": meta["metrics"], "unscored": entry.get("unscored") or {}, "n_backtest": entry.get("n_backtest", 0)}
 
 
 def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: str, stored: dict | None, tune: bool, deadline: float | None, dropped: dict[str, str] | None = None, seeds: Seeds | None = None) -> dict:
@@ -341,7 +360,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "folds": len(folds),
         "n_trials": lightgbm.get("n_trials", 0),
         "tuned": str(lightgbm.get("source", "")).startswith("tuned"),
-        "source": "searched" + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
+        "source": SEARCHED + (f", LightGBM {lightgbm['source']}" if "lightgbm" in evaluated else ""),
         "space": a.space,
         "tuned_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         "note": "; ".join(n for n in (_search_note(folds, lightgbm), metric_note) if n),
@@ -351,6 +370,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
 
 
 LOCAL = "_local"
+SEARCHED = "searched"  # how a decision made in this fit starts its source (a row's tuning column)
 
 
 @dataclass(frozen=True)
@@ -364,13 +384,15 @@ class PoolInput:
     transform: str
 
 
-def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Evaluation, folds: list, data: GroupData, spec: GroupSpec, info: dict) -> dict:
+def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Evaluation, folds: list, data: GroupData, spec: GroupSpec, info: dict, transform: str) -> dict:
     """Each pool scored on the group's own folds and rows: against its chosen local model (the
-    relative block losses the step chooses by), and what the group's record needs if chosen."""
+    relative block losses the step chooses by), and what the group's record needs if chosen;
+    then the blend of the local model with every pool scored (``pooling.BLEND``)."""
     metric = decision["metric"]
     index = {tuple(label): i for i, label in enumerate(info["series"])}
     calibrate = spec.automl.calibrate and len(folds) >= 2
-    out = {}
+    out: dict[str, dict] = {}
+    judged_pools: dict[str, automl.Evaluation] = {}
     for name, pool in pooled.items():
         if pool.backtest is None or not folds:
             decision["candidate_errors"][name] = "not scored: " + ("the group has no backtest fold" if not folds else "the pool was refit without a backtest")
@@ -383,17 +405,29 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
             continue
         calibrated = calibrate and pool.transform == "log1p"  # as a local LightGBM in the log space
         judged = evaluation.calibrated(metric) if calibrated else evaluation
-        decision["scores"][name] = judged.score(metric)
-        out[name] = {
-            "diff": pooling.relative_block_losses(judged, local, metric).tolist(),
-            "metrics": judged.metrics(),
-            "unscored": judged.unscored(),
-            "n_backtest": judged.n_rows(),
-            "calibration": evaluation.factor(metric) if calibrated else 1.0,
-            "residual_quantiles": evaluation.residual_quantiles(spec.quantiles, pool.transform),
-            "transform": pool.transform,
-        }
+        judged_pools[name] = judged
+        out[name] = _pooled_entry(judged, local, metric, spec, evaluation.factor(metric) if calibrated else 1.0, evaluation, pool.transform)
+    scored = dict(judged_pools)
+    if judged_pools and spec.automl.blend:
+        space = pooling.blend_transform(_forecast_space(decision["winner"], local, decision.get("members") or [], transform), [pooled[n].transform for n in judged_pools], data.nonnegative)
+        scored[pooling.BLEND] = blend = pooling.blend_evaluation(local, judged_pools, space)
+        out[pooling.BLEND] = {**_pooled_entry(blend, local, metric, spec, 1.0, blend, space), "members": list(judged_pools), "pool_calibration": {n: out[n]["calibration"] for n in judged_pools}}
+    decision["scores"].update({name: evaluation.score(metric) for name, evaluation in scored.items()})
     return out
+
+
+def _pooled_entry(judged: automl.Evaluation, local: automl.Evaluation, metric: str, spec: GroupSpec, factor: float, raw: automl.Evaluation, transform: str) -> dict:
+    """What a group's record keeps of a pooled candidate: its blocks against the local model
+    (the choice), scores, calibration and quantile shifts (from the uncalibrated backtest)."""
+    return {
+        "diff": pooling.relative_block_losses(judged, local, metric).tolist(),
+        "metrics": judged.metrics(),
+        "unscored": judged.unscored(),
+        "n_backtest": judged.n_rows(),
+        "calibration": factor,
+        "residual_quantiles": raw.residual_quantiles(spec.quantiles, transform),
+        "transform": transform,
+    }
 
 
 def pooled_result(decision: dict, name: str, info: dict, n_train_rows: int, note: str = "") -> dict:
@@ -734,6 +768,8 @@ def _min_series_history(candidates: list[str]) -> int:
 
 def has_booster(meta: dict) -> bool:
     """Whether a model's metadata comes with a LightGBM booster file."""
+    if pooling.is_blend(meta["kind"]):
+        return has_booster(pooling.local_part(meta))  # its local model's, kept with the group
     return meta["kind"] == "lightgbm" or any(m["kind"] == "lightgbm" for m in meta["state"].get("members", []))
 
 
@@ -758,6 +794,8 @@ def forecast_group(history: pd.DataFrame, future: pd.DataFrame, meta: dict, mode
 
 def forecast_fitted(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> np.ndarray:
     """``forecast_group`` with the model already loaded (``load_fitted``)."""
+    if pooling.is_blend(meta["kind"]):
+        return _blend_forecast(history, future, meta, fitted, spec)
     info = meta["info"]
     frame = pd.concat([history, future], ignore_index=True)
     n_hist = len(history)
@@ -772,6 +810,19 @@ def forecast_fitted(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fit
     else:
         median_like = predict(fitted, data, known, rows)
     return forecast_matrix(median_like, own, meta, spec, data.nonnegative)
+
+
+def _blend_forecast(history: pd.DataFrame, future: pd.DataFrame, meta: dict, fitted: Fitted, spec: GroupSpec) -> np.ndarray:
+    """A blend's forecast: each part's calibrated point forecast as that model gives it alone
+    (a pool on its own view of the rows), averaged in the blend's space, with the blend's own
+    quantile shifts."""
+    points = []
+    for part_meta, part in fitted.parts:
+        part_spec, part_history, part_future = model_view(part_meta, spec, history, future)
+        points.append(forecast_fitted(part_history, part_future, part_meta, part, part_spec)[:, 0])
+    point = average(points, meta["state"]["transform"])
+    nonnegative = bool(meta["info"].get("nonnegative", True))
+    return forecast_matrix(point, None, meta, spec, nonnegative)
 
 
 def forecast_matrix(median_like: np.ndarray, own: dict[float, np.ndarray] | None, meta: dict, spec: GroupSpec, nonnegative: bool) -> np.ndarray:

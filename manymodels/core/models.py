@@ -51,6 +51,7 @@ class Fitted:
     kind: str
     state: dict[str, Any] = field(default_factory=dict)
     booster: lgb.Booster | None = None
+    parts: list = field(default_factory=list)  # a blend's (meta, Fitted) parts (core/pooling.py)
 
 
 # -- target transforms -------------------------------------------------------

@@ -38,9 +38,13 @@ import pandas as pd
 
 from . import automl
 from .features import series_labels_of
-from .models import default_lightgbm_params, fit_lightgbm, lightgbm_threads
+from .models import average, default_lightgbm_params, fit_lightgbm, lightgbm_threads
 
 POOL_PREFIX = "pooled_"
+# A group's local model averaged with every pool it belongs to: one pool shared by hundreds of
+# series misjudges some weeks for all of them at once (a promotion), and averaging it with models
+# that fail elsewhere (the series' own, the other levels' pools) is what guards against that.
+BLEND = "pooled_blend"
 STATIC_PREFIX = "static:"  # a derived column holding a series' group value as a category
 
 
@@ -50,7 +54,12 @@ def level_name(level: tuple[str, ...] | list[str]) -> str:
 
 
 def is_pooled(kind: str) -> bool:
-    return kind.startswith(POOL_PREFIX)
+    """A pool's own model (the group's record points to one pool version); not the blend."""
+    return kind.startswith(POOL_PREFIX) and kind != BLEND
+
+
+def is_blend(kind: str) -> bool:
+    return kind == BLEND
 
 
 def resolve_levels(setting: Any, group_columns: tuple[str, ...]) -> list[tuple[str, ...]]:
@@ -196,6 +205,67 @@ def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, horizon: i
             raise ValueError(f"the pool's backtest has no prediction for {int(np.isnan(predicted).sum())} of this group's backtest rows")
         evaluation.add_rows(data, rows, predicted)
     return evaluation
+
+
+def blend_transform(local_transform: str, pools: list[str], nonnegative: bool) -> str:
+    """The space a blend averages in: as the local ensemble (``models.average``), log1p when every
+    part forecasts a nonnegative target in it (a geometric-like mean), else the raw values."""
+    return "log1p" if nonnegative and local_transform == "log1p" and all(t == "log1p" for t in pools) else "none"
+
+
+def blend_evaluation(local: automl.Evaluation, pools: dict[str, automl.Evaluation], transform: str) -> automl.Evaluation:
+    """The backtest of the average of the local model and the pools, fold by fold (the same rows)."""
+    parts = [local, *pools.values()]
+    predicted = [average([p.predicted[i] for p in parts], transform) for i in range(len(local.actual))]
+    return local.like(predicted, BLEND, {"members": list(pools)})
+
+
+def blend_record(local: dict, entry: dict) -> dict:
+    """A group's model record (``meta``) as a blend: its local model kept whole under ``local``
+    (its booster stays the group's), the pools it averages with and the group's own calibration
+    of each (their refs: ``with_blend_refs``), and the blend's own backtest scores and quantile
+    shifts (``entry``)."""
+    return {
+        **local,
+        "kind": BLEND,
+        "state": {"transform": entry["transform"], "local": {"kind": local["kind"], "state": local["state"], "calibration": local.get("calibration") or {}}},
+        "blend": {"members": list(entry["members"]), "calibration": dict(entry["pool_calibration"])},
+        "metrics": entry.get("metrics") or {},
+        "calibration": {"metric": (local.get("calibration") or {}).get("metric"), "factor": 1.0},  # its parts are calibrated
+        "residual_quantiles": entry.get("residual_quantiles") or {},
+        "tuning": {**local.get("tuning", {}), "pooled_choice": BLEND},
+        "local": {"kind": local["kind"]},
+    }
+
+
+def local_part(meta: dict) -> dict:
+    """A blend's local model as its own record: what it forecasts with alone."""
+    local = meta["state"]["local"]
+    return {**meta, "kind": local["kind"], "state": local["state"], "calibration": local["calibration"]}
+
+
+def with_blend_refs(meta: dict, refs: dict[str, dict]) -> dict:
+    """A blend's record with the pool versions it averages with (``refs``: name -> pool ref)."""
+    return {**meta, "blend": {**meta["blend"], "pools": {name: refs[name] for name in meta["blend"]["members"]}}}
+
+
+def blend_refs(meta: dict) -> list[dict]:
+    """The pool refs a record points to: its pool's, or a blend's pools'."""
+    if "pool_ref" in meta:
+        return [meta["pool_ref"]]
+    return list(((meta.get("blend") or {}).get("pools") or {}).values())
+
+
+def tuning_text(meta: dict) -> str:
+    """A record's ``tuning`` column: where its parameters came from, and for a pooled model or a
+    blend which pool versions it uses and what its local model is."""
+    tuning = meta.get("tuning") or {}
+    source, refs = tuning.get("source", ""), blend_refs(meta)
+    if not refs:
+        return source
+    pools = ", ".join(f"{r['label']} v{r['version']}" for r in refs)
+    local = f"local {tuning.get('winner', '')} {source}".strip()
+    return f"{local}, averaged with {pools}" if is_blend(meta["kind"]) else f"{pools}; {local}"
 
 
 def relative_block_losses(candidate: automl.Evaluation, local: automl.Evaluation, metric: str) -> np.ndarray:

@@ -39,7 +39,7 @@ from ..console import Terminal
 from ..core.features import FeatureSpec, design_matrix
 from ..core.kernels import group_data, model_view
 from ..core.models import Fitted, average, finish, forward, inverse, predict_linear
-from ..core.pooling import is_pooled, pool_spec
+from ..core.pooling import is_blend, is_pooled, pool_spec
 from ..core.results import TrainRow
 from ..core.statistical import KINDS as STATISTICAL_KINDS
 from ..core.timeindex import TimeAxis, calendar_features
@@ -78,6 +78,14 @@ STATISTICAL_RULE = (
     "a statistical model per series ({kind}): 'state.series' holds each series' fitted specification and parameters "
     "(in the order of 'series.codes'); the forecast filters the series' history with them and extrapolates "
     "(manymodels.core.statistical.forecast_series); the quantiles are the model's own intervals, not shifts"
+)
+
+
+# a blend averages its local model with pooled LightGBMs that read the rows as their pools do
+# (other series codes, static categories): no single graph over one row of inputs gives that
+BLEND_NOT_EXPORTED = (
+    "a blend of the group's local model and its pooled models has no ONNX form (its parts read the rows differently); "
+    "export it as its local model or its pool by training with train.automl.pooling.blend: false"
 )
 
 
@@ -201,6 +209,8 @@ class _OnnxExporter:
         key = row.key
         try:
             meta = self.store.read_model_meta(key, version)
+            if is_blend(meta["kind"]):
+                return {**entry, "status": "failed", "reason": "unsupported", "note": BLEND_NOT_EXPORTED}
             if is_pooled(meta["kind"]):  # its pool's LightGBM, with the group's own calibration and quantiles
                 meta = pooled_model(self.store, meta)[0]
             document = self.metadata(row, meta)

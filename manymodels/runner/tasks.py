@@ -143,6 +143,8 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     }
     if pooling.is_pooled(result["model"]):
         meta["pool_ref"] = refs[result["model"]]
+    elif pooling.is_blend(result["model"]):
+        meta = pooling.with_blend_refs(meta, refs)
     try:  # shares of gain (LightGBM) or of |coefficient| (linear) per feature: a label, never a failure
         meta["importance"] = importance(meta, result["model_text"], frame, ctx.spec)
     except Exception as exc:
@@ -162,12 +164,12 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         selection_metric=result["selection_metric"],
         scores=result["scores"],
         n_trials=result["n_trials"],
-        tuning=meta["tuning"].get("source", ""),
+        tuning=pooling.tuning_text(meta),
         note=result.get("note", ""),
         candidate_errors=result.get("candidate_errors") or {},
         demand_class=result.get("demand_class", ""),
         duration_s=result["duration_s"],
-        pool=pool_version_ref(meta.get("pool_ref")),
+        pool=pool_versions_text(meta),
     )
 
 
@@ -212,7 +214,7 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
             "note": (meta.get("tuning") or {}).get("note", ""),
             "candidate_errors": (meta.get("tuning") or {}).get("candidate_errors") or {},
             "demand_class": meta.get("demand_class", ""),
-            "pool": pool_version_ref(meta.get("pool_ref")),
+            "pool": pool_versions_text(meta),
             **outcome,
         },
     )
@@ -221,6 +223,11 @@ def _stored_model_row(ctx: TrainContext, item: dict, meta: dict, version: int, *
 def pool_version_ref(ref: dict | None) -> str:
     """How a row names the pool version its model points to (empty: not a pooled model)."""
     return f"{ref['pool']}/v{ref['version']}" if ref else ""
+
+
+def pool_versions_text(meta: dict) -> str:
+    """The pool versions a model record points to, comma-separated (a blend has several)."""
+    return ",".join(pool_version_ref(ref) for ref in pooling.blend_refs(meta))
 
 
 def _seeds(item: dict) -> Seeds | None:
@@ -528,7 +535,20 @@ def load_model(store: Datastore, key: str, version: int) -> tuple[dict, Fitted]:
     if pooling.is_pooled(meta["kind"]):
         return pooled_model(store, meta)
     meta, text = read_model(store, key, version)
+    if pooling.is_blend(meta["kind"]):
+        return meta, blend_model(store, meta, text)
     return meta, load_fitted(meta, text)
+
+
+def blend_model(store: Datastore, meta: dict, text: str | None) -> Fitted:
+    """A blend ready to forecast: its parts, each (meta, fitted) as that model forecasts alone:
+    the group's local model (its own booster ``text``), then each pool with the group's own
+    calibration of it (``kernels.forecast_fitted`` averages their points)."""
+    local = pooling.local_part(meta)
+    parts = [(local, load_fitted(local, text))]
+    for name, ref in meta["blend"]["pools"].items():
+        parts.append(pooled_model(store, {**meta, "pool_ref": ref, "calibration": {"factor": meta["blend"]["calibration"][name]}}))
+    return Fitted(meta["kind"], meta["state"], parts=parts)
 
 
 def booster_text_ok(text: str) -> bool:

@@ -27,10 +27,10 @@ import numpy as np
 from ..config import Config
 from ..core import pooling
 from ..core.identity import digest, group_key, group_label
-from ..core.kernels import pooled_result
+from ..core.kernels import SEARCHED, pooled_result
 from ..core.results import Status, TrainRow
 from ..runner.session import Session
-from ..runner.tasks import PoolContext, pool_batch, pool_version_ref
+from ..runner.tasks import PoolContext, pool_batch, pool_version_ref, pool_versions_text
 from ..store import cache
 from ..store.runs import Run
 from ..store.spool import Spool
@@ -168,7 +168,8 @@ def _newest(s: Session, pool_id: str) -> tuple[int | None, dict | None]:
 
 
 def has_pool_scores(row: TrainRow) -> bool:
-    """A group searched this run with pools among its candidates: its choice waits for the verdicts."""
+    """A group with pools among its scored candidates: its blocks count in the pools' verdicts, and
+    when it was searched this run, its choice waits for them."""
     return row.status is Status.TRAINED and any(pooling.is_pooled(k) for k in row.scores)
 
 
@@ -179,22 +180,49 @@ def choose_pools(s: Session, spool: Spool, keep, evidence: float) -> dict:
     for row in map(TrainRow.from_dict, spool.rows("pending")):
         meta = store.read_model_meta(row.key, row.model_version)
         for name, entry in ((meta.get("tuning") or {}).get("pooled") or {}).items():
-            differences[meta["pools"][name]["pool"]].append(np.asarray(entry["diff"], dtype=float))
+            differences[_judged_as(meta, name)].append(np.asarray(entry["diff"], dtype=float))
     verdicts = {pool: pooling.pool_verdict(d, evidence) for pool, d in differences.items()}
     chosen: dict[str, int] = defaultdict(int)
     for row in map(TrainRow.from_dict, spool.rows("pending")):
+        if not row.tuning.startswith(SEARCHED):  # a stored choice refit: it counts in the verdicts, and stays
+            keep(row)
+            continue
         meta = store.read_model_meta(row.key, row.model_version)
         pooled = (meta.get("tuning") or {}).get("pooled") or {}
         own = {name: np.asarray(entry["diff"], dtype=float) for name, entry in pooled.items()}
-        by_name = {name: verdicts[meta["pools"][name]["pool"]] for name in own}
+        by_name = {name: verdicts[_judged_as(meta, name)] for name in own}
         name, why = pooling.member_choice(own, by_name, evidence)
         if name is not None:
-            row = _switch(store, row, meta, name, why)
+            row = (_switch_to_blend if pooling.is_blend(name) else _switch)(store, row, meta, name, why)
             chosen[name] += 1
         elif why:
             row = replace(row, note="; ".join(n for n in (row.note, why) if n))
         keep(row)
     return {"verdicts": {pool: {"approved": v.approved, "blocks": v.n_blocks, "mean_relative_difference": v.mean} for pool, v in verdicts.items()}, "chosen": dict(chosen), "approved": sum(v.approved for v in verdicts.values()), "scored": len(verdicts)}
+
+
+def _judged_as(meta: dict, name: str) -> str:
+    """What a candidate's verdict is pooled over: a pool's over its members; the blend's over
+    every group that has one (it is a way of forecasting, the same for every group)."""
+    return pooling.BLEND if pooling.is_blend(name) else meta["pools"][name]["pool"]
+
+
+def _switch_to_blend(store, row: TrainRow, meta: dict, name: str, why: str) -> TrainRow:
+    """The group's model record (same version) as the blend of its local model (booster kept)
+    with its pools."""
+    entry = meta["tuning"]["pooled"][name]
+    new_meta = pooling.with_blend_refs(pooling.blend_record(meta, entry), meta["pools"])
+    store.write_model(row.key, row.model_version, new_meta, None)  # the local booster stays
+    return replace(
+        row,
+        model=name,
+        metrics=new_meta["metrics"],
+        n_backtest=entry.get("n_backtest", 0),
+        unscored=entry.get("unscored") or {},
+        tuning=pooling.tuning_text(new_meta),
+        pool=pool_versions_text(new_meta),
+        note="; ".join(n for n in (row.note, why) if n),
+    )
 
 
 def _switch(store, row: TrainRow, meta: dict, name: str, why: str) -> TrainRow:
@@ -211,7 +239,7 @@ def _switch(store, row: TrainRow, meta: dict, name: str, why: str) -> TrainRow:
         metrics=result["metrics"],
         n_backtest=result["n_backtest"],
         unscored=result["unscored"],
-        tuning=f"{ref['label']} v{ref['version']}; local {meta['kind']} {row.tuning}".strip(),
+        tuning=pooling.tuning_text(new_meta),
         pool=pool_version_ref(ref),
         note="; ".join(n for n in (row.note, why) if n),
     )

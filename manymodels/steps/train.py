@@ -329,7 +329,7 @@ class _Summary:
 
     def add(self, r: TrainRow) -> None:
         if r.pool:
-            self.pools.add(r.pool)
+            self.pools.update(r.pool.split(","))  # a blend points to several
         ok = r.status in (Status.TRAINED, Status.REUSED)
         if r.decision != NOT_SELECTED:
             self.counts[r.status] += 1
