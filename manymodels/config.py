@@ -174,6 +174,9 @@ class PoolingConfig(_Section):
     # also score each group on the average of its local model and every pool it belongs to
     # (pooling.BLEND): the guard against one shared model misjudging a week for all its series
     blend: bool = True
+    # a pool's model is its LightGBM averaged with a ridge over the same rows (as the local ensemble):
+    # trees cannot extrapolate a price or promotion response the ridge carries
+    linear: bool = True
 
     @field_validator("levels")
     @classmethod

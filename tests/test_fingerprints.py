@@ -81,7 +81,8 @@ DECIDED: dict[str, set[str]] = {
     "train.automl.pooling.levels": AUTOML,  # which pooled candidates a group is chosen among
     "train.automl.pooling.min_groups": AUTOML,
     "train.automl.pooling.n_trials": AUTOML,
-    "train.automl.pooling.blend": AUTOML,  # whether the blend is among a group's candidates
+    "train.automl.pooling.blend": AUTOML,
+    "train.automl.pooling.linear": AUTOML,  # what a pool's model is  # whether the blend is among a group's candidates
     "train.automl.pooling.timeout": set(),  # a time budget, as timeout_per_group
     "train.automl.warm_start.sample": AUTOML,  # how local LightGBM parameters are searched
     "train.automl.warm_start.n_trials": AUTOML,

@@ -100,7 +100,7 @@ def _pool_fit(frame: pd.DataFrame, tmp_path) -> dict:
     store = Datastore(config.datastore)
     spec: GroupSpec = group_spec(config, store.read_split_manifest())
     train = pd.concat([store.read_partition("train", key) for key in store.read_split_groups()["key"]], ignore_index=True)
-    return pooling.fit_pool(pooling.with_statics(train, (), spec.group_columns), pooling.pool_spec(spec, ()), pooling.PoolSettings(0, None, 2), None, tune=False, backtest=True)
+    return pooling.fit_pool(pooling.with_statics(train, (), spec.group_columns), pooling.pool_spec(spec, ()), pooling.PoolSettings(0, None, 2, True), None, tune=False, backtest=True)
 
 
 def test_a_pools_backtest_never_sees_the_rows_it_is_scored_on(tmp_path):

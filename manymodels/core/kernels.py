@@ -649,6 +649,11 @@ def target_transform(spec: GroupSpec, data: GroupData) -> str:
     return spec.target_transform
 
 
+def linear_params(spec: GroupSpec, data: GroupData, transform: str) -> dict:
+    """The ridge's parameters, as a group's linear candidate has them (a pool's too)."""
+    return _baseline_params("linear", spec, data, transform)
+
+
 def _baseline_params(kind: str, spec: GroupSpec, data: GroupData, transform: str) -> dict:
     params: dict[str, Any] = {"transform": transform}
     if kind == "seasonal_naive":

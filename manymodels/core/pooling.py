@@ -38,7 +38,14 @@ import pandas as pd
 
 from . import automl
 from .features import series_labels_of
-from .models import average, default_lightgbm_params, fit_lightgbm, lightgbm_threads
+from .models import (
+    average,
+    default_lightgbm_params,
+    fit_baseline,
+    fit_lightgbm,
+    lightgbm_threads,
+    make_ensemble,
+)
 
 POOL_PREFIX = "pooled_"
 # A group's local model averaged with every pool it belongs to: one pool shared by hundreds of
@@ -110,6 +117,7 @@ class PoolSettings:
     n_trials: int
     timeout: float | None
     threads: int  # LightGBM threads of this fit: a pool is one big fit, not one of many small ones
+    linear: bool  # the pool's model is its LightGBM averaged with a ridge on the same rows (pooling.linear)
 
 
 def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | None, tune: bool, backtest: bool) -> dict:
@@ -120,7 +128,13 @@ def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | N
     ``tune``. Returns ``meta`` (JSON), ``model_text`` and ``backtest`` (a frame: series code,
     origin, period, prediction; None without folds).
     """
-    from .kernels import backtest_folds, describe_group, group_data, target_transform
+    from .kernels import (
+        backtest_folds,
+        describe_group,
+        group_data,
+        linear_params,
+        target_transform,
+    )
 
     started = time.perf_counter()
     y = frame[spec.target_column].to_numpy(dtype=np.float64)
@@ -134,10 +148,17 @@ def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | N
         evaluation = automl.evaluate_lightgbm(data, folds, params, transform, spec) if folds else None
         rounds = int(params["_num_boost_round"])
         lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
-        final = fit_lightgbm(data, np.ones(len(y), dtype=bool), lgb_params, rounds, params["_transform"])
+        every = np.ones(len(y), dtype=bool)
+        final = fit_lightgbm(data, every, lgb_params, rounds, params["_transform"])
+        final.state["params"] = params
+    if settings.linear:  # a ridge on the same rows, averaged with the trees as a local ensemble is
+        ridge = linear_params(spec, data, transform)
+        if evaluation is not None:
+            evaluation = automl.combine([evaluation, automl.evaluate_baseline("linear", data, folds, ridge)], transform)
+        final = make_ensemble([final, fit_baseline("linear", data, every, ridge)], transform)
     last = int(data.panel.period[~np.isnan(y)].max())
     meta = {
-        "kind": "lightgbm",
+        "kind": final.kind,
         "state": {**final.state, "params": params},
         "info": info,
         "origins": [last - (i + 1) * spec.horizon for i in range(len(folds))],

@@ -250,7 +250,7 @@ class _OnnxExporter:
             model = onnx_graphs.lightgbm_graph(text, len(document["inputs"]), post, props, state.get("num_boost_round"))
             return model, lambda m: self._check_lightgbm(m, key, meta, text)
         if meta["kind"] == "ensemble":
-            text = self.store.read_model_text(key, version)
+            text = self._text(key, version, meta)
             members = {m["kind"]: m["state"] for m in state["members"]}
             lgb_state, linear_state = members["lightgbm"], members["linear"]
             model = onnx_graphs.ensemble_graph(

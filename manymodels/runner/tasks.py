@@ -287,7 +287,7 @@ def pooled_model(store: Datastore, meta: dict) -> tuple[dict, Fitted]:
         if not booster_text_ok(text):
             raise ValueError("the pool's LightGBM model text is truncated or not a LightGBM model")
         pool["fitted"] = load_fitted(pool["meta"], text)
-    effective = {**meta, "kind": "lightgbm", "state": pool["meta"]["state"], "info": pool["meta"]["info"], "pool": {**ref, "level": pool["meta"]["level"]}}
+    effective = {**meta, "kind": pool["meta"]["kind"], "state": pool["meta"]["state"], "info": pool["meta"]["info"], "pool": {**ref, "level": pool["meta"]["level"]}}
     return effective, pool["fitted"]
 
 

@@ -102,7 +102,7 @@ def fit_pools(s: Session, spool: Spool, run: Run, spec, config_fp: str, axis_fp:
         items.append({**ref, "name": name, "values": json.loads(values_key), "members": pool["keys"], "fingerprint": fingerprint, "tune": tune, "backtest": backtest, "stored_version": stored_version, "_values_key": values_key})
     if items:
         threads = s.engine().threads_for(len(items))
-        context = PoolContext(s.store.location, spec, pooling.PoolSettings(settings.n_trials, settings.timeout, threads), run.id, config.registry.keep_versions)
+        context = PoolContext(s.store.location, spec, pooling.PoolSettings(settings.n_trials, settings.timeout, threads, settings.linear), run.id, config.registry.keep_versions)
         for done in s.execute(run, pool_batch, context.crash, context, items, len(items), f"train: fitting {len(items)} pooled models", max_batch=1):
             for item, result in done:
                 _record(s, plan, item, result)
