@@ -290,9 +290,49 @@ def test_accuracy_per_level_base_and_reconciled_with_a_holdout(tmp_path: Path):
     assert accuracy["bottom"]["base"] != accuracy["bottom"]["reconciled"]
 
 
-def test_mint_errors_are_stored_per_node_and_read_back_on_a_rerun(tmp_path: Path):
+def test_mint_weighs_nodes_by_the_backtest_errors_train_kept(tmp_path: Path):
+    """Each node's decision keeps its winner's out-of-sample errors per period (every fold's
+    model fitted before its origin); mint_shrink and wls_var weigh the nodes by them."""
+    import json
+
+    path = hier_config(tmp_path, tourism_like(), method="mint_shrink")
+    raw = yaml.safe_load(path.read_text())
+    raw["train"]["automl"] = {"enabled": True, "candidates": ["seasonal_naive"], "folds": 2, "calibrate": False}
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    out = run_all(path)
+    assert out["forecast"]["hierarchy"]["residuals"] == {"backtest": 18, "in_sample": 0, "backtest_rmse": 0}
+    root = Path(load_config(path).datastore)
+    assert not (root / "hierarchy" / "errors").exists()  # nothing forecast again at forecast time
+    store = Datastore(load_config(path).datastore)
+    groups = store.read_split_groups().set_index("label")
+    key = groups.loc[TOTAL, "key"]
+    kept = store.read_model_meta(key, store.model_versions(key)[-1])["tuning"]["backtest_errors"]
+    history = node_rows(store, TOTAL).set_index("_mm_period")["y"]
+    last = int(history.index.max())
+    assert kept["periods"] == list(range(last - 7, last + 1))  # 2 folds of horizon 4, the newest last
+    # seasonal naive from each origin: the value 4 quarters back, all inside the fold's training part
+    expected = [history[p] - history[p - 4] for p in kept["periods"]]
+    assert np.allclose(kept["errors"], expected)
+    assert json.loads(run_cli("forecast", "-c", str(path), "--json").stdout)["hierarchy"]["residuals"]["backtest"] == 18
+
+
+def test_a_node_without_kept_errors_gets_in_sample_errors_stored_and_read_back(tmp_path: Path):
+    """A model whose decision has no backtest errors (trained by an older mm, or a pooled one)
+    forecasts its own history from earlier origins instead; they are stored per node."""
+    import json
+
     path = hier_config(tmp_path, tourism_like(), method="mint_shrink")
     run_all(path)
+    store = Datastore(load_config(path).datastore)
+    for key in store.read_split_groups()["key"]:
+        version = store.model_versions(key)[-1]
+        meta_path = Path(store.model_meta_path(key, version))
+        meta = json.loads(meta_path.read_text())
+        meta["tuning"].pop("backtest_errors")  # as an older mm wrote it
+        meta_path.write_text(json.dumps(meta))
+    result = run_cli("forecast", "-c", str(path), "--json")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["hierarchy"]["residuals"] == {"backtest": 0, "in_sample": 18, "backtest_rmse": 0}
     root = Path(load_config(path).datastore)
     files = sorted((root / "hierarchy" / "errors").rglob("*.parquet"))
     assert len(files) == 18  # one per node: its model's in-sample errors
@@ -303,6 +343,7 @@ def test_mint_errors_are_stored_per_node_and_read_back_on_a_rerun(tmp_path: Path
     result = run_cli("forecast", "-c", str(path))
     assert result.returncode == 0, result.stderr
     assert [f.stat().st_mtime_ns for f in files] == stamps  # read, not forecast again
+    assert_coherent(store)
     clean = run_cli("clean", "-c", str(path), "--step", "forecast", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "hierarchy").exists() and not (root / "outputs" / "hierarchy_forecast.csv").exists()

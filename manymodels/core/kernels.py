@@ -357,6 +357,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         "n_backtest": judged[winner].n_rows(),
         "scores": {k: e.score(metric) for k, e in judged.items()},
         "residual_quantiles": _residual_quantiles(winner, chosen, members, transform, data, spec, folds),
+        "backtest_errors": backtest_errors(judged[winner], folds, data),
         "folds": len(folds),
         "n_trials": lightgbm.get("n_trials", 0),
         "tuned": str(lightgbm.get("source", "")).startswith("tuned"),
@@ -507,6 +508,24 @@ def _residual_quantiles(winner: str, chosen: automl.Evaluation, members: list[st
         return {}
     space = _forecast_space(winner, chosen, members, transform)
     return chosen.residual_quantiles(spec.quantiles, space) if folds else automl.spread_quantiles(data.panel.y, spec.quantiles, space)
+
+
+def backtest_errors(evaluation: automl.Evaluation, folds: list, data: GroupData) -> dict[str, list]:
+    """The chosen candidate's out-of-sample errors per period (actual - prediction, summed over
+    the group's series; a period where one of them has no prediction is left out), kept in the
+    decision for hierarchical reconciliation: wls_var and mint_shrink weigh each node by the
+    spread of these errors (steps/reconcile.py). Periods are the split's, so nodes line up."""
+    periods, errors = [], []
+    for (_, test), a, p in zip(folds, evaluation.actual, evaluation.predicted):
+        period = data.panel.period[np.flatnonzero(test)]
+        error = np.asarray(a, dtype=np.float64) - np.asarray(p, dtype=np.float64)
+        unique, at = np.unique(period, return_inverse=True)
+        total = np.bincount(at, weights=np.nan_to_num(error), minlength=len(unique))
+        missing = np.bincount(at, weights=np.isnan(error).astype(float), minlength=len(unique))
+        periods += unique[missing == 0].tolist()
+        errors += total[missing == 0].tolist()
+    order = np.argsort(periods, kind="stable")  # the folds come newest first
+    return {"periods": [int(periods[i]) for i in order], "errors": [float(errors[i]) for i in order]}
 
 
 def _search_note(folds: list, lightgbm: dict) -> str:

@@ -100,7 +100,7 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     options = _method_options(config, h, history)
     if method == "mint_shrink":
         options["max_nodes"] = rc.MINT_MAX_NODES  # read now: the limit is the module's, at run time
-    residuals = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else None
+    residuals, sources = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else (None, None)
     try:
         result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=options.pop("history"), residuals=residuals, **options)
     except rc.CovarianceTooLarge as exc:
@@ -117,6 +117,8 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     _write(store, frame)
     bottom = _bottom_values(nodes, periods, reconciled, shifted, p, quantiles)
     summary = _summary(config, nodes, result, method, note, reconciled, base, actual, history, season, store)
+    if sources is not None:
+        summary["residuals"] = sources  # which errors weighed the nodes (see _residuals)
     return Reconciliation(bottom, summary)
 
 
@@ -220,34 +222,70 @@ def _history(store, nodes: _Nodes, context) -> tuple[np.ndarray, int, int]:
 ERROR_WINDOWS = 4  # in-sample origins: the last 4 windows of train.horizon periods before the cutoff
 
 
-def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, history: np.ndarray, first: int) -> np.ndarray:
-    """Each node's forecast errors (nodes x windows*horizon, NaN where none), for wls_var's
-    variances and mint_shrink's covariance: see ``_node_errors``. A node without any (no
-    model, a history too short for one window) gets its backtest RMSE as its only value, or
-    the median variance per bottom series times its size when it has no backtest either."""
+def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, history: np.ndarray, first: int) -> tuple[np.ndarray, dict]:
+    """Each node's forecast errors on one grid of periods (nodes x periods, NaN where none), for
+    wls_var's variances and mint_shrink's covariance, and how many nodes had each kind.
+
+    ``backtest``: the out-of-sample errors train kept (``backtest_errors`` in the model's
+    decision: each fold's model fitted before its origin), which is what the weights should
+    be, the spread of the base forecasts' errors. The in-sample errors of a model fitted on
+    the same periods understate the small series' errors against their aggregates' (tourism_au:
+    the bottom series' summed errors were 1.03x the total's in-sample, 1.8x in the test
+    quarters; README "Which method"). ``in_sample`` (``_node_errors``): a node whose decision
+    has none (a pooled model, a model trained by an older mm). ``backtest_rmse``: neither;
+    its backtest RMSE as its only value, or the median variance per bottom series times its
+    size when it has no backtest either."""
     h = nodes.h
-    last = first + history.shape[1] - 1  # the last training period of any node: the origins count back from it
-    errors = np.full((h.n_nodes, ERROR_WINDOWS * context.spec.horizon), np.nan)
-    for i, (key, row) in enumerate(zip(nodes.keys, nodes.rows)):
-        found = spool.get("models", key) if key else None
-        model = TrainRow.from_dict(found) if found else None
+    last = first + history.shape[1] - 1  # the last training period of any node: the in-sample origins count back from it
+    found: list[tuple[np.ndarray, np.ndarray] | None] = []
+    counts = {"backtest": 0, "in_sample": 0, "backtest_rmse": 0}
+    for key, row in zip(nodes.keys, nodes.rows):
+        entry = spool.get("models", key) if key else None
+        model = TrainRow.from_dict(entry) if entry else None
+        errors = None
         if model is not None and model.has_model and row is not None:
-            errors[i] = _node_errors(store, key, model, row, context, last)
-    none = np.isnan(errors).all(axis=1)
+            errors = _kept_errors(store, key, model)
+            if errors is not None:
+                counts["backtest"] += 1
+            else:
+                errors = _node_errors(store, key, model, row, context, last)
+                counts["in_sample"] += len(errors[0]) > 0
+        found.append(errors if errors is not None and len(errors[0]) else None)
+    periods = np.unique(np.concatenate([f[0] for f in found if f is not None] or [np.zeros(1, np.int64)]))
+    out = np.full((h.n_nodes, len(periods)), np.nan)
+    for i, f in enumerate(found):
+        if f is not None:
+            out[i, np.searchsorted(periods, f[0])] = f[1]
+    none = np.isnan(out).all(axis=1)
     if none.any():
         variance = _backtest_variance(nodes, spool)
-        errors[none, 0] = np.sqrt(variance[none])
-    return errors
+        out[none, 0] = np.sqrt(variance[none])
+        counts["backtest_rmse"] = int(none.sum())
+    return out, counts
 
 
-def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, last: int) -> np.ndarray:
-    """The node's errors when its stored model forecasts its own history from earlier origins
-    (the last ERROR_WINDOWS windows of ``horizon`` periods, aligned on the periods so that
-    column j is the same period for every node): in-sample, as MinT's residuals usually are
-    (the model was fitted on those periods too), with the model's own parameters. Stored in
-    the datastore by model and history, so a rerun reads them instead of forecasting again."""
+def _kept_errors(store, key: str, model: TrainRow) -> tuple[np.ndarray, np.ndarray] | None:
+    """The node's backtest errors (periods, errors) from its model's decision, or None."""
+    try:
+        decision = store.read_model_meta(key, int(model.model_version)).get("tuning") or {}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    kept = decision.get("backtest_errors")
+    if not kept or decision.get("pooled_choice") or not kept.get("periods"):
+        return None  # a pooled model's decision holds the local candidates' backtest, not the pool's
+    periods = np.asarray(kept["periods"], dtype=np.int64)
+    errors = np.asarray(kept["errors"], dtype=np.float64)
+    keep = np.isfinite(errors)
+    return periods[keep], errors[keep]
+
+
+def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """The node's errors (periods, errors) when its stored model forecasts its own history from
+    earlier origins (the last ERROR_WINDOWS windows of ``horizon`` periods before ``last``):
+    in-sample (the model was fitted on those periods too), with the model's own parameters.
+    Stored in the datastore by model and history, so a rerun reads them instead of
+    forecasting again."""
     horizon = context.spec.horizon
-    out = np.full(ERROR_WINDOWS * horizon, np.nan)
     history_hash = (row.parts or {}).get("history", "")
     fingerprint = digest(model.fingerprint, model.model_version, history_hash, ERROR_WINDOWS, horizon, last)
     stored = store.read_node_errors(key, fingerprint)
@@ -257,9 +295,10 @@ def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, la
         except Exception:  # a model that cannot forecast its history: this node falls back (see _residuals)
             stored = pa.table({"column": pa.array([], pa.int64()), "error": pa.array([], pa.float64())})
         store.write_node_errors(key, fingerprint, stored)
-    columns = stored["column"].to_numpy()
-    out[columns] = stored["error"].to_numpy()
-    return out
+    column = stored["column"].to_numpy().astype(np.int64)
+    # column (k-1)*horizon + j is step j+1 after origin last - k*horizon
+    periods = last - (column // horizon + 1) * horizon + 1 + column % horizon
+    return periods, stored["error"].to_numpy().astype(np.float64)
 
 
 def _forecast_history(store, key: str, model: TrainRow, context, last: int) -> pa.Table:
