@@ -96,9 +96,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=None)
     parser.add_argument("--tag", default="", help="a suffix for the summary file")
     parser.add_argument("--keep", action="store_true", help="reuse the datastore of an earlier run (only reconcile again)")
+    parser.add_argument("--train-level", default=None, help="train only this level (comma-separated columns, e.g. state) and derive the others")
+    parser.add_argument("--rule", default="average_proportions", help="with --train-level: the proportions rule for the levels below it")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     raw = (tourism if args.data == "tourism" else dominicks)(args.out, args.root)
+    methods = METHODS
+    if args.train_level is not None:  # Azure's cheaper mode: one run, no reconciliation methods to compare
+        level = [c for c in args.train_level.split(",") if c]
+        raw["datastore"] += "_level_" + ("_".join(level) or "total")
+        raw = apply_overrides(raw, [f"hierarchy.train_level={json.dumps(level)}", f"hierarchy.top_down_rule={args.rule}"])
+        methods = [(f"train_level {args.train_level or 'total'} ({args.rule})", [])]
     raw = apply_overrides(raw, [*args.set, "hierarchy.method=bottom_up"])
     store = Path(raw["datastore"])
     if store.exists() and not args.keep:
@@ -109,9 +117,9 @@ def main(argv: list[str] | None = None) -> int:
     result = mm.run(config, quiet, jobs=args.jobs)
     train_s = time.perf_counter() - started
     print(f"{args.data}: {result.split.n_groups} nodes ({result.split.n_aggregate_nodes} aggregate); mm run {train_s:.1f}s "
-          f"(trained {result.train.trained}, reused {result.train.reused}, failed {result.train.failed}); winners {result.train.winners}", flush=True)
+          f"(train step {result.train.duration_s:.1f}s: trained {result.train.trained}, reused {result.train.reused}, failed {result.train.failed}); winners {result.train.winners}", flush=True)
     rows = {}
-    for name, overrides in METHODS:
+    for name, overrides in methods:
         try:
             variant = config.with_overrides(overrides)
         except ConfigError as exc:  # top_down without the total, for example
@@ -126,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             continue
         accuracy = h["accuracy"]
         if not rows:
-            rows["base"] = {"levels": {lvl: a["base"] for lvl, a in accuracy.items()}, "seconds": None}
+            rows["base"] = {"levels": {lvl: a["base"] or {"mase": None, "smape": None} for lvl, a in accuracy.items()}, "seconds": None}
         rows[name] = {"levels": {lvl: a["reconciled"] for lvl, a in accuracy.items()}, "seconds": seconds, "method_used": h["method"], "gap": h["coherence_gap"], "note": h.get("note", "")}
     levels = list(next(iter(rows.values()))["levels"])
     for metric in ("mase", "smape"):
@@ -140,11 +148,11 @@ def main(argv: list[str] | None = None) -> int:
     print("| method | " + " | ".join(levels) + " | forecast s |")
     print("|---|" + "---|" * (len(levels) + 1))
     for name, r in rows.items():
-        cells = [f"{r['levels'][lvl]['mase']:.3f} / {r['levels'][lvl]['smape']:.2f}" for lvl in levels]
+        cells = [f"{r['levels'][lvl]['mase']:.3f} / {r['levels'][lvl]['smape']:.2f}" if r["levels"][lvl]["mase"] is not None else "-" for lvl in levels]
         seconds = "" if r["seconds"] is None else f"{r['seconds']:.1f}"
         print(f"| {name} | " + " | ".join(cells) + f" | {seconds} |")
     summary = args.out / f"{args.data}{args.tag}_summary.json"
-    summary.write_text(json.dumps({"run_seconds": train_s, "nodes": result.split.n_groups, "rows": rows}, indent=1))
+    summary.write_text(json.dumps({"run_seconds": train_s, "train_seconds": result.train.duration_s, "nodes": result.split.n_groups, "rows": rows}, indent=1))
     print(f"\ndetails: {summary}")
     return 0
 

@@ -597,10 +597,13 @@ def report_hierarchy(terminal: Terminal, h: dict) -> None:
     if h["failed_nodes"]["n"]:
         f = h["failed_nodes"]
         pairs.append(("failed nodes", f"{f['n']:,} (their branches are bottom-up): " + "; ".join(f["examples"][:5])))
+    if h.get("train_level"):
+        pairs.insert(1, ("trained", f"level {h['train_level']} only: the levels above are its sums, those below split by {h['top_down_rule']}"))
     terminal.facts("hierarchy: forecasts reconciled", pairs)
     if h.get("accuracy"):
         order = [lvl for lvl in h.get("level_order", []) if lvl in h["accuracy"]] or list(h["accuracy"])
-        rows = [(name, _num(a["base"]["mase"], 3), _num(a["reconciled"]["mase"], 3), _num(a["base"]["smape"]), _num(a["reconciled"]["smape"])) for name, a in ((n, h["accuracy"][n]) for n in order)]
+        base = lambda a, k: (a["base"] or {}).get(k)  # noqa: E731  (None: a level hierarchy.train_level derived has no base forecast)
+        rows = [(name, _num(base(a, "mase"), 3), _num(a["reconciled"]["mase"], 3), _num(base(a, "smape")), _num(a["reconciled"]["smape"])) for name, a in ((n, h["accuracy"][n]) for n in order)]
         terminal.table("accuracy per level, base -> reconciled", ["level", "MASE base", "MASE rec.", "sMAPE % base", "sMAPE % rec."], rows)
     if h.get("unfilled_bottom", {}).get("n"):
         u = h["unfilled_bottom"]

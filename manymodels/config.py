@@ -362,6 +362,9 @@ class HierarchyConfig(_Section):
     top_down_rule: Literal[TOP_DOWN_RULES] = "forecast_proportions"  # type: ignore[valid-type]
     middle_level: list[str] | None = None  # middle_out: the level it starts from (one of levels)
     nonnegative: bool = False
+    # Azure's cheaper mode: train and forecast only this level's nodes (one of levels, or the bottom);
+    # levels above are sums, levels below split by top_down_rule's historical proportions
+    train_level: list[str] | None = None
 
     @field_validator("levels")
     @classmethod
@@ -378,6 +381,14 @@ class HierarchyConfig(_Section):
                 raise ValueError(f"level {level} is listed twice")
             seen.append(frozenset(level))
         return levels
+
+    def trains(self, group_columns: list[str], values) -> bool:
+        """Whether the node with these group values (a list in group-column order, ALL_NODES
+        where it sums over a column) is trained: every node, or only train_level's."""
+        if self.levels is None or self.train_level is None:
+            return True
+        present = {c for c, v in zip(group_columns, values) if str(v) != ALL_NODES}
+        return present == set(self.train_level)
 
     def aggregate_levels(self, group_columns: list[str]) -> list[list[str]]:
         """The levels above the bottom (the bottom, if listed, is dropped), in the order given."""
@@ -450,6 +461,14 @@ class Config(_Section):
             raise ValueError("hierarchy.middle_level: method middle_out needs the level it starts from, e.g. middle_level: [State]")
         if h.method == "top_down" and [] not in aggregate:
             raise ValueError("hierarchy.method: top_down splits the total: add [] (the total) to hierarchy.levels")
+        if h.train_level is not None:
+            if sorted(h.train_level) not in aggregate + [sorted(groups)]:
+                raise ValueError(f"hierarchy.train_level: {h.train_level} is not one of hierarchy.levels {h.levels} or the bottom {groups}")
+            if sorted(h.train_level) != sorted(groups) and h.top_down_rule == "forecast_proportions":
+                raise ValueError(
+                    f"hierarchy.top_down_rule: with train_level {h.train_level} the levels below it have no forecasts to take "
+                    "proportions from (forecast_proportions): set average_proportions or proportion_averages (from the histories)"
+                )
         return self
 
     def added_output_columns(self) -> list[str]:

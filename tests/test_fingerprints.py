@@ -113,6 +113,7 @@ DECIDED: dict[str, set[str]] = {
     "hierarchy.top_down_rule": set(),
     "hierarchy.middle_level": set(),
     "hierarchy.nonnegative": set(),
+    "hierarchy.train_level": set(),  # which nodes train, not what a node's model is: each node's own fingerprint decides its reuse
     "allow_reuse": set(),
 }
 
@@ -134,6 +135,7 @@ ALTERNATIVES: dict[str, Any] = {
     "hierarchy.levels": [[]],
     "hierarchy.aggregate": {"price": "sum"},
     "hierarchy.middle_level": ["g"],
+    "hierarchy.train_level": ["g"],
 }
 
 BASE = {

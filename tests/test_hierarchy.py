@@ -75,6 +75,8 @@ def node_rows(store: Datastore, label: str, kind: str = "train") -> pd.DataFrame
         ({"levels": [[]], "method": "middle_out"}, "hierarchy.middle_level: method middle_out needs"),
         ({"levels": [[], ["state"]], "method": "middle_out", "middle_level": ["region"]}, "hierarchy.middle_level: ['region'] is not one of"),
         ({"levels": [[]], "missing": "skip"}, "hierarchy.missing: Input should be"),
+        ({"levels": [[], ["state"]], "train_level": ["region"], "top_down_rule": "average_proportions"}, "hierarchy.train_level: ['region'] is not one of hierarchy.levels"),
+        ({"levels": [[], ["state"]], "train_level": ["state"]}, "hierarchy.top_down_rule: with train_level ['state'] the levels below it have no forecasts"),
     ],
 )
 def test_bad_hierarchy_config_exits_1_with_the_key_path(tmp_path: Path, hierarchy: dict, expected: str):
@@ -347,6 +349,69 @@ def test_a_node_without_kept_errors_gets_in_sample_errors_stored_and_read_back(t
     clean = run_cli("clean", "-c", str(path), "--step", "forecast", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "hierarchy").exists() and not (root / "outputs" / "hierarchy_forecast.csv").exists()
+
+
+@pytest.mark.parametrize("rule", ["average_proportions", "proportion_averages"])
+def test_train_level_trains_one_level_and_derives_every_other_coherently(tmp_path: Path, rule: str):
+    """Azure's cheaper mode: only the state nodes train; the total is their sum, the levels
+    below split down by historical proportions, crossed levels (purpose) sums of the split."""
+    table = tourism_like(future=0)
+    path = hier_config(tmp_path, table, train_level=["state"], top_down_rule=rule)
+    out = run_all(path, "--set", "split.holdout=4", "--set", "forecast.quantiles=[0.9]")
+    assert out["train"]["trained"] == 2 and out["forecast"]["forecast"] == 2  # state N and S, nothing else
+    h = out["forecast"]["hierarchy"]
+    assert h["method"] == "train_level" and h["train_level"] == "state" and h["coherence_gap"] < 1e-6
+    store = Datastore(load_config(path).datastore)
+    trained = pd.read_csv(store.output_path("training_output.csv"), keep_default_na=False)
+    assert sorted(trained["state"]) == ["N", "S"] and set(trained["region"]) == {ALL_NODES}
+    frame = pd.read_csv(store.output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    bottom = frame[frame["level"] == "bottom"]
+    levels = {"total": [], "state": ["state"], "state x region": ["state", "region"], "purpose": ["purpose"], "state x purpose": ["state", "purpose"]}
+    for name, columns in levels.items():
+        for q in ("Prediction", "Prediction_q90"):
+            nodes = frame[frame["level"] == name].set_index([*columns, "t"] if columns else "t")[q].sort_index()
+            sums = (bottom.groupby([*columns, "t"]) if columns else bottom.groupby("t"))[q].sum().loc[nodes.index]
+            assert len(nodes) == 4 * len(frame[frame["level"] == name]["node"].unique()) and np.allclose(nodes, sums), (name, q)
+    states = frame[frame["level"] == "state"]
+    assert np.allclose(states["Prediction"], states["Prediction_base"])  # the trained level is kept as forecast
+    assert frame[frame["level"] != "state"]["Prediction_base"].isna().all()  # every other node is derived
+    # each bottom series' share of its state, from the training history by the rule
+    known = table.dropna(subset=["y"])
+    known = known[known["t"] < sorted(known["t"].unique())[-4]]  # split.holdout=4: the training part
+    state_sum = known.groupby(["state", "t"])["y"].transform("sum")
+    if rule == "average_proportions":
+        share = (known["y"] / state_sum).groupby([known["state"], known["region"], known["purpose"]]).mean()
+    else:
+        means = known.groupby(["state", "region", "purpose"])["y"].mean()
+        share = means / means.groupby(level="state").transform("sum")
+    got = bottom.merge(states[["state", "t", "Prediction"]], on=["state", "t"], suffixes=("", "_state"))
+    got["share"] = got["Prediction"] / got["Prediction_state"]
+    for (state, region, purpose), expected in share.items():
+        assert np.allclose(got[(got["state"] == state) & (got["region"] == region) & (got["purpose"] == purpose)]["share"], expected), (state, region, purpose)
+    # forecasting_output.csv: one row per bottom inference row, with the derived forecast
+    output = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert len(output) == 6 * 4 and not (output[GROUPS] == ALL_NODES).any().any()
+    merged = output.merge(bottom[[*GROUPS, "t", "Prediction", "Prediction_q90"]], on=[*GROUPS, "t"], suffixes=("", "_h"), validate="one_to_one")
+    assert np.allclose(merged["Prediction"], merged["Prediction_h"]) and np.allclose(merged["Prediction_q90"], merged["Prediction_q90_h"])
+    # accuracy on every level, the derived ones without a base forecast to compare with
+    accuracy = h["accuracy"]
+    assert list(accuracy) == ["total", "state", "state x region", "purpose", "state x purpose", "bottom"]
+    assert accuracy["bottom"]["base"] is None and accuracy["bottom"]["n_rows"] == 6 * 4
+    assert accuracy["state"]["base"] == pytest.approx(accuracy["state"]["reconciled"])
+
+
+def test_train_level_bottom_trains_only_the_bottom_and_sums_it_up(tmp_path: Path):
+    path = hier_config(tmp_path, tourism_like(), train_level=GROUPS)
+    out = run_all(path)
+    assert out["train"]["trained"] == 6 and out["forecast"]["forecast"] == 6
+    store = Datastore(load_config(path).datastore)
+    frame = pd.read_csv(store.output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    bottom = frame[frame["level"] == "bottom"]
+    assert np.allclose(bottom["Prediction"], bottom["Prediction_base"])
+    total = frame[frame["level"] == "total"].set_index("t")["Prediction"].sort_index()
+    assert np.allclose(total, bottom.groupby("t")["Prediction"].sum().sort_index())
+    output = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert len(output) == 6 * 4 and output["model_version"].notna().all()
 
 
 def test_report_shows_accuracy_per_level_and_a_node_picker_in_chromium(tmp_path: Path):

@@ -390,6 +390,52 @@ def middle_out(h: Hierarchy, base: np.ndarray, level: int, *, path: Sequence[int
     return _finish(S, bottom, nonnegative)
 
 
+def level_shares(h: Hierarchy, level: int, history: np.ndarray, rule: str) -> np.ndarray:
+    """Each bottom series' share of its node of ``level``, from ``history`` (``n_bottom x T``,
+    NaN = missing, left out). ``average_proportions``: the mean over periods of the series'
+    share of its node's sum then (periods where that sum is 0 skipped); ``proportion_averages``:
+    the series' mean over its observed periods over the sum of its node's series' means. The
+    shares of a node's series sum to 1 (equal shares when its history gives none); at the
+    bottom level every share is 1."""
+    history = np.asarray(history, dtype=np.float64)
+    if history.ndim != 2 or history.shape[0] != h.n_bottom:
+        raise ValueError(f"history is n_bottom x T ({h.n_bottom} rows), not shape {history.shape}")
+    if level == h.bottom_level:
+        return np.ones(h.n_bottom)
+    n = len(h.level_nodes[level])
+    parent = h.members[level] - h.level_nodes[level][0]
+    observed = ~np.isnan(history)
+    x = np.where(observed, history, 0.0)
+    if rule == "proportion_averages":
+        count = observed.sum(axis=1)
+        value = np.where(count > 0, x.sum(axis=1) / np.maximum(count, 1), 0.0)
+    elif rule == "average_proportions":
+        totals = np.zeros((n, history.shape[1]))
+        np.add.at(totals, parent, x)
+        denominator = totals[parent]
+        ok = observed & (denominator != 0)
+        share = np.where(ok, x / np.where(ok, denominator, 1.0), 0.0)
+        count = ok.sum(axis=1)
+        value = np.where(count > 0, share.sum(axis=1) / np.maximum(count, 1), 0.0)
+    else:
+        raise ValueError(f"unknown proportions rule {rule!r}: one of average_proportions, proportion_averages")
+    sums = np.bincount(parent, weights=value, minlength=n)[parent]
+    sizes = np.bincount(parent, minlength=n)[parent]
+    return np.where(sums > 0, value / np.where(sums > 0, sums, 1.0), 1.0 / sizes)
+
+
+def from_level(h: Hierarchy, base: np.ndarray, level: int, history: np.ndarray, rule: str, *,
+               nonnegative: bool = False) -> np.ndarray:
+    """Forecasts of every node from ``level``'s alone (Azure's train-at-one-level mode):
+    each bottom series gets its node's forecast times its ``level_shares``, and every node
+    is the sum of its bottom series, so levels above are sums of ``level``'s forecasts and
+    crossed levels sums of the split bottom. Rows of ``base`` outside ``level`` are not read."""
+    S = _summing(h)
+    base = _base(S, base)
+    bottom = level_shares(h, level, history, rule)[:, None] * base[h.members[level]]
+    return _finish(S, bottom, nonnegative)
+
+
 # ------------------------------------------------------------------- projections
 
 

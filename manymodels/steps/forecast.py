@@ -152,6 +152,8 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
             if g["n_inference"] == 0:
                 continue
             ident = {"key": g["key"], "label": g["label"], "values": json.loads(g["values"]), "n_rows": int(g["n_inference"])}
+            if not s.config.hierarchy.trains(s.config.data.group_columns, ident["values"]):
+                continue  # hierarchy.train_level: derived from that level's forecasts when reconciling
             found = spool.get("models", g["key"])
             model = TrainRow.from_dict(found) if found else None
             if model is None or not model.has_model:
@@ -216,6 +218,8 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
                 failures.append(row.failure())
             findings.add(row)
             groups.add(row.to_dict())
+        for table in hier.derived_tables(store, context, run.id) if hier else ():  # hierarchy.train_level's split-down bottom series
+            output.add(DERIVED_ROW, table)
         tally = output.close()
     history_bytes = history.close()
     store.mark_split_damaged(sum(f["reason"] == Reason.PARTITION_MISSING for f in failures))
@@ -244,6 +248,11 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     )
     run.finish(status, counts, train_run_id=train_record["id"], output=result.output, accuracy=result.accuracy, unscored=result.unscored, out_of_range=result.out_of_range, capped=result.capped, history_bytes=history_bytes, hierarchy=result.hierarchy)
     return result
+
+
+# what the tally sees of a bottom series hierarchy.train_level derived: no actuals of its own to
+# score (its accuracy is hierarchy_forecast.csv's, per level), only its rows
+DERIVED_ROW = ForecastRow(key="", label="", values=[], n_rows=0, status=Status.FORECAST)
 
 
 def _reconciled(s: Session, spool: Spool, context: ForecastContext) -> Reconciliation | None:

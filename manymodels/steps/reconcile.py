@@ -21,6 +21,7 @@ their shrunk covariance.
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 
@@ -34,7 +35,7 @@ from ..core.identity import digest
 from ..core.kernels import forecast_fitted
 from ..core.results import ForecastRow, TrainRow
 from ..core.timeindex import TimeAxis
-from ..runner.tasks import load_model
+from ..runner.tasks import STEP_COLUMN, load_model
 from ..store.spool import Spool
 from .split import PERIOD
 
@@ -53,6 +54,29 @@ class Reconciliation:
 
     bottom: dict[str, pd.DataFrame]  # bottom key -> period, reconciled prediction and quantiles
     summary: dict = field(default_factory=dict)
+    derived: dict[str, int] = field(default_factory=dict)  # hierarchy.train_level: bottom key not forecast -> its last training period
+
+    def derived_tables(self, store, context, run_id: str):
+        """forecasting_output.csv's rows of the bottom series that were not forecast
+        (hierarchy.train_level): each one's inference rows with its derived forecast
+        (no base forecast, no model version), in key order."""
+        p = context.prediction_column
+        for key in sorted(self.derived):
+            values = self.bottom.get(key)
+            frame = store.read_partition("inference", key)
+            if values is None or frame.empty:
+                continue
+            lookup = values.set_index(PERIOD)
+            period = frame[PERIOD].to_numpy(dtype=np.int64)
+            out = frame[[c for c in context.output_columns if c in frame.columns]].copy()
+            out[p] = lookup[p].reindex(period).to_numpy()
+            out[p + BASE_SUFFIX] = np.nan
+            for q in context.quantile_columns:
+                out[q] = lookup[q].reindex(period).to_numpy()
+            out["model_version"] = pd.array([None] * len(out), dtype="Int64")
+            out["run_id"] = run_id
+            out[STEP_COLUMN] = (period - self.derived[key]).astype(np.float64)
+            yield pa.Table.from_pandas(out, preserve_index=False)
 
     def adjust(self, row: ForecastRow, table: pa.Table, context) -> pa.Table | None:
         """A node's forecast table as forecasting_output.csv shows it: None for an aggregate
@@ -86,7 +110,7 @@ class _Nodes:
 def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconciliation:
     """Reconcile the forecast run whose rows are in ``spool['rows']`` and whose train run's rows
     are in ``spool['models']``; write hierarchy_forecast.csv."""
-    nodes = _nodes(config, spool)
+    nodes = _nodes(config, spool, store)
     h = nodes.h
     p, quantiles = context.prediction_column, list(context.quantile_columns)
     forecasts = _forecast_tables(store, nodes, context)
@@ -96,6 +120,36 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     qbase = np.stack([_matrix(forecasts, q, periods, h.n_nodes, absent) for q in quantiles], axis=2) if quantiles else None
     actual = _matrix(forecasts, context.spec.target_column, periods, h.n_nodes)
     history, first, season = _history(store, nodes, context)
+    sources = None
+    if config.hierarchy.train_level is not None:
+        actual = _inference_actuals(store, nodes, context, periods, actual)
+        method, note = "train_level", ""
+        result, shifted = _from_train_level(config, h, base, qbase, history)
+    else:
+        result, method, note, sources = _reconciled(config, nodes, spool, store, context, base, history, first, warn)
+        shifted = None
+        if qbase is not None:
+            filled = np.where(np.isnan(base), result.forecasts, base)  # a filled or fallback node: its quantiles move with it
+            shifted = rc.shift_quantiles(filled, result.forecasts, qbase, nonnegative=config.hierarchy.nonnegative)
+    reconciled = result.forecasts
+    frame = _long(config, nodes, periods, forecasts, base, reconciled, qbase, shifted, actual, p, quantiles)
+    _write(store, frame)
+    bottom = _bottom_values(nodes, periods, reconciled, shifted, p, quantiles)
+    summary = _summary(config, nodes, result, method, note, reconciled, base, actual, history, season, store)
+    if sources is not None:
+        summary["residuals"] = sources  # which errors weighed the nodes (see _residuals)
+    derived: dict[str, int] = {}
+    if config.hierarchy.train_level is not None:
+        summary["train_level"] = level_name(config.hierarchy.train_level)
+        summary["top_down_rule"] = config.hierarchy.top_down_rule
+        last = _last_periods(history, first)
+        derived = {k: int(last[i]) for i, (k, row) in enumerate(zip(nodes.keys, nodes.rows)) if i >= h.n_aggregate and k is not None and row is None}
+    return Reconciliation(bottom, summary, derived)
+
+
+def _reconciled(config: Config, nodes: _Nodes, spool: Spool, store, context, base, history, first, warn):
+    """``hierarchy.method`` on every node's base forecast: (result, method used, note, residual sources)."""
+    h = nodes.h
     method, note = config.hierarchy.method, ""
     options = _method_options(config, h, history)
     if method == "mint_shrink":
@@ -108,32 +162,71 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
         warn(f"hierarchy: {note}")
         method = "wls_var"
         result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=_bottom(h, history), residuals=residuals)
-    reconciled = result.forecasts
+    return result, method, note, sources
+
+
+def _from_train_level(config: Config, h: rc.Hierarchy, base, qbase, history) -> tuple[rc.Reconciled, np.ndarray | None]:
+    """hierarchy.train_level: every node from that level's forecasts (``rc.from_level``), its
+    quantiles split and summed the same way (as if the bottom series moved together: an
+    approximation, like the projections' shifted quantiles). A failed node of that level has
+    no other forecast to fall back on: its bottom series and every node above them stay
+    empty (``unfilled``), named in the summary."""
+    c = config.hierarchy
+    level = next(k for k, cols in enumerate(h.levels) if set(cols) == set(c.train_level))
+    hist = _bottom(h, history)
+    forecasts = rc.from_level(h, base, level, hist, c.top_down_rule, nonnegative=c.nonnegative)
     shifted = None
     if qbase is not None:
-        filled = np.where(np.isnan(base), reconciled, base)  # a filled or fallback node: its quantiles move with it
-        shifted = rc.shift_quantiles(filled, reconciled, qbase, nonnegative=config.hierarchy.nonnegative)
-    frame = _long(config, nodes, periods, forecasts, base, reconciled, qbase, shifted, actual, p, quantiles)
-    _write(store, frame)
-    bottom = _bottom_values(nodes, periods, reconciled, shifted, p, quantiles)
-    summary = _summary(config, nodes, result, method, note, reconciled, base, actual, history, season, store)
-    if sources is not None:
-        summary["residuals"] = sources  # which errors weighed the nodes (see _residuals)
-    return Reconciliation(bottom, summary)
+        shifted = np.stack([rc.from_level(h, qbase[:, :, j], level, hist, c.top_down_rule, nonnegative=c.nonnegative) for j in range(qbase.shape[2])], axis=2)
+    trained = h.level_nodes[level]
+    failed = trained[np.isnan(base[trained]).any(axis=1)]
+    unfilled = h.n_aggregate + np.flatnonzero(np.isnan(forecasts[h.n_aggregate:]).any(axis=1))
+    none = np.array([], dtype=np.int64)
+    return rc.Reconciled(forecasts, failed, none, none, unfilled), shifted
+
+
+def _inference_actuals(store, nodes: _Nodes, context, periods: np.ndarray, actual: np.ndarray) -> np.ndarray:
+    """The actuals (split.holdout) of every node from its inference rows: a node that was not
+    forecast (hierarchy.train_level) has no forecast file to carry them."""
+    keys = [k for k in nodes.keys if k is not None]
+    target = context.spec.target_column
+    frame = store.scan_groups("inference", keys, [PERIOD, target]).to_pandas()
+    if frame.empty or not len(periods):
+        return actual
+    index = {k: i for i, k in enumerate(nodes.keys) if k is not None}
+    frame = frame[frame[PERIOD].isin(periods)]
+    out = actual.copy()
+    out[frame["_mm_key"].map(index).to_numpy(dtype=np.int64), np.searchsorted(periods, frame[PERIOD].to_numpy())] = frame[target].to_numpy(dtype=np.float64, na_value=np.nan)
+    return out
+
+
+def _last_periods(history: np.ndarray, first: int) -> np.ndarray:
+    """Each node's last period with a target (-1 without one)."""
+    seen = ~np.isnan(history)
+    last = history.shape[1] - 1 - np.argmax(seen[:, ::-1], axis=1)
+    return np.where(seen.any(axis=1), first + last, -1)
 
 
 # -- the structure ------------------------------------------------------------------
 
 
-def _nodes(config: Config, spool: Spool) -> _Nodes:
+def _nodes(config: Config, spool: Spool, store) -> _Nodes:
     groups = list(config.data.group_columns)
     levels = config.hierarchy.aggregate_levels(groups)
     rows = [ForecastRow.from_dict(r) for r in spool.rows("rows")]
-    by_level: dict[frozenset, dict[tuple, ForecastRow]] = {}
-    for row in rows:
-        values = dict(zip(groups, row.values))
-        present = frozenset(c for c in groups if str(values[c]) != ALL_NODES)
-        by_level.setdefault(present, {})[tuple(str(values[c]) for c in groups)] = row
+    entries = [(row.key, row.values, row) for row in rows]
+    if config.hierarchy.train_level is not None:
+        # only train_level's nodes were forecast: every node with inference rows is in the
+        # hierarchy all the same (its history gives the proportions, its forecast is derived)
+        forecast = {row.key: row for row in rows}
+        entries = [(g["key"], json.loads(g["values"]), forecast.get(g["key"]))
+                   for batch in store.iter_split_groups(columns=["key", "values", "n_inference"])
+                   for g in batch.to_pylist() if g["n_inference"] > 0]
+    by_level: dict[frozenset, dict[tuple, tuple[str, ForecastRow | None]]] = {}
+    for key, values, row in entries:
+        named = dict(zip(groups, values))
+        present = frozenset(c for c in groups if str(named[c]) != ALL_NODES)
+        by_level.setdefault(present, {})[tuple(str(named[c]) for c in groups)] = (key, row)
     bottom_rows = by_level.get(frozenset(groups), {})
     bottom = pd.DataFrame(list(bottom_rows), columns=groups)
     h = rc.build_hierarchy(bottom, levels, bottom=groups)
@@ -143,9 +236,9 @@ def _nodes(config: Config, spool: Spool) -> _Nodes:
         columns = h.levels[h.node_level[node]]
         named = dict(zip(columns, h.node_key[node]))
         full = tuple(str(named.get(c, ALL_NODES)) for c in groups)
-        row = by_level.get(frozenset(columns), {}).get(full)
+        key, row = by_level.get(frozenset(columns), {}).get(full, (None, None))
         found.append(row)
-        keys.append(row.key if row else None)
+        keys.append(key)
     return _Nodes(h, keys, found)
 
 
@@ -230,7 +323,7 @@ def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, hist
     decision: each fold's model fitted before its origin), which is what the weights should
     be, the spread of the base forecasts' errors. The in-sample errors of a model fitted on
     the same periods understate the small series' errors against their aggregates' (tourism_au:
-    the bottom series' summed errors were 1.03x the total's in-sample, 1.8x in the test
+    the bottom series' summed errors were 1.03x the total's in-sample, 1.7x in the test
     quarters; README "Which method"). ``in_sample`` (``_node_errors``): a node whose decision
     has none (a pooled model, a model trained by an older mm). ``backtest_rmse``: neither;
     its backtest RMSE as its only value, or the median variance per bottom series times its
@@ -439,12 +532,13 @@ def level_accuracy(h: rc.Hierarchy, base, reconciled, actual, history, season: i
     for k, cols in enumerate(h.levels):
         idx = h.level_nodes[k]
         a = actual[idx]
-        ok = np.isfinite(a) & np.isfinite(base[idx]) & np.isfinite(reconciled[idx])
+        derived = not np.isfinite(base[idx]).any()  # hierarchy.train_level: a level with no base forecast
+        ok = np.isfinite(a) & np.isfinite(reconciled[idx]) & (derived | np.isfinite(base[idx]))
         if not ok.any():
             continue
         entry = {"n_nodes": int(ok.any(axis=1).sum()), "n_rows": int(ok.sum())}
         for name, f in (("base", base[idx]), ("reconciled", reconciled[idx])):
-            entry[name] = _scores(a, f, ok, scale[idx])
+            entry[name] = None if derived and name == "base" else _scores(a, f, ok, scale[idx])
         out[level_name(cols) if k < h.bottom_level else "bottom"] = entry
     return out
 

@@ -179,6 +179,8 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
     for batch in store.iter_split_groups(columns=SPLIT_FIELDS):
         for g in batch.to_pylist():
             values = json.loads(g["values"])
+            if not s.config.hierarchy.trains(s.config.data.group_columns, values):
+                continue  # hierarchy.train_level: this node is derived from that level's (steps/reconcile.py)
             recorded = spool.get("previous", g["key"])  # the last train run's row, as the cache reads it
             prev = TrainRow.from_dict(recorded) if recorded else None
             chosen = (selector.matches(values) if selector else True) and (not retry_failed or (prev is not None and prev.status is Status.FAILED))

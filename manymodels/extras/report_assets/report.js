@@ -753,7 +753,7 @@
     $("hier-note").textContent = notes.join(". ");
     const levels = H.level_order || [];
     if (levels.length) {
-      const cell = (lvl, src, k) => fmt(H.accuracy[lvl][src][k]);
+      const cell = (lvl, src, k) => fmt((H.accuracy[lvl][src] || {})[k]);  // no base: a level hierarchy.train_level derived
       $("hier-accuracy").appendChild(table(
         [{ label: "level", get: (l) => l }, { label: "nodes", get: (l) => H.accuracy[l].n_nodes },
           { label: "MASE base", get: (l) => cell(l, "base", "mase") }, { label: "MASE reconciled", get: (l) => cell(l, "reconciled", "mase") },
