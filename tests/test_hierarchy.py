@@ -400,6 +400,29 @@ def test_train_level_trains_one_level_and_derives_every_other_coherently(tmp_pat
     assert accuracy["state"]["base"] == pytest.approx(accuracy["state"]["reconciled"])
 
 
+def test_train_level_with_a_failed_node_names_it_and_keeps_the_rest(tmp_path: Path):
+    import json
+
+    path = hier_config(tmp_path, tourism_like(), train_level=["state"], top_down_rule="proportion_averages")
+    run_all(path)
+    store = Datastore(load_config(path).datastore)
+    key = store.read_split_groups().set_index("label").loc[f"state=S,region={ALL_NODES},purpose={ALL_NODES}", "key"]
+    for version in store.model_versions(key):
+        store.remove_model(key, version)
+    result = run_cli("forecast", "-c", str(path), "--json", "--no-allow-reuse")
+    assert result.returncode == 3, result.stderr
+    h = json.loads(result.stdout)["hierarchy"]
+    assert h["failed_nodes"]["examples"] == ["state=S"]
+    assert sorted(h["unfilled_bottom"]["examples"]) == ["state=S/region=c/purpose=bus", "state=S/region=c/purpose=hol"]
+    frame = pd.read_csv(store.output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    north = frame[(frame["state"] == "N") & (frame["level"] == "bottom")].groupby("t")["Prediction"].sum().sort_index()
+    state_n = frame[(frame["level"] == "state") & (frame["state"] == "N")].set_index("t")["Prediction"].sort_index()
+    assert north.notna().all() and np.allclose(north, state_n)  # the other state is split down as before
+    assert frame[frame["level"] == "total"]["Prediction"].isna().all()  # never a silent 0 for the failed state
+    output = pd.read_csv(store.output_path("forecasting_output.csv"))
+    assert len(output[output["state"] == "N"]) == 4 * 4 and output[output["state"] == "N"]["Prediction"].notna().all()
+
+
 def test_train_level_bottom_trains_only_the_bottom_and_sums_it_up(tmp_path: Path):
     path = hier_config(tmp_path, tourism_like(), train_level=GROUPS)
     out = run_all(path)

@@ -357,6 +357,32 @@ def test_middle_out_keeps_its_level_and_is_bottom_up_above_it():
         rc.middle_out(hier, base, hier.bottom_level)
 
 
+@pytest.mark.parametrize("rule", ["average_proportions", "proportion_averages"])
+def test_from_level_keeps_its_level_sums_above_and_splits_below_by_shares_within_each_node(rule):
+    hier, base, _, history = _problem("grouped")
+    history[2, :5] = np.nan  # missing history is left out, not counted as 0
+    base = np.abs(base)
+    state = 1
+    shares = rc.level_shares(hier, state, history, rule)
+    parent = hier.members[state] - hier.level_nodes[state][0]
+    np.testing.assert_allclose(np.bincount(parent, weights=shares), 1.0)  # a state's series share all of it
+    one = hier.members[state] == hier.members[state][0]  # the first series' state, by hand
+    x = history[one]
+    if rule == "proportion_averages":
+        expected = np.nanmean(x, axis=1) / np.nanmean(x, axis=1).sum()
+    else:
+        expected = np.nanmean(x / np.nansum(x, axis=0), axis=1)
+        expected /= expected.sum()
+    np.testing.assert_allclose(shares[one], expected)
+    y = rc.from_level(hier, base, state, history, rule)
+    np.testing.assert_allclose(y[hier.level_nodes[state]], base[hier.level_nodes[state]])  # the trained level is kept
+    np.testing.assert_allclose(y[0], base[hier.level_nodes[state]].sum(axis=0))  # the total: their sum
+    _assert_coherent_on_every_level(hier, y)
+    np.testing.assert_allclose(rc.from_level(hier, base, hier.bottom_level, history, rule), rc.bottom_up(hier, base))
+    with pytest.raises(ValueError, match="unknown proportions rule"):
+        rc.level_shares(hier, state, history, "forecast_proportions")
+
+
 def test_methods_refuse_what_they_cannot_do():
     hier = rc.build_hierarchy({"state": ["A", "A", "B"], "region": ["a1", "a2", "b1"]}, [["state"]])
     base = np.ones((hier.n_nodes, 2))
