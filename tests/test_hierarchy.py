@@ -326,12 +326,7 @@ def test_a_node_without_kept_errors_gets_in_sample_errors_stored_and_read_back(t
     path = hier_config(tmp_path, tourism_like(), method="mint_shrink")
     run_all(path)
     store = Datastore(load_config(path).datastore)
-    for key in store.read_split_groups()["key"]:
-        version = store.model_versions(key)[-1]
-        meta_path = Path(store.model_meta_path(key, version))
-        meta = json.loads(meta_path.read_text())
-        meta["tuning"].pop("backtest_errors")  # as an older mm wrote it
-        meta_path.write_text(json.dumps(meta))
+    _strip_kept_errors(store)
     result = run_cli("forecast", "-c", str(path), "--json")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["hierarchy"]["residuals"] == {"backtest": 0, "in_sample": 18, "backtest_rmse": 0}
@@ -349,6 +344,45 @@ def test_a_node_without_kept_errors_gets_in_sample_errors_stored_and_read_back(t
     clean = run_cli("clean", "-c", str(path), "--step", "forecast", "--yes")
     assert clean.returncode == 0, clean.stderr
     assert not (root / "hierarchy").exists() and not (root / "outputs" / "hierarchy_forecast.csv").exists()
+
+
+def _strip_kept_errors(store: Datastore) -> None:
+    """Every node's model as an older mm wrote it: a decision without backtest errors."""
+    import json
+
+    for key in store.read_split_groups()["key"]:
+        meta_path = Path(store.model_meta_path(key, store.model_versions(key)[-1]))
+        meta = json.loads(meta_path.read_text())
+        meta["tuning"].pop("backtest_errors")
+        meta_path.write_text(json.dumps(meta))
+
+
+def test_in_sample_errors_on_the_engine_equal_the_serial_ones(tmp_path: Path):
+    """The in-sample errors run on the engine's workers (a per-node kernel in batches, like the
+    forecast step); two local workers give the same errors, file by file, as the serial engine."""
+    import json
+
+    import pyarrow.parquet as pq
+
+    path = hier_config(tmp_path, tourism_like(), method="wls_var")
+    run_all(path)
+    store = Datastore(load_config(path).datastore)
+    _strip_kept_errors(store)
+    root = Path(load_config(path).datastore)
+    got = {}
+    for engine in ("serial", "local"):
+        if (root / "hierarchy").exists():
+            import shutil
+
+            shutil.rmtree(root / "hierarchy")
+        result = run_cli("forecast", "-c", str(path), "--json", "--set", f"engine.kind={engine}", "--set", "engine.jobs=2")
+        assert result.returncode == 0, result.stderr
+        assert json.loads(result.stdout)["hierarchy"]["residuals"]["in_sample"] == 18
+        got[engine] = {f.relative_to(root): pq.read_table(f).to_pydict() for f in sorted((root / "hierarchy" / "errors").rglob("*.parquet"))}
+        got[engine + "_output"] = pd.read_csv(store.output_path("hierarchy_forecast.csv"), keep_default_na=False, na_values=[""])
+    assert len(got["serial"]) == 18 and got["serial"] == got["local"]
+    assert all(len(t["error"]) > 0 for t in got["serial"].values())
+    pd.testing.assert_frame_equal(got["serial_output"], got["local_output"])
 
 
 @pytest.mark.parametrize("rule", ["average_proportions", "proportion_averages"])

@@ -194,7 +194,7 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
     counts = {k: 0 for k in (Status.FORECAST, Status.REUSED, Status.FAILED, Status.NO_MODEL)}
     failures: list[dict] = []
     findings = Findings()
-    hier = _reconciled(s, spool, context)
+    hier = _reconciled(s, run, spool, context)
     # the run's groups table is published before forecasting_output.csv: a failure writing either keeps the previous output
     # ...and the history of the forecasts this run made (realised accuracy scores them later) is published last
     history = ForecastHistory(store, run.id, s.config, context.prediction_column)
@@ -255,13 +255,14 @@ def _finish(s: Session, run: Run, spool: Spool, train_record: dict, context: For
 DERIVED_ROW = ForecastRow(key="", label="", values=[], n_rows=0, status=Status.FORECAST)
 
 
-def _reconciled(s: Session, spool: Spool, context: ForecastContext) -> Reconciliation | None:
+def _reconciled(s: Session, run: Run, spool: Spool, context: ForecastContext) -> Reconciliation | None:
     """With a hierarchy, the run's base forecasts reconciled (None without one). A reconciliation
     that cannot run leaves the base forecasts in the output and says why, in the summary and the record."""
     if s.config.hierarchy.levels is None:
         return None
     try:
-        return reconcile_run(s.config, s.store, spool, context, s.terminal.warn)
+        execute = lambda *work: s.execute(run, *work)  # noqa: E731  (per-node work on the run's engine)
+        return reconcile_run(s.config, s.store, spool, context, s.terminal.warn, execute)
     except (ValueError, KeyError, StopIteration) as exc:
         s.terminal.warn(f"hierarchy: the forecasts could not be reconciled ({exc}); forecasting_output.csv has the base forecasts")
         return Reconciliation({}, {"error": str(exc)})

@@ -32,10 +32,12 @@ import pyarrow as pa
 from ..config import ALL_NODES, Config
 from ..core import reconcile as rc
 from ..core.identity import digest
-from ..core.kernels import forecast_fitted
+from ..core.kernels import GroupSpec, forecast_fitted
 from ..core.results import ForecastRow, TrainRow
 from ..core.timeindex import TimeAxis
+from ..runner.engine import Batch
 from ..runner.tasks import STEP_COLUMN, load_model
+from ..store.datastore import Datastore
 from ..store.spool import Spool
 from .split import PERIOD
 
@@ -107,9 +109,10 @@ class _Nodes:
     rows: list[ForecastRow | None]
 
 
-def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconciliation:
+def reconcile_run(config: Config, store, spool: Spool, context, warn, execute=None) -> Reconciliation:
     """Reconcile the forecast run whose rows are in ``spool['rows']`` and whose train run's rows
-    are in ``spool['models']``; write hierarchy_forecast.csv."""
+    are in ``spool['models']``; write hierarchy_forecast.csv. ``execute`` runs per-node work on the
+    engine (``Session.execute`` without its run argument); without it, in this process."""
     nodes = _nodes(config, spool, store)
     h = nodes.h
     p, quantiles = context.prediction_column, list(context.quantile_columns)
@@ -126,7 +129,7 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
         method, note = "train_level", ""
         result, shifted = _from_train_level(config, h, base, qbase, history)
     else:
-        result, method, note, sources = _reconciled(config, nodes, spool, store, context, base, history, first, warn)
+        result, method, note, sources = _reconciled(config, nodes, spool, store, context, base, history, first, warn, execute)
         shifted = None
         if qbase is not None:
             filled = np.where(np.isnan(base), result.forecasts, base)  # a filled or fallback node: its quantiles move with it
@@ -147,14 +150,14 @@ def reconcile_run(config: Config, store, spool: Spool, context, warn) -> Reconci
     return Reconciliation(bottom, summary, derived)
 
 
-def _reconciled(config: Config, nodes: _Nodes, spool: Spool, store, context, base, history, first, warn):
+def _reconciled(config: Config, nodes: _Nodes, spool: Spool, store, context, base, history, first, warn, execute=None):
     """``hierarchy.method`` on every node's base forecast: (result, method used, note, residual sources)."""
     h = nodes.h
     method, note = config.hierarchy.method, ""
     options = _method_options(config, h, history)
     if method == "mint_shrink":
         options["max_nodes"] = rc.MINT_MAX_NODES  # read now: the limit is the module's, at run time
-    residuals, sources = _residuals(config, nodes, spool, store, context, history, first) if method in ("wls_var", "mint_shrink") else (None, None)
+    residuals, sources = _residuals(config, nodes, spool, store, context, history, first, execute) if method in ("wls_var", "mint_shrink") else (None, None)
     try:
         result = rc.reconcile_failed(h, base, method, nonnegative=config.hierarchy.nonnegative, history=options.pop("history"), residuals=residuals, **options)
     except rc.CovarianceTooLarge as exc:
@@ -315,7 +318,7 @@ def _history(store, nodes: _Nodes, context) -> tuple[np.ndarray, int, int]:
 ERROR_WINDOWS = 4  # in-sample origins: the last 4 windows of train.horizon periods before the cutoff
 
 
-def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, history: np.ndarray, first: int) -> tuple[np.ndarray, dict]:
+def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, history: np.ndarray, first: int, execute=None) -> tuple[np.ndarray, dict]:
     """Each node's forecast errors on one grid of periods (nodes x periods, NaN where none), for
     wls_var's variances and mint_shrink's covariance, and how many nodes had each kind.
 
@@ -324,26 +327,42 @@ def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, hist
     be, the spread of the base forecasts' errors. The in-sample errors of a model fitted on
     the same periods understate the small series' errors against their aggregates' (tourism_au:
     the bottom series' summed errors were 1.03x the total's in-sample, 1.7x in the test
-    quarters; README "Which method"). ``in_sample`` (``_node_errors``): a node whose decision
-    has none (a pooled model, a model trained by an older mm). ``backtest_rmse``: neither;
-    its backtest RMSE as its only value, or the median variance per bottom series times its
-    size when it has no backtest either."""
+    quarters; README "Which method"). ``in_sample``: a node whose decision has none (a pooled
+    model, a model trained by an older mm): its stored ones, or ``node_errors_batch`` on the
+    engine (``execute``; in this process without one). ``backtest_rmse``: neither; its
+    backtest RMSE as its only value, or the median variance per bottom series times its size
+    when it has no backtest either."""
     h = nodes.h
     last = first + history.shape[1] - 1  # the last training period of any node: the in-sample origins count back from it
-    found: list[tuple[np.ndarray, np.ndarray] | None] = []
+    found: list[tuple[np.ndarray, np.ndarray] | None] = [None] * h.n_nodes
     counts = {"backtest": 0, "in_sample": 0, "backtest_rmse": 0}
-    for key, row in zip(nodes.keys, nodes.rows):
+    todo: list[dict] = []
+    for i, (key, row) in enumerate(zip(nodes.keys, nodes.rows)):
         entry = spool.get("models", key) if key else None
         model = TrainRow.from_dict(entry) if entry else None
-        errors = None
-        if model is not None and model.has_model and row is not None:
-            errors = _kept_errors(store, key, model)
-            if errors is not None:
-                counts["backtest"] += 1
-            else:
-                errors = _node_errors(store, key, model, row, context, last)
-                counts["in_sample"] += len(errors[0]) > 0
-        found.append(errors if errors is not None and len(errors[0]) else None)
+        if model is None or not model.has_model or row is None:
+            continue
+        kept = _kept_errors(store, key, model)
+        if kept is not None:
+            found[i] = kept
+            counts["backtest"] += 1
+            continue
+        item = {"key": key, "node": i, "model_version": int(model.model_version), "fingerprint": _errors_fingerprint(model, row, context.spec.horizon, last)}
+        stored = store.read_node_errors(key, item["fingerprint"])
+        if stored is None:
+            todo.append(item)
+        else:
+            found[i] = _as_periods(stored, context.spec.horizon, last)
+    ctx = ErrorsContext(context.root, context.spec, last)
+    if execute is None:
+        results = zip(todo, node_errors_batch(Batch(ctx, todo)) if todo else [])
+    else:
+        results = (pair for done in execute(node_errors_batch, ctx.crash, ctx, iter(todo), len(todo), f"hierarchy: in-sample errors of {len(todo)} nodes") for pair in done)
+    for item, result in results:
+        if result["status"] == "ok":
+            found[item["node"]] = (np.asarray(result["periods"], dtype=np.int64), np.asarray(result["errors"], dtype=np.float64))
+    counts["in_sample"] = sum(f is not None for f in found) - counts["backtest"]
+    found = [f if f is not None and len(f[0]) else None for f in found]
     periods = np.unique(np.concatenate([f[0] for f in found if f is not None] or [np.zeros(1, np.int64)]))
     out = np.full((h.n_nodes, len(periods)), np.nan)
     for i, f in enumerate(found):
@@ -372,32 +391,55 @@ def _kept_errors(store, key: str, model: TrainRow) -> tuple[np.ndarray, np.ndarr
     return periods[keep], errors[keep]
 
 
-def _node_errors(store, key: str, model: TrainRow, row: ForecastRow, context, last: int) -> tuple[np.ndarray, np.ndarray]:
-    """The node's errors (periods, errors) when its stored model forecasts its own history from
-    earlier origins (the last ERROR_WINDOWS windows of ``horizon`` periods before ``last``):
-    in-sample (the model was fitted on those periods too), with the model's own parameters.
-    Stored in the datastore by model and history, so a rerun reads them instead of
-    forecasting again."""
-    horizon = context.spec.horizon
-    history_hash = (row.parts or {}).get("history", "")
-    fingerprint = digest(model.fingerprint, model.model_version, history_hash, ERROR_WINDOWS, horizon, last)
-    stored = store.read_node_errors(key, fingerprint)
-    if stored is None:
-        try:
-            stored = _forecast_history(store, key, model, context, last)
-        except Exception:  # a model that cannot forecast its history: this node falls back (see _residuals)
-            stored = pa.table({"column": pa.array([], pa.int64()), "error": pa.array([], pa.float64())})
-        store.write_node_errors(key, fingerprint, stored)
+def _errors_fingerprint(model: TrainRow, row: ForecastRow, horizon: int, last: int) -> str:
+    """What a node's stored in-sample errors are made of: its model, history and origins."""
+    return digest(model.fingerprint, model.model_version, (row.parts or {}).get("history", ""), ERROR_WINDOWS, horizon, last)
+
+
+def _as_periods(stored: pa.Table, horizon: int, last: int) -> tuple[np.ndarray, np.ndarray]:
+    """A stored errors table (column, error) as (periods, errors): column (k-1)*horizon + j is
+    step j+1 after origin last - k*horizon."""
     column = stored["column"].to_numpy().astype(np.int64)
-    # column (k-1)*horizon + j is step j+1 after origin last - k*horizon
     periods = last - (column // horizon + 1) * horizon + 1 + column % horizon
     return periods, stored["error"].to_numpy().astype(np.float64)
 
 
-def _forecast_history(store, key: str, model: TrainRow, context, last: int) -> pa.Table:
-    spec = context.spec
+@dataclass(frozen=True)
+class ErrorsContext:
+    """What a worker needs to take nodes' in-sample errors (``node_errors_batch``)."""
+
+    root: str
+    spec: GroupSpec  # the forecast's
+    last: int  # the origins count back from it
+
+    def crash(self, item: dict, message: str) -> dict:
+        return {"status": "failed", "key": item["key"], "error": message}
+
+
+def node_errors_batch(batch: Batch) -> list[dict]:
+    """The engine's kernel: per node, its stored model forecasts its own history from the last
+    ERROR_WINDOWS windows of ``horizon`` periods before ``last`` (in-sample: the model was
+    fitted on those periods too; its own parameters, no refit); stored in the datastore by
+    model and history so a rerun reads them. A node whose model cannot forecast its history
+    gets an empty table (it falls back, see ``_residuals``)."""
+    ctx: ErrorsContext = batch.context
+    store = Datastore(ctx.root)
+    out = []
+    for item in batch.items:
+        key = item["key"]
+        try:
+            stored = _forecast_history(store, key, int(item["model_version"]), ctx.spec, ctx.last)
+        except Exception:  # noqa: BLE001  (any model failure: this node falls back)
+            stored = pa.table({"column": pa.array([], pa.int64()), "error": pa.array([], pa.float64())})
+        store.write_node_errors(key, item["fingerprint"], stored)
+        periods, errors = _as_periods(stored, ctx.spec.horizon, ctx.last)
+        out.append({"status": "ok", "key": key, "periods": periods.tolist(), "errors": errors.tolist()})
+    return out
+
+
+def _forecast_history(store, key: str, version: int, spec, last: int) -> pa.Table:
     history = store.read_partition("train", key).sort_values(PERIOD, kind="stable").reset_index(drop=True)
-    meta, fitted = load_model(store, key, int(model.model_version))  # a pooled model through its pool
+    meta, fitted = load_model(store, key, version)  # a pooled model through its pool
     period = history[PERIOD].to_numpy(dtype=np.int64)
     columns, errors = [], []
     for k in range(1, ERROR_WINDOWS + 1):
