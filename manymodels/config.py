@@ -365,6 +365,9 @@ class HierarchyConfig(_Section):
     # Azure's cheaper mode: train and forecast only this level's nodes (one of levels, or the bottom);
     # levels above are sums, levels below split by top_down_rule's historical proportions
     train_level: list[str] | None = None
+    # wls_var and mint_shrink weigh nodes by their backtest's out-of-sample errors (kept by train), or
+    # by their models' in-sample errors (forecast again from the stored models): README, "Which method"
+    errors: Literal["backtest", "in_sample"] = "backtest"
 
     @field_validator("levels")
     @classmethod

@@ -113,6 +113,7 @@ DECIDED: dict[str, set[str]] = {
     "hierarchy.top_down_rule": set(),
     "hierarchy.middle_level": set(),
     "hierarchy.nonnegative": set(),
+    "hierarchy.errors": set(),  # which errors weigh the nodes when reconciling: no model or base forecast changes
     "hierarchy.train_level": set(),  # which nodes train, not what a node's model is: each node's own fingerprint decides its reuse
     "allow_reuse": set(),
 }

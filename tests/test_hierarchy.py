@@ -316,6 +316,9 @@ def test_mint_weighs_nodes_by_the_backtest_errors_train_kept(tmp_path: Path):
     expected = [history[p] - history[p - 4] for p in kept["periods"]]
     assert np.allclose(kept["errors"], expected)
     assert json.loads(run_cli("forecast", "-c", str(path), "--json").stdout)["hierarchy"]["residuals"]["backtest"] == 18
+    # hierarchy.errors: in_sample weighs them by their models' in-sample errors instead
+    again = json.loads(run_cli("forecast", "-c", str(path), "--json", "--set", "hierarchy.errors=in_sample").stdout)["hierarchy"]
+    assert again["residuals"] == {"backtest": 0, "in_sample": 18, "backtest_rmse": 0} and again["coherence_gap"] < 1e-6
 
 
 def test_a_node_without_kept_errors_gets_in_sample_errors_stored_and_read_back(tmp_path: Path):

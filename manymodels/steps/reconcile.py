@@ -342,7 +342,7 @@ def _residuals(config: Config, nodes: _Nodes, spool: Spool, store, context, hist
         model = TrainRow.from_dict(entry) if entry else None
         if model is None or not model.has_model or row is None:
             continue
-        kept = _kept_errors(store, key, model)
+        kept = _kept_errors(store, key, model) if config.hierarchy.errors == "backtest" else None
         if kept is not None:
             found[i] = kept
             counts["backtest"] += 1

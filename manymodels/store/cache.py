@@ -56,6 +56,7 @@ SPLIT = Coverage(
         "hierarchy.top_down_rule": _RECONCILED,
         "hierarchy.middle_level": _RECONCILED,
         "hierarchy.nonnegative": _RECONCILED,
+        "hierarchy.errors": _RECONCILED,
         "hierarchy.train_level": "which nodes train and forecast, not what any node's partition, model or forecast is: "
         "switching back to every level reuses the nodes already trained",
     },
