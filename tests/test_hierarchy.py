@@ -75,6 +75,7 @@ def node_rows(store: Datastore, label: str, kind: str = "train") -> pd.DataFrame
         ({"levels": [[]], "method": "middle_out"}, "hierarchy.middle_level: method middle_out needs"),
         ({"levels": [[], ["state"]], "method": "middle_out", "middle_level": ["region"]}, "hierarchy.middle_level: ['region'] is not one of"),
         ({"levels": [[]], "missing": "skip"}, "hierarchy.missing: Input should be"),
+        ({"levels": [[]], "errors": "insample"}, "hierarchy.errors: Input should be"),
         ({"levels": [[], ["state"]], "train_level": ["region"], "top_down_rule": "average_proportions"}, "hierarchy.train_level: ['region'] is not one of hierarchy.levels"),
         ({"levels": [[], ["state"]], "train_level": ["state"]}, "hierarchy.top_down_rule: with train_level ['state'] the levels below it have no forecasts"),
     ],
