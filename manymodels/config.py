@@ -210,6 +210,9 @@ class AutoMLConfig(_Section):
     # else the continuous statistical models (ets, theta, arima, mstl), else the Croston family
     ensemble: Literal["auto"] | list[Literal[ENSEMBLE_MEMBERS]] = "auto"  # type: ignore[valid-type]
     n_trials: int = Field(default=20, ge=0)
+    # the search of a group stops after this many trials in a row without a better backtest
+    # than its best so far (null: every trial); on ~100 rows a group the late trials fit noise
+    patience: int | None = Field(default=5, ge=1)
     folds: int = Field(default=3, ge=1)
     metric: Literal[METRICS] = "wape"  # type: ignore[valid-type]
     timeout_per_group: float | None = Field(default=10.0, gt=0)

@@ -99,3 +99,27 @@ def test_a_stored_decision_is_refit_without_searching_again():
     assert again["model_text"] != first["model_text"]  # refit on the new data
     retuned = fit_group(more, spec, stored=first["meta"]["tuning"], tune=True)
     assert retuned["n_trials"] == 4
+
+
+def test_the_search_stops_after_patience_trials_without_a_better_one():
+    import optuna
+
+    from manymodels.core.automl import _stop_when_stale
+
+    values = [3.0, 2.0, 5.0, 5.0, 1.0, 4.0, 4.0, 4.0, 0.5, 0.1]
+    study = optuna.create_study(direction="minimize")
+    study.optimize(lambda trial: values[trial.number], n_trials=len(values), callbacks=[_stop_when_stale(3)])
+    # the best (1.0) is trial 4; trials 5, 6 and 7 do not beat it: the study stops there
+    assert len(study.trials) == 8 and study.best_value == 1.0
+
+
+@pytest.mark.parametrize("patience", [None, 2])
+def test_patience_cuts_a_groups_search_short_and_none_runs_every_trial(patience):
+    history, _ = weekly_group(n_weeks=90)
+    automl = {"enabled": True, "candidates": ["lightgbm", "naive"], "n_trials": 12, "patience": patience, "folds": 2, "timeout_per_group": None}
+    result = fit_group(history, spec_for(automl=automl))
+    assert result["status"] == "trained"
+    if patience is None:
+        assert result["n_trials"] == 12
+    else:
+        assert 3 <= result["n_trials"] < 12  # stopped two trials after its best

@@ -70,6 +70,7 @@ DECIDED: dict[str, set[str]] = {
     "train.automl.candidates": AUTOML,
     "train.automl.ensemble": AUTOML,
     "train.automl.n_trials": AUTOML,
+    "train.automl.patience": AUTOML,  # how long a search runs: it can end on another best
     "train.automl.folds": AUTOML,
     "train.automl.metric": AUTOML,
     "train.automl.timeout_per_group": set(),

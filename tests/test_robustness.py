@@ -91,7 +91,7 @@ def test_poisson_and_tweedie_are_not_proposed_for_folds_whose_targets_sum_to_zer
         return real(data, train, params, *args, **kwargs)
 
     monkeypatch.setattr(automl, "fit_lightgbm", spy)
-    history, spec = _zero_start_group(automl_config={**DEFAULT_AUTOML, "n_trials": 12, "candidates": ["lightgbm", "naive"]})
+    history, spec = _zero_start_group(automl_config={**DEFAULT_AUTOML, "n_trials": 12, "patience": None, "candidates": ["lightgbm", "naive"]})
     result = kernels.fit_group(history, spec)
     assert result["status"] == "trained" and "failed" not in result["note"] and np.isfinite(result["scores"]["lightgbm"])
     assert len(tried) >= 12 and not {"poisson", "tweedie"} & set(tried)

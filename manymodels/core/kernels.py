@@ -73,6 +73,7 @@ class AutoMLSpec:
     candidates: tuple[str, ...] | str  # a tuple, or "auto"
     ensemble: tuple[str, ...] | str  # a tuple, or "auto"
     n_trials: int
+    patience: int | None
     folds: int
     metric: str
     timeout_per_group: float | None
@@ -711,7 +712,7 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline, seeds
     n_trials, source = a.n_trials, "tuned"
     if seeds is not None and seeds.params:
         n_trials, source = min(a.n_trials, max(seeds.n_trials, len(seeds.params) + 1)), f"tuned, warm-started from {seeds.n_sampled} sampled groups"
-    search = automl.tune_lightgbm(data, folds, base, transform, spec, n_trials, timeout, seeds.params if seeds else ())
+    search = automl.tune_lightgbm(data, folds, base, transform, spec, n_trials, timeout, seeds.params if seeds else (), a.patience)
     return search.best, {"n_trials": search.n_trials, "source": source, "failed_trials": search.n_failed, "first_failure": search.first_failure}
 
 
