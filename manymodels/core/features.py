@@ -88,18 +88,21 @@ def lag_features(grid: np.ndarray, first: int, series: np.ndarray, period: np.nd
     # pad the grid on the left so every look-back index is valid (NaN = unknown)
     padded = np.concatenate([np.full((grid.shape[0], max_back), np.nan), grid], axis=1)
     pos = period - first + max_back  # column of each row's own period in `padded`
+    # every look-back value of every row in one gather (column k-1: k periods back): a
+    # recursive forecast calls this once per step, a search thousands of times
+    back = padded[series[:, None], pos[:, None] - np.arange(1, max_back + 1)[None, :]]
     out = np.empty((n, len(spec.lags) + 2 * len(spec.windows)))
-    col = 0
-    for k in spec.lags:
-        out[:, col] = padded[series, pos - k]
-        col += 1
+    out[:, : len(spec.lags)] = back[:, np.asarray(spec.lags, dtype=np.int64) - 1]
+    col = len(spec.lags)
     for w in spec.windows:
-        window = padded[series[:, None], pos[:, None] - np.arange(1, w + 1)[None, :]]
-        count = np.sum(~np.isnan(window), axis=1)
-        total = np.nansum(window, axis=1)
+        window = back[:, :w]
+        # the sums of np.nansum over the same zero-filled values (bit for bit), without its copies
+        missing = np.isnan(window)
+        count = w - missing.sum(axis=1)
+        total = np.where(missing, 0.0, window).sum(axis=1)
         with np.errstate(invalid="ignore", divide="ignore"):
             mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-            sq = np.nansum((window - mean[:, None]) ** 2, axis=1)
+            sq = np.square(np.where(missing, 0.0, window - mean[:, None])).sum(axis=1)
             std = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
         out[:, col], out[:, col + 1] = mean, std
         col += 2
