@@ -25,6 +25,7 @@ Two measurements, both on a fresh datastore (a first train: every group searched
 Needs statsforecast for ``candidates: auto``'s ETS and Theta (the pandas-2 venv).
 
     python bench/automl_scale.py --stores 100 --profile-groups 150
+    python bench/automl_scale.py --stores 100 --profile-groups 150 --no-wall --repo /tmp/before   # the code before a change
     nice python bench/automl_scale.py --stores 3991 --profile-groups 0   # the full size (over an hour before issue 13)
 """
 
@@ -45,7 +46,7 @@ import pandas as pd
 import yaml
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))
+REPO = HERE.parent  # --repo: the checkout whose manymodels is measured (imported and run)
 
 BRANDS = 3
 WEEKS = 121
@@ -94,7 +95,7 @@ def fresh(folder: Path, data: Path, args, kind: str) -> Path:
 
 def run(cmd: list[str]) -> float:
     started = time.perf_counter()
-    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(HERE.parent)})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
     if proc.returncode not in (0, 3):
         raise SystemExit(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return time.perf_counter() - started
@@ -226,7 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-wall", action="store_true", help="only the phase profile")
     parser.add_argument("--set", action="append", default=[], help="a config override, e.g. train.automl.n_trials=10")
     parser.add_argument("--out", type=Path, default=HERE / "out" / "automl_scale")
+    parser.add_argument("--repo", type=Path, default=HERE.parent, help="the checkout whose manymodels is measured (a worktree of an older commit)")
     args = parser.parse_args(argv)
+    global REPO
+    REPO = args.repo.resolve()
+    sys.path.insert(0, str(REPO))
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / f"data_{args.stores}").mkdir(parents=True, exist_ok=True)
     data = make_data(args.out / f"data_{args.stores}", args.stores)

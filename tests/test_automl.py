@@ -123,3 +123,29 @@ def test_patience_cuts_a_groups_search_short_and_none_runs_every_trial(patience)
         assert result["n_trials"] == 12
     else:
         assert 3 <= result["n_trials"] < 12  # stopped two trials after its best
+
+
+def test_the_winners_backtest_from_the_searchs_own_fold_fits_equals_fitting_it_again():
+    """evaluate_lightgbm predicts a fold from the search's booster cut at the fixed rounds:
+    the same numbers as a fresh fit of those rounds, or the shortcut would change choices."""
+    from manymodels.core import automl, kernels
+
+    history, _ = weekly_group(n_weeks=100, series=("a", "b"))
+    automl_settings = {"enabled": True, "candidates": ["lightgbm", "naive"], "n_trials": 6, "patience": None, "folds": 3, "timeout_per_group": None}
+    spec = spec_for(series_columns=("item",), automl=automl_settings)
+    y = history[spec.target_column].to_numpy(dtype=float)
+    data = kernels.group_data(history, spec, kernels.describe_group(history, spec), y)
+    folds = kernels.backtest_folds(data, spec.horizon, 3)
+    transform = kernels.target_transform(spec, data)
+    params, info = kernels._lightgbm_params(spec, data, folds, transform, None, True, None)
+    trained = info["fold_models"]
+    assert len(trained) == len(folds)
+    assert all(m.booster.current_iteration() >= params["_num_boost_round"] for m in trained)  # each fold is cut, none refit
+    shortcut = automl.evaluate_lightgbm(data, folds, params, transform, spec, trained)
+    fresh = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+    for a, b in zip(shortcut.predicted, fresh.predicted):
+        assert np.array_equal(a, b)
+    too_few = [automl.Fitted("lightgbm", m.state, m.booster) for m in trained]
+    params_more = {**params, "_num_boost_round": max(m.booster.current_iteration() for m in trained) + 5}
+    again = automl.evaluate_lightgbm(data, folds, params_more, transform, spec, too_few)  # more rounds than grown: fitted anew
+    assert all(np.array_equal(a, b) for a, b in zip(again.predicted, automl.evaluate_lightgbm(data, folds, params_more, transform, spec).predicted))

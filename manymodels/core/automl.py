@@ -33,6 +33,7 @@ import numpy as np
 from . import calibration
 from .metrics import scores, unscored
 from .models import (
+    Fitted,
     GroupData,
     average,
     fit_baseline,
@@ -309,17 +310,32 @@ def evaluate_statistical(kind: str, data: GroupData, folds, params: dict, prune:
     return evaluation
 
 
-def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec) -> Evaluation:
-    """Backtest fixed LightGBM parameters (``_num_boost_round``/``_transform`` included)."""
+def evaluate_lightgbm(data: GroupData, folds, params: dict, transform: str, spec, trained: list[Fitted] | None = None) -> Evaluation:
+    """Backtest fixed LightGBM parameters (``_num_boost_round``/``_transform`` included).
+
+    ``trained``: the search's fits of these parameters on the same folds (``Search.fold_models``),
+    stopped early at or after the fixed number of rounds. The first N trees of a booster are the
+    trees an N-round fit grows (the same rows, parameters and seed, one thread, deterministic;
+    validation rows never change a tree), so such a fold is predicted from them at N trees
+    instead of being fitted again: the same predictions, one fit less per fold."""
     lgb_params = {k: v for k, v in params.items() if not k.startswith("_")}
     rounds = int(params.get("_num_boost_round", spec.num_boost_round))
     transform = params.get("_transform", transform)
     evaluation = Evaluation("lightgbm", params, data.mase_scale)
-    for train, test in folds:
+    for i, (train, test) in enumerate(folds):
         rows = np.flatnonzero(test)
-        fitted = fit_lightgbm(data, train, lgb_params, rounds, transform)
+        fitted = _truncated(trained[i], rounds) if trained and i < len(trained) else None
+        if fitted is None:
+            fitted = fit_lightgbm(data, train, lgb_params, rounds, transform)
         evaluation.add_rows(data, rows, predict(fitted, data, train, rows))
     return evaluation
+
+
+def _truncated(fitted: Fitted, rounds: int) -> Fitted | None:
+    """``fitted``'s first ``rounds`` trees as a model of its own, if it grew that many."""
+    if fitted.booster is None or fitted.booster.current_iteration() < rounds:
+        return None
+    return Fitted("lightgbm", {**fitted.state, "num_boost_round": int(rounds)}, fitted.booster)
 
 
 @dataclass
@@ -330,6 +346,7 @@ class Search:
     n_trials: int
     n_failed: int = 0
     first_failure: str = ""
+    fold_models: list[Fitted] = field(default_factory=list)  # the best trial's fits, fold by fold (see evaluate_lightgbm)
 
 
 def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_trials: int, timeout: float | None, seeds: tuple[dict, ...] = (), patience: int | None = None) -> Search:
@@ -351,6 +368,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     study = optuna.create_study(direction="minimize", sampler=sampler, pruner=pruner)
     evaluations: dict[int, Evaluation] = {}
     failures: list[str] = []
+    kept: dict[str, Any] = {"value": math.inf, "models": []}  # the best completed trial's fold models so far
     # poisson and tweedie refuse a training window whose targets sum to zero (a new or
     # intermittent item's early folds): propose them only where every fold can take them
     positive = data.nonnegative and all(np.nansum(data.panel.y[train]) > 0 for train, _ in folds)
@@ -358,6 +376,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
     def run(trial: optuna.Trial, params: dict[str, Any], trans: str) -> float:
         evaluation = Evaluation("lightgbm", {}, data.mase_scale)
         best_rounds = []
+        models = []
         for i, (train, test) in enumerate(folds):
             rows = np.flatnonzero(test)
             try:
@@ -367,6 +386,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
                 failures.append(f"{type(exc).__name__}: {exc}")
                 raise optuna.TrialPruned() from None
             best_rounds.append(fitted.state["num_boost_round"])
+            models.append(fitted)
             evaluation.add_rows(data, rows, predicted)
             # for pruning: the folds so far, calibrated on themselves (optimistic alike for every trial)
             value = _scaled(evaluation, evaluation.factor(metric) if calibrate else 1.0).score(metric)
@@ -377,7 +397,10 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
         evaluation.params = {**params, "_num_boost_round": int(max(1, np.mean(best_rounds))), "_transform": trans}
         evaluations[trial.number] = evaluation
         score = (evaluation.calibrated(metric) if calibrate else evaluation).score(metric)
-        return score if math.isfinite(score) else 1e12
+        value = score if math.isfinite(score) else 1e12
+        if value < kept["value"]:  # strictly: the best is the earliest of equal trials, as below
+            kept.update(value=value, models=models)
+        return value
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest(trial, base, n_rows, data.nonnegative, positive)
@@ -396,6 +419,7 @@ def tune_lightgbm(data: GroupData, folds, base: dict, transform: str, spec, n_tr
         # The trials stopped early on the folds that scored them: optimistic. The caller
         # backtests the winner again at its fixed number of rounds, as it will be refit.
         found.best = dict(evaluations[best.number].params)
+        found.fold_models = kept["models"] if kept["value"] == best.value else []
     return found
 
 

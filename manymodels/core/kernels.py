@@ -314,7 +314,7 @@ def _search(data: GroupData, spec: GroupSpec, candidates: list[str], transform: 
         try:  # a candidate that cannot fit is dropped from this group's choice, with its reason
             if kind == "lightgbm":
                 params, lightgbm = _lightgbm_params(spec, data, folds, transform, stored, tune, deadline, seeds)
-                evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec)
+                evaluated[kind] = automl.evaluate_lightgbm(data, folds, params, transform, spec, lightgbm.pop("fold_models", None))
             elif kind in statistical.KINDS:
                 if not statistical.available():
                     errors[kind] = STATS_MISSING
@@ -713,7 +713,7 @@ def _lightgbm_params(spec, data, folds, transform, stored, tune, deadline, seeds
     if seeds is not None and seeds.params:
         n_trials, source = min(a.n_trials, max(seeds.n_trials, len(seeds.params) + 1)), f"tuned, warm-started from {seeds.n_sampled} sampled groups"
     search = automl.tune_lightgbm(data, folds, base, transform, spec, n_trials, timeout, seeds.params if seeds else (), a.patience)
-    return search.best, {"n_trials": search.n_trials, "source": source, "failed_trials": search.n_failed, "first_failure": search.first_failure}
+    return search.best, {"n_trials": search.n_trials, "source": source, "failed_trials": search.n_failed, "first_failure": search.first_failure, "fold_models": search.fold_models}
 
 
 def _target_fits_objective(params: dict, data: GroupData) -> dict:
