@@ -430,7 +430,8 @@ def _stop_when_stale(patience: int):
     import optuna
 
     def callback(study, trial) -> None:
-        done = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE and t.value is not None]
+        # no deep copies: study.trials copies every trial, after every trial
+        done = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)) if t.value is not None]
         if not done:
             since = trial.number + 1  # nothing completed yet: every trial so far counts
         else:
