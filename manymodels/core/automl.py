@@ -18,8 +18,9 @@ Candidates are scored on rolling-origin backtest folds (see
 - LightGBM's search covers leaves, learning rate, rounds (early stopping on the
   fold's one-step-ahead error, as ``lightgbm.cv`` does), min data in leaf,
   feature and bagging fractions, L1/L2, the objective and a log target. Hopeless
-  trials are pruned after their first fold. The first trial is always the
-  default parameters, so tuning can only improve on them in backtest.
+  trials are pruned after their first fold, and the search stops after
+  ``patience`` trials in a row that did not beat its best. The first trial is
+  always the default parameters, so tuning can only improve on them in backtest.
 """
 
 from __future__ import annotations
