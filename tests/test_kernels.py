@@ -187,3 +187,21 @@ def test_mase_can_select_the_winner():
     assert all(math.isfinite(v) for v in scores.values())
     assert result["model"] == min(scores, key=scores.get)
     assert result["meta"]["metrics"]["mase"] == scores[result["model"]]
+
+
+@pytest.mark.parametrize("objective", ["l2", "l1", "mape", "poisson", "huber"])
+def test_mms_early_stopping_stops_where_lightgbms_own_does(objective):
+    from manymodels.core.models import EarlyStopping
+
+    rng = np.random.default_rng(len(objective))
+    X, Xv = rng.normal(size=(90, 6)), rng.normal(size=(15, 6))
+    y, yv = np.exp(X[:, 0] + rng.normal(0, 0.5, 90)), np.exp(Xv[:, 0] + rng.normal(0, 0.5, 15))
+    for lr, stop, rounds in ((0.3, 5, 400), (0.05, 30, 400), (0.01, 10, 400), (0.01, 30, 25)):  # the last never stops early
+        params = {"objective": objective, "learning_rate": lr, "num_leaves": 7, "min_data_in_leaf": 3, "verbose": -1, "seed": 0, "num_threads": 1, "deterministic": True}
+        boosters = []
+        for callback in (lgb.early_stopping(stop, verbose=False), EarlyStopping(stop)):
+            train = lgb.Dataset(X, y, params=params)
+            boosters.append(lgb.train(params, train, num_boost_round=rounds, valid_sets=[train.create_valid(Xv, yv)], callbacks=[callback]))
+        theirs, ours = boosters
+        assert (ours.best_iteration, ours.current_iteration()) == (theirs.best_iteration, theirs.current_iteration())
+        assert ours.best_score == theirs.best_score
