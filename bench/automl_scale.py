@@ -103,7 +103,9 @@ def run(cmd: list[str]) -> float:
 
 def wall_run(data: Path, args) -> dict:
     sys.path.insert(1, str(HERE))
-    from scale import timed  # the command's wall time and its whole process tree's CPU (workers included)
+    from scale import (
+        timed,  # the command's wall time and its whole process tree's CPU (workers included)
+    )
 
     folder = args.out / f"wall_{args.stores}"
     config = fresh(folder, data, args, "local")
