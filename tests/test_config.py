@@ -106,3 +106,10 @@ def test_fingerprints_change_only_with_their_sections(tmp_path: Path):
     b = load_config(path, ["forecast.prediction_column=Yhat"])
     assert a.section_fingerprint("train") == b.section_fingerprint("train")
     assert a.section_fingerprint("forecast") != b.section_fingerprint("forecast")
+
+
+def test_automl_patience_is_at_least_one_or_null(tmp_path: Path):
+    assert load_config(write_config(tmp_path, "x.csv", train={"automl": {"patience": None}})).train.automl.patience is None
+    with pytest.raises(ConfigError) as err:
+        load_config(write_config(tmp_path, "x.csv", train={"automl": {"patience": 0}}))
+    assert "train.automl.patience" in err.value.message and "greater than or equal to 1" in err.value.message
