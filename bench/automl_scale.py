@@ -66,17 +66,11 @@ def make_data(folder: Path, stores: int) -> Path:
 def settings(data: Path, horizon: int, jobs: int | None, kind: str, overrides: list[str]) -> dict:
     """The default config with the sample's columns (nothing under train.automl is set)."""
     from manymodels.config import apply_overrides
+    from manymodels.extras.sample import data_settings
 
     raw = {
         "datastore": "store",
-        "data": {
-            "path": str(data),
-            "time_column": "WeekStarting",
-            "target_column": "Quantity",
-            "group_columns": ["Store", "Brand"],
-            "known_future_columns": ["Price", "Advert"],
-            "drop_columns": ["Revenue"],
-        },
+        "data": data_settings(data),
         "train": {"horizon": horizon, "min_history": 30},
         "engine": {"kind": kind, "jobs": jobs},
     }

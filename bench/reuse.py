@@ -32,7 +32,7 @@ import yaml
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-from manymodels.extras.sample import generate_oj_sales  # noqa: E402
+from manymodels.extras.sample import data_settings, generate_oj_sales  # noqa: E402
 
 
 def mm(*args: str) -> tuple[float, dict]:
@@ -61,14 +61,7 @@ def main() -> int:
     frame.to_parquet(data)
     config = {
         "datastore": "store",
-        "data": {
-            "path": str(data),
-            "time_column": "WeekStarting",
-            "target_column": "Quantity",
-            "group_columns": ["Store", "Brand"],
-            "known_future_columns": ["Price", "Advert"],
-            "drop_columns": ["Revenue"],
-        },
+        "data": data_settings(data),
         "train": {
             "horizon": 8,
             "min_history": 20,

@@ -87,16 +87,11 @@ def make_data(folder: Path, stores: int) -> Path:
 
 
 def mm_settings(data: Path, rounds: int, jobs: int) -> dict:
+    from manymodels.extras.sample import data_settings
+
     return {
         "datastore": "store",
-        "data": {
-            "path": str(data),
-            "time_column": "WeekStarting",
-            "target_column": "Quantity",
-            "group_columns": ["Store", "Brand"],
-            "known_future_columns": ["Price", "Advert"],
-            "drop_columns": ["Revenue"],
-        },
+        "data": data_settings(data),
         "split": {"holdout": HORIZON},
         "train": {"horizon": HORIZON, "min_history": 30, "num_boost_round": rounds, "automl": {"enabled": False}},
         "engine": {"kind": "local", "jobs": jobs},

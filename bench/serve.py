@@ -51,7 +51,7 @@ sys.path.insert(0, str(HERE.parent))
 
 import manymodels as mm  # noqa: E402
 from manymodels.console import Terminal  # noqa: E402
-from manymodels.extras.sample import generate_oj_sales  # noqa: E402
+from manymodels.extras.sample import data_settings, generate_oj_sales  # noqa: E402
 
 
 def build(folder: Path, stores: int, brands: int, rounds: int, jobs: int | None) -> Path:
@@ -64,7 +64,7 @@ def build(folder: Path, stores: int, brands: int, rounds: int, jobs: int | None)
     frame.to_parquet(folder / "sales.parquet", index=False)
     raw = {
         "datastore": "datastore",
-        "data": {"path": "sales.parquet", "time_column": "WeekStarting", "target_column": "Quantity", "group_columns": ["Store", "Brand"], "known_future_columns": ["Price", "Advert"], "drop_columns": ["Revenue"]},
+        "data": data_settings("sales.parquet"),
         "train": {"horizon": 20, "min_history": 30, "num_boost_round": rounds, "automl": {"enabled": False}},
         "forecast": {"quantiles": [0.1, 0.5, 0.9]},
         "engine": {"kind": "local", "jobs": jobs},

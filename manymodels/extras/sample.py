@@ -98,6 +98,19 @@ def generate_oj_sales(
     return frame.loc[keep.ravel()].reset_index(drop=True)
 
 
+def data_settings(path: str | Path) -> dict:
+    """The ``data`` section of a config reading a generated sample at ``path`` (its columns, the
+    prices and adverts as known-future columns, revenue dropped: it is quantity x price)."""
+    return {
+        "path": str(path),
+        "time_column": "WeekStarting",
+        "target_column": "Quantity",
+        "group_columns": ["Store", "Brand"],
+        "known_future_columns": ["Price", "Advert"],
+        "drop_columns": ["Revenue"],
+    }
+
+
 def write_sample(frame: pd.DataFrame, output: str | Path, fmt: str = "csv", per_group_files: bool = False) -> list[Path]:
     """Write one table (``output`` is a file) or one file per store x brand (``output`` is a folder)."""
     output = Path(output)
