@@ -41,6 +41,19 @@ def _kill_when(proc: subprocess.Popen, ready, timeout: float = 120) -> None:
     raise AssertionError("the step never reached the point where it should be killed")
 
 
+def _written_since(folder: Path, started: float) -> int:
+    """Finished Parquet files written after `started`; a .tmp- file may be renamed while we look."""
+    count = 0
+    for path in folder.rglob("*.parquet"):
+        if path.name.startswith(TMP_PREFIX):
+            continue
+        try:
+            count += path.stat().st_mtime > started
+        except FileNotFoundError:  # replaced by a newer write between listing and stat
+            continue
+    return count
+
+
 def _assert_no_half_written_files(root: Path) -> None:
     """Every file a reader would pick up is complete; only .tmp- files may be partial."""
     for dirpath, _, files in os.walk(root):
@@ -123,7 +136,7 @@ def test_sigkill_during_forecast_keeps_the_previous_output_and_rerun_completes(t
     started = time.time()
     proc = _start("forecast", "-c", str(path), "--no-allow-reuse")
     forecasts = store.root / "forecasts"
-    _kill_when(proc, lambda: sum(p.stat().st_mtime > started for p in forecasts.rglob("*.parquet")) >= 30)
+    _kill_when(proc, lambda: _written_since(forecasts, started) >= 30)
     _assert_no_half_written_files(store.root)
     pd.testing.assert_frame_equal(pd.read_csv(store.output_path("forecasting_output.csv")), expected)
     rerun = run_cli("forecast", "-c", str(path), "--json")
