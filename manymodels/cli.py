@@ -13,6 +13,7 @@ applied), ``terminal`` and ``options`` (a ``RunOptions``) ready-made.
 from __future__ import annotations
 
 import inspect
+import signal
 import sys
 from dataclasses import fields
 from pathlib import Path
@@ -119,6 +120,15 @@ def _make_terminal(kwargs: dict) -> Terminal:
     return Terminal(quiet=kwargs.pop("quiet", False), json_mode=kwargs.pop("json_", False), verbose=verbose or explain, log_file=kwargs.pop("log_file", None))
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (cron's or systemd's timeout, `kill`): stopped the way Ctrl-C stops a step,
+    so the run record says interrupted, the lock is released and the workers are stopped."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def _execute(terminal: Terminal, call) -> None:
     """Run a command body: MMError -> message + exit 1; bugs -> short message (traceback with -v)."""
     code = EXIT_ERROR
@@ -132,9 +142,10 @@ def _execute(terminal: Terminal, call) -> None:
         if terminal.json_mode:
             terminal.emit_json({"error": exc.message, "hint": exc.hint, "exit_code": exc.exit_code})
         code = exc.exit_code
-    except KeyboardInterrupt:
-        terminal.error("interrupted; finished groups are kept and the next run picks up from there")
-        code = 130
+    except KeyboardInterrupt as stopped:
+        terminated = isinstance(stopped, Terminated)
+        terminal.error(f"{'terminated (SIGTERM)' if terminated else 'interrupted'}; finished groups are kept and the next run picks up from there")
+        code = 143 if terminated else 130
     except Exception as exc:  # a bug: say so plainly, without a wall of traceback
         terminal.error(f"unexpected error: {type(exc).__name__}: {exc}\n  this is a bug in mm; run again with --verbose for the traceback and please report it")
         if terminal.verbose:
@@ -654,6 +665,7 @@ def main() -> None:
     from .store.memory import use_system_allocator
 
     use_system_allocator()
+    signal.signal(signal.SIGTERM, _raise_terminated)
     app(prog_name="mm")
 
 

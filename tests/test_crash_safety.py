@@ -12,6 +12,7 @@ import lightgbm as lgb
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
@@ -166,3 +167,79 @@ def test_a_second_writer_waits_or_exits_naming_the_holder(tmp_path: Path):
     assert json.loads(waited.stdout)["reused"] == 18  # it ran after the first one, reusing its work
     _assert_no_half_written_files(store.root)
     assert len(pd.read_csv(store.output_path("training_output.csv"))) == 18
+
+
+def _children(pid: int) -> set[int]:
+    """Every live process below ``pid`` (mm's fork server and its workers), from /proc."""
+    parents: dict[int, int] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:  # exited while we looked
+            continue
+        if fields[0] != "Z":
+            parents[int(stat.parent.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {child for child, parent in parents.items() if parent in frontier} - found
+        found |= frontier
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    alive = set()
+    for pid in pids:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            alive.add(pid)
+    return alive
+
+
+def _busy_train(tmp_path: Path) -> tuple[Path, Datastore]:
+    """120 groups on two workers, 15 to a batch: each batch fits for many seconds."""
+    data = _data(tmp_path, stores=40)
+    automl = {**AUTOML, "n_trials": 12, "patience": None}
+    path = write_config(tmp_path, str(data), train={"automl": automl}, engine={"kind": "local", "jobs": 2})
+    config = load_config(path)
+    mm.split(config)
+    return path, Datastore(config.datastore)
+
+
+def _workers_started(proc: subprocess.Popen) -> set[int]:
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        workers = _children(proc.pid)
+        if len(workers) >= 3:  # the fork server and two workers
+            time.sleep(2)  # well into their first batches
+            return _children(proc.pid)
+        assert proc.poll() is None, proc.stderr.read()
+        time.sleep(0.05)
+    raise AssertionError("mm never started its workers")
+
+
+def _gone_within(pids: set[int], seconds: float) -> set[int]:
+    deadline = time.monotonic() + seconds
+    while _alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return _alive(pids)
+
+
+@pytest.mark.parametrize("how", ["sigterm", "sigkill"])
+def test_mm_stopped_alone_stops_its_workers_mid_batch(tmp_path: Path, how: str):
+    """cron's timeout or an OOM kill hits the mm process only, not its workers: they must
+    not go on fitting for nobody (a batch here takes far longer than the bound)."""
+    path, store = _busy_train(tmp_path)
+    proc = _start("train", "-c", str(path))
+    workers = _workers_started(proc)
+    os.kill(proc.pid, signal.SIGTERM if how == "sigterm" else signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert not _gone_within(workers, 5), "workers still fitting after mm was stopped"
+    if how == "sigterm":
+        assert proc.returncode == 143, proc.stderr.read()
+        assert "terminated (SIGTERM); finished groups are kept" in proc.stderr.read()
+        runs = [json.loads(p.read_text()) for p in store.runs_dir.glob("*.json")]
+        assert [r["status"] for r in runs if r.get("step") == "train"] == ["interrupted"]
+        store.lock(0).acquire().release()  # released on the way out: the next run need not wait

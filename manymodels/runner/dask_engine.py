@@ -101,7 +101,9 @@ class DaskEngine:
         finally:
             future.release()
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        # the cluster is the user's: closing the client releases this run's futures, and the
+        # scheduler drops what nobody holds (a running task finishes on its worker either way)
         self.client.close()
 
     def threads_for(self, n_tasks: int) -> int:

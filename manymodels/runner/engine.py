@@ -19,8 +19,10 @@ from __future__ import annotations
 import gc
 import itertools
 import multiprocessing
+import multiprocessing.connection
 import os
 import sys
+import threading
 from collections.abc import Callable, Hashable, Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -102,7 +104,9 @@ class Executor(Protocol):
     def collect(self, handles: Sequence[Hashable]) -> list[Finished]:
         """Wait until at least one of ``handles`` is finished; every finished one."""
 
-    def close(self) -> None: ...
+    def close(self, abort: bool = False) -> None:
+        """Release the workers: after what they run now finishes, or at once when ``abort``
+        (the step was interrupted: nobody will read their results)."""
 
     def threads_for(self, n_tasks: int) -> int:
         """Threads each of ``n_tasks`` big tasks (pooled fits) may use while they run together."""
@@ -139,7 +143,7 @@ class SerialEngine:
         except Exception as exc:
             return [Finished(handle, error=exc)]
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         self._queued.clear()
 
     def threads_for(self, n_tasks: int) -> int:
@@ -157,6 +161,26 @@ def _init_worker() -> None:
     from ..store.memory import use_system_allocator
 
     use_system_allocator()
+    _exit_with_parent()
+
+
+def _exit_with_parent() -> None:
+    """End this worker as soon as the mm process that started it is gone.
+
+    A worker only notices a dead parent when it asks for its next batch, which
+    can be many minutes of fitting later: mm killed by cron's timeout, by
+    SIGKILL or by the OOM killer would leave its workers computing for nobody
+    (and holding the cores the rerun needs). The parent's sentinel becomes
+    ready when that process exits, whatever killed it."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        multiprocessing.connection.wait([parent.sentinel])
+        os._exit(1)
+
+    threading.Thread(target=watch, name="mm-exit-with-parent", daemon=True).start()
 
 
 # Imported once by the fork server, so every worker starts with them loaded (pandas, LightGBM,
@@ -220,10 +244,23 @@ class LocalEngine:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+    def close(self, abort: bool = False) -> None:
+        if self._pool is None:
+            return
+        if abort:
+            _terminate_workers(self._pool)
+        self._pool.shutdown(wait=not abort, cancel_futures=True)
+        self._pool = None
+
+
+def _terminate_workers(pool: ProcessPoolExecutor) -> None:
+    """Stop the pool's workers mid-batch (shutdown alone waits for their running batches)."""
+    if hasattr(pool, "terminate_workers"):  # Python 3.14+
+        pool.terminate_workers()
+        return
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 ENGINES = ("serial", "local", "dask")

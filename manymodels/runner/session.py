@@ -64,9 +64,9 @@ class Session:
             if not finished:
                 run.finish("interrupted", {"done": done})
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
         if self._engine is not None:
-            self._engine.close()
+            self._engine.close(abort)
             self._engine = None
 
 
@@ -86,12 +86,14 @@ def open_session(config: Config, terminal: Terminal | None = None, options: RunO
     store.ensure()
     lock = store.lock(options.wait).acquire(on_wait=terminal.info)
     s = Session(config=config, store=store, terminal=terminal, options=options)
+    aborted = True  # until the body returns: an error or an interrupt stops the workers at once
     try:
         if lock.recovered:  # the last writer was killed: remove what it left half-done
             store.sweep_temporary_files()
         yield s
+        aborted = False
     finally:
-        s.close()
+        s.close(abort=aborted)
         lock.release()
         if lock.lost:
             terminal.warn(f"this mm stalled longer than the datastore lock's lease and another mm took the lock over; check {store.root}")
