@@ -89,6 +89,21 @@ def test_a_member_keeps_its_local_model_only_when_that_is_clearly_better_on_its_
     assert pooling.member_choice({"pooled_all": np.zeros(3), "pooled_Brand": np.zeros(3)}, both, 2.0)[0] == "pooled_Brand"
 
 
+def test_an_approved_blend_is_taken_unless_a_pool_clearly_beats_the_blend_itself():
+    blend = pooling.Verdict(True, 900, -0.12, 0.01)
+    brand = pooling.Verdict(True, 300, -0.18, 0.02)  # beat its members' local models by more
+    own = {pooling.BLEND: np.full(4, -0.1), "pooled_Brand": np.full(4, -0.2)}
+    # only as good as the blend once measured against it: the blend, which also holds the local model
+    unclear = {"pooled_Brand": pooling.Verdict(False, 300, -0.01, 0.02)}
+    assert pooling.member_choice(own, {pooling.BLEND: blend, "pooled_Brand": brand}, 2.0, unclear)[0] == pooling.BLEND
+    assert pooling.member_choice(own, {pooling.BLEND: blend, "pooled_Brand": brand}, 2.0, {})[0] == pooling.BLEND
+    clear = {"pooled_Brand": pooling.Verdict(True, 300, -0.08, 0.01)}
+    assert pooling.member_choice(own, {pooling.BLEND: blend, "pooled_Brand": brand}, 2.0, clear)[0] == "pooled_Brand"
+    # without an approved blend, the pool that beat its members by the most, as before
+    rejected_blend = pooling.Verdict(False, 900, 0.02, 0.01)
+    assert pooling.member_choice(own, {pooling.BLEND: rejected_blend, "pooled_Brand": brand}, 2.0, unclear)[0] == "pooled_Brand"
+
+
 # -- honesty of the pool's backtest ----------------------------------------------------
 
 

@@ -177,21 +177,26 @@ def choose_pools(s: Session, spool: Spool, keep, evidence: float) -> dict:
     """Each pool's verdict, then each pending group's choice; rows go to ``keep`` as decided."""
     store = s.store
     differences: dict[str, list[np.ndarray]] = defaultdict(list)
+    over_blend: dict[str, list[np.ndarray]] = defaultdict(list)  # pool minus blend, on the same blocks
     for row in map(TrainRow.from_dict, spool.rows("pending")):
         meta = store.read_model_meta(row.key, row.model_version)
-        for name, entry in ((meta.get("tuning") or {}).get("pooled") or {}).items():
-            differences[_judged_as(meta, name)].append(np.asarray(entry["diff"], dtype=float))
+        own = _own_differences(meta)
+        for name, d in own.items():
+            differences[_judged_as(meta, name)].append(d)
+        for name, d in _over_blend(own).items():
+            over_blend[_judged_as(meta, name)].append(d)
     verdicts = {pool: pooling.pool_verdict(d, evidence) for pool, d in differences.items()}
+    verdicts_over_blend = {pool: pooling.pool_verdict(d, evidence) for pool, d in over_blend.items()}
     chosen: dict[str, int] = defaultdict(int)
     for row in map(TrainRow.from_dict, spool.rows("pending")):
         if not row.tuning.startswith(SEARCHED):  # a stored choice refit: it counts in the verdicts, and stays
             keep(row)
             continue
         meta = store.read_model_meta(row.key, row.model_version)
-        pooled = (meta.get("tuning") or {}).get("pooled") or {}
-        own = {name: np.asarray(entry["diff"], dtype=float) for name, entry in pooled.items()}
+        own = _own_differences(meta)
         by_name = {name: verdicts[_judged_as(meta, name)] for name in own}
-        name, why = pooling.member_choice(own, by_name, evidence)
+        by_name_over_blend = {name: verdicts_over_blend[_judged_as(meta, name)] for name in _over_blend(own)}
+        name, why = pooling.member_choice(own, by_name, evidence, by_name_over_blend)
         if name is not None:
             row = (_switch_to_blend if pooling.is_blend(name) else _switch)(store, row, meta, name, why)
             chosen[name] += 1
@@ -199,6 +204,21 @@ def choose_pools(s: Session, spool: Spool, keep, evidence: float) -> dict:
             row = replace(row, note="; ".join(n for n in (row.note, why) if n))
         keep(row)
     return {"verdicts": {pool: {"approved": v.approved, "blocks": v.n_blocks, "mean_relative_difference": v.mean} for pool, v in verdicts.items()}, "chosen": dict(chosen), "approved": sum(v.approved for v in verdicts.values()), "scored": len(verdicts)}
+
+
+def _own_differences(meta: dict) -> dict[str, np.ndarray]:
+    """A member's relative block losses, per pooled candidate (minus its local model's)."""
+    pooled = (meta.get("tuning") or {}).get("pooled") or {}
+    return {name: np.asarray(entry["diff"], dtype=float) for name, entry in pooled.items()}
+
+
+def _over_blend(own: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Each pool's losses minus the blend's, where both scored the same blocks (same scale:
+    both are relative to the local model's mean loss)."""
+    blend = own.get(pooling.BLEND)
+    if blend is None:
+        return {}
+    return {name: d - blend for name, d in own.items() if name != pooling.BLEND and len(d) == len(blend)}
 
 
 def _judged_as(meta: dict, name: str) -> str:
