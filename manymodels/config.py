@@ -295,6 +295,9 @@ class EngineConfig(_Section):
     kind: Literal["serial", "local", "dask"] = "local"
     jobs: int | None = Field(default=None, ge=1)
     scheduler: str | None = None
+    # seconds the dask engine waits for its scheduler and a first worker before it gives up (a
+    # nightly run against a cluster that is down fails after this long, naming the address)
+    connect_timeout: float = Field(default=20.0, gt=0)
 
     @model_validator(mode="after")
     def _dask_needs_scheduler(self) -> EngineConfig:

@@ -75,8 +75,12 @@ def test_engine_options_on_the_command_line(tmp_path: Path, cluster: Cluster):
     assert resplit.returncode == 0 and json.loads(resplit.stdout)["n_groups"] == 6, resplit.stderr
     missing = run_cli("train", "-c", str(path), "--engine", "dask")
     assert missing.returncode == 1 and "--scheduler" in missing.stderr
-    nobody = run_cli("train", "-c", str(path), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--no-allow-reuse")
-    assert nobody.returncode == 1 and "cannot reach the Dask scheduler" in nobody.stderr
+    # nobody listens there: the run gives up after engine.connect_timeout, naming the address
+    impatient = write_config(tmp_path, str(data), engine={"kind": "serial", "connect_timeout": 1.5})
+    started = time.monotonic()
+    nobody = run_cli("train", "-c", str(impatient), "--engine", "dask", "--scheduler", "tcp://127.0.0.1:9", "--no-allow-reuse")
+    assert nobody.returncode == 1 and "cannot reach the Dask scheduler at tcp://127.0.0.1:9" in nobody.stderr
+    assert time.monotonic() - started < 15  # the default waits 20 s
 
 
 def test_a_worker_killed_mid_run_loses_no_group(tmp_path: Path):

@@ -95,6 +95,7 @@ DECIDED: dict[str, set[str]] = {
     "engine.kind": set(),
     "engine.jobs": set(),
     "engine.scheduler": set(),
+    "engine.connect_timeout": set(),
     "registry.keep_versions": set(),
     "tracking.mlflow.uri": set(),
     "tracking.mlflow.experiment": set(),

@@ -28,13 +28,13 @@ from .._version import __version__
 from ..errors import MMError
 from .engine import Batch, Finished, describe_error, share_threads
 
-CONNECT_TIMEOUT_S = 20
+CONNECT_TIMEOUT_S = 20.0  # engine.connect_timeout's default
 
 
 class DaskEngine:
     name = "dask"
 
-    def __init__(self, scheduler: str | None):
+    def __init__(self, scheduler: str | None, connect_timeout: float | None = None):
         if not scheduler:
             raise MMError("the dask engine needs the address of a running Dask scheduler", "pass --scheduler tcp://HOST:PORT, or set engine.scheduler in the config")
         try:
@@ -42,7 +42,8 @@ class DaskEngine:
         except ImportError:
             raise MMError("the dask engine needs dask.distributed, which is not installed", "pip install 'manymodels[dask]'") from None
         try:
-            self.client = Client(scheduler, timeout=CONNECT_TIMEOUT_S, set_as_default=False)
+            self.connect_timeout = connect_timeout or CONNECT_TIMEOUT_S
+            self.client = Client(scheduler, timeout=self.connect_timeout, set_as_default=False)
         except (OSError, TimeoutError) as exc:
             raise MMError(
                 f"cannot reach the Dask scheduler at {scheduler}: {exc}",
@@ -60,7 +61,7 @@ class DaskEngine:
         import importlib.metadata
 
         if not self.client.nthreads():
-            self.client.wait_for_workers(1, timeout=CONNECT_TIMEOUT_S)
+            self.client.wait_for_workers(1, timeout=self.connect_timeout)
         found = self.client.run(importlib.metadata.version, "manymodels", on_error="return")
         wrong = {worker: version for worker, version in found.items() if version != __version__}
         if wrong:

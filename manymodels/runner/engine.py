@@ -266,11 +266,11 @@ def _terminate_workers(pool: ProcessPoolExecutor) -> None:
 ENGINES = ("serial", "local", "dask")
 
 
-def make_engine(kind: str, jobs: int | None, scheduler: str | None = None) -> Executor:
+def make_engine(kind: str, jobs: int | None, scheduler: str | None = None, connect_timeout: float | None = None) -> Executor:
     if kind == "serial":
         return SerialEngine()
     if kind == "dask":
         from .dask_engine import DaskEngine
 
-        return DaskEngine(scheduler)
+        return DaskEngine(scheduler, connect_timeout)
     return LocalEngine(jobs)

@@ -33,7 +33,7 @@ class Session:
 
     def engine(self) -> Executor:
         if self._engine is None:
-            self._engine = make_engine(self.options.engine, self.options.jobs, self.options.scheduler)
+            self._engine = make_engine(self.options.engine, self.options.jobs, self.options.scheduler, self.config.engine.connect_timeout)
         return self._engine
 
     @property
