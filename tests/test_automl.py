@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from manymodels.core import calibration
+from manymodels.core import calibration, pooling
 from manymodels.core.automl import Evaluation, pick_winner
 from manymodels.core.kernels import fit_group, forecast_group
 
@@ -36,6 +36,26 @@ def test_calibration_shrinks_with_few_points_and_stays_bounded():
     many = calibration.factor(np.tile(actual, 30), np.tile(predicted, 30), "wape")
     assert many < few  # more evidence, less shrinkage
     assert calibration.factor(actual[:1], predicted[:1], "wape") == 1.0
+
+
+def test_a_few_points_shrink_towards_the_prior_a_pool_gives_and_many_points_speak_for_themselves():
+    actual = np.array([10.0, 12.0, 11.0])
+    predicted = 1.5 * actual  # the raw optimum is 1/1.5
+    alone = calibration.factor(actual, predicted, "mape")
+    with_pool = calibration.factor(actual, predicted, "mape", prior=0.7)  # the pool's members over-forecast too
+    assert abs(with_pool - 1 / 1.5) < abs(alone - 1 / 1.5)
+    assert min(0.7, 1 / 1.5) <= with_pool <= max(0.7, 1 / 1.5)
+    assert calibration.factor(actual[:1], predicted[:1], "mape", prior=0.7) == 0.7  # no evidence: the pool's
+    many = np.tile(actual, 300), np.tile(predicted, 300)
+    assert abs(calibration.factor(*many, "mape", prior=1.3) - calibration.factor(*many, "mape")) < 0.01
+
+
+def test_a_members_folds_take_the_pools_factor_fitted_without_their_origin():
+    prior = {"metric": "mape", "all": 0.8, "excluding": {"90": 0.75, "86": 0.85}}
+    assert pooling.member_priors(prior, "mape", [90, 86]) == ([0.75, 0.85], 0.8)
+    assert pooling.member_priors(prior, "mape", [90, 82]) == ([0.75, 0.8], 0.8)  # an origin the pool lacks
+    assert pooling.member_priors(prior, "wape", [90, 86]) == (None, 1.0)  # fitted for another metric
+    assert pooling.member_priors(None, "mape", [90]) == (None, 1.0)
 
 
 def _evaluation(kind, errors, folds=4):

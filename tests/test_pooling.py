@@ -157,6 +157,11 @@ def test_groups_choose_the_pool_that_learns_their_shared_price_response(pooled_r
     assert meta["kind"] == row["model"] and meta["pool_ref"]["version"] >= 1
     assert not store.has_model(key, int(row["model_version"]), booster=True)
     assert len(_pool_dirs(store)) == 4  # all series, and each of the three brands (stores have 3 groups: too few)
+    # the factor its members' calibration shrinks towards: over all of them, and without each origin
+    pool = store.read_pool_meta(meta["pool_ref"]["pool"], int(meta["pool_ref"]["version"]))
+    prior = pool["calibration_prior"]
+    assert prior["metric"] == meta["calibration"]["metric"] and sorted(prior["excluding"]) == sorted(map(str, pool["origins"]))
+    assert all(0.5 <= f <= 1.5 for f in [prior["all"], *prior["excluding"].values()])
     forecast = pd.read_csv(store.output_path("forecasting_output.csv"))
     assert len(forecast) == 36 * 4 and forecast["Prediction"].notna().all()
     mine = forecast[(forecast["Store"] == row["Store"]) & (forecast["Brand"] == row["Brand"])]

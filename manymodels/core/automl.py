@@ -26,6 +26,7 @@ Candidates are scored on rolling-origin backtest folds (see
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,24 +136,26 @@ class Evaluation:
         with np.errstate(invalid="ignore", divide="ignore"):
             return np.where(count > 0, total / np.where(count > 0, count, 1), np.nan)
 
-    def factor(self, metric: str, exclude: int | None = None) -> float:
-        """The calibration factor fitted on every fold but ``exclude``."""
+    def factor(self, metric: str, exclude: int | None = None, prior: float = 1.0) -> float:
+        """The calibration factor fitted on every fold but ``exclude``, shrunk towards ``prior``."""
         kept = [i for i in range(len(self.actual)) if i != exclude]
         if not kept:
-            return 1.0
+            return prior
         a = np.concatenate([self.actual[i] for i in kept])
         p = np.concatenate([self.predicted[i] for i in kept])
-        return calibration.factor(a, p, metric)
+        return calibration.factor(a, p, metric, prior)
 
-    def calibrated(self, metric: str) -> Evaluation:
+    def calibrated(self, metric: str, priors: Sequence[float] | None = None) -> Evaluation:
         """This backtest with each fold scaled by the factor fitted on the other folds.
 
         Cross-fitting keeps the score honest: no fold is scored with a factor
-        fitted on itself. With a single fold there is nothing to cross-fit with.
+        fitted on itself (``priors``, one per fold, must not have seen it either).
+        With a single fold there is nothing to cross-fit with.
         """
         if len(self.actual) < 2:
             return self
-        return self.like([p * self.factor(metric, exclude=i) for i, p in enumerate(self.predicted)])
+        priors = priors or [1.0] * len(self.predicted)
+        return self.like([p * self.factor(metric, exclude=i, prior=priors[i]) for i, p in enumerate(self.predicted)])
 
     def residual_quantiles(self, quantiles, transform: str) -> dict[str, float]:
         """Empirical quantiles of backtest residuals (in log space for log models)."""

@@ -15,9 +15,11 @@ backtest (actual, prediction) pairs, in closed form where one exists:
 - rmse: min sum (f p - a)^2 -> sum(p a) / sum(p^2)
 - smape: no closed form -> the best of a grid of factors
 
-The factor is shrunk towards 1 by the number of backtest points behind it
+The factor is shrunk towards a prior by the number of backtest points behind it
 (``n / (n + SHRINK_POINTS)`` on the log scale), so a handful of points cannot
-move a forecast far.
+move a forecast far. The prior is 1 for a group's own models; for a pooled model
+it is the factor fitted over all the pool's members' backtests (partial pooling:
+a series with few points takes mostly what its pool's series show together).
 """
 
 from __future__ import annotations
@@ -33,8 +35,9 @@ BOUNDS = (0.5, 1.5)  # a calibration never more than halves or adds half
 _SMAPE_GRID = np.exp(np.linspace(math.log(BOUNDS[0]), math.log(BOUNDS[1]), 61))
 
 
-def factor(actual: np.ndarray, predicted: np.ndarray, metric: str) -> float:
-    """The shrunk multiplicative factor that minimises ``metric`` on these pairs (1.0 if undefined)."""
+def factor(actual: np.ndarray, predicted: np.ndarray, metric: str, prior: float = 1.0) -> float:
+    """The multiplicative factor that minimises ``metric`` on these pairs, shrunk towards ``prior``
+    (``prior`` when undefined)."""
     a = np.asarray(actual, dtype=np.float64)
     p = np.asarray(predicted, dtype=np.float64)
     ok = ~(np.isnan(a) | np.isnan(p)) & (p > 0)
@@ -43,7 +46,7 @@ def factor(actual: np.ndarray, predicted: np.ndarray, metric: str) -> float:
     a, p = a[ok], p[ok]
     n = len(a)
     if n < 2:
-        return 1.0
+        return prior
     if metric == "mape":
         raw = _weighted_median(a / p, p / a)
     elif metric in ("wape", "mase"):
@@ -53,12 +56,12 @@ def factor(actual: np.ndarray, predicted: np.ndarray, metric: str) -> float:
     elif metric == "smape":
         raw = float(_SMAPE_GRID[np.argmin([scores(a, g * p)["smape"] for g in _SMAPE_GRID])])
     else:
-        return 1.0
+        return prior
     if not math.isfinite(raw) or raw <= 0:
-        return 1.0
+        return prior
     raw = min(max(raw, BOUNDS[0]), BOUNDS[1])
     weight = n / (n + SHRINK_POINTS)
-    return float(math.exp(weight * math.log(raw)))
+    return float(math.exp(weight * math.log(raw) + (1.0 - weight) * math.log(prior)))
 
 
 def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float:

@@ -384,6 +384,7 @@ class PoolInput:
     backtest: pd.DataFrame | None
     own_labels: dict[int, tuple]
     transform: str
+    calibration_prior: dict | None = None  # the pool's factor over all members (pooling.calibration_prior)
 
 
 def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Evaluation, folds: list, data: GroupData, spec: GroupSpec, info: dict, transform: str) -> dict:
@@ -393,6 +394,7 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
     metric = decision["metric"]
     index = {tuple(label): i for i, label in enumerate(info["series"])}
     calibrate = spec.automl.calibrate and len(folds) >= 2
+    last = int(data.panel.period[~np.isnan(data.panel.y)].max())  # the member's cutoffs, as pooled_evaluation's
     out: dict[str, dict] = {}
     judged_pools: dict[str, automl.Evaluation] = {}
     for name, pool in pooled.items():
@@ -406,9 +408,10 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
             decision["candidate_errors"][name] = str(exc)
             continue
         calibrated = calibrate and pool.transform == "log1p"  # as a local LightGBM in the log space
-        judged = evaluation.calibrated(metric) if calibrated else evaluation
+        priors, prior = pooling.member_priors(pool.calibration_prior, metric, [last - f * spec.horizon for f in range(1, len(folds) + 1)])
+        judged = evaluation.calibrated(metric, priors) if calibrated else evaluation
         judged_pools[name] = judged
-        out[name] = _pooled_entry(judged, local, metric, spec, evaluation.factor(metric) if calibrated else 1.0, evaluation, pool.transform)
+        out[name] = _pooled_entry(judged, local, metric, spec, evaluation.factor(metric, prior=prior) if calibrated else 1.0, evaluation, pool.transform)
     scored = dict(judged_pools)
     if judged_pools and spec.automl.blend:
         space = pooling.blend_transform(_forecast_space(decision["winner"], local, decision.get("members") or [], transform), [pooled[n].transform for n in judged_pools], data.nonnegative)

@@ -274,7 +274,7 @@ def _pool_input(store: Datastore, ref: dict, frame, spec: GroupSpec, tune: bool)
     wanted = np.array(sorted(labels), dtype=np.int64)
     starts, ends = np.searchsorted(codes, wanted, "left"), np.searchsorted(codes, wanted, "right")
     rows = np.concatenate([np.arange(a, b) for a, b in zip(starts, ends)]) if len(wanted) else np.empty(0, dtype=np.int64)
-    return PoolInput(frame_bt.iloc[rows], labels, transform)
+    return PoolInput(frame_bt.iloc[rows], labels, transform, pool["meta"].get("calibration_prior"))
 
 
 def pooled_model(store: Datastore, meta: dict) -> tuple[dict, Fitted]:
