@@ -394,7 +394,6 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
     metric = decision["metric"]
     index = {tuple(label): i for i, label in enumerate(info["series"])}
     calibrate = spec.automl.calibrate and len(folds) >= 2
-    last = int(data.panel.period[~np.isnan(data.panel.y)].max())  # the member's cutoffs, as pooled_evaluation's
     out: dict[str, dict] = {}
     judged_pools: dict[str, automl.Evaluation] = {}
     for name, pool in pooled.items():
@@ -408,7 +407,7 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
             decision["candidate_errors"][name] = str(exc)
             continue
         calibrated = calibrate and pool.transform == "log1p"  # as a local LightGBM in the log space
-        priors, prior = pooling.member_priors(pool.calibration_prior, metric, [last - f * spec.horizon for f in range(1, len(folds) + 1)])
+        priors, prior = pooling.member_priors(pool.calibration_prior, metric, fold_origins(data, spec.horizon, len(folds)))
         judged = evaluation.calibrated(metric, priors) if calibrated else evaluation
         judged_pools[name] = judged
         out[name] = _pooled_entry(judged, local, metric, spec, evaluation.factor(metric, prior=prior) if calibrated else 1.0, evaluation, pool.transform)
@@ -755,6 +754,13 @@ def _refit(decision: dict, data: GroupData, rows: np.ndarray, spec: GroupSpec, t
 MIN_FOLD_TRAIN_ROWS = 5
 
 
+def fold_origins(data: GroupData, horizon: int, n_folds: int) -> list[int]:
+    """The cutoff of each fold ``backtest_folds`` makes, newest first: the group's last period
+    with a target minus 1, 2, ... horizons (a pool's folds and its members' meet on these)."""
+    last = int(data.panel.period[~np.isnan(data.panel.y)].max())
+    return [last - f * horizon for f in range(1, n_folds + 1)]
+
+
 def backtest_folds(data: GroupData, horizon: int, n_folds: int, min_series_rows: int = 0) -> list[tuple[np.ndarray, np.ndarray]]:
     """Rolling origins: (train mask, test mask) for each fold, newest first.
 
@@ -768,10 +774,8 @@ def backtest_folds(data: GroupData, horizon: int, n_folds: int, min_series_rows:
     """
     panel = data.panel
     known = ~np.isnan(panel.y)
-    last = int(panel.period[known].max())
     folds = []
-    for f in range(1, n_folds + 1):
-        origin = last - f * horizon
+    for origin in fold_origins(data, horizon, n_folds):
         train = known & (panel.period <= origin)
         test = known & (panel.period > origin) & (panel.period <= origin + horizon)
         if train.sum() < MIN_FOLD_TRAIN_ROWS or not test.any() or (folds and not _long_enough(panel, train, test, min_series_rows)):

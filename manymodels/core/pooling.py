@@ -131,6 +131,7 @@ def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | N
     from .kernels import (
         backtest_folds,
         describe_group,
+        fold_origins,
         group_data,
         linear_params,
         target_transform,
@@ -156,8 +157,7 @@ def fit_pool(frame: pd.DataFrame, spec, settings: PoolSettings, stored: dict | N
         if evaluation is not None:
             evaluation = automl.combine([evaluation, automl.evaluate_baseline("linear", data, folds, ridge)], transform)
         final = make_ensemble([final, fit_baseline("linear", data, every, ridge)], transform)
-    last = int(data.panel.period[~np.isnan(y)].max())
-    origins = [last - (i + 1) * spec.horizon for i in range(len(folds))]
+    origins = fold_origins(data, spec.horizon, len(folds))
     meta = {
         "kind": final.kind,
         "state": {**final.state, "params": params},
@@ -235,15 +235,14 @@ def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, horizon: i
     ``backtest``: the pool's rows of this group's series (``series``: the pool's codes);
     ``series_of_code``: pool code -> the group's own series code. Raises ValueError when a
     fold of the group has no pooled fold at the same cutoff, or a row has no prediction."""
+    from .kernels import fold_origins
+
     panel = data.panel
-    known = ~np.isnan(panel.y)
-    last = int(panel.period[known].max())
     evaluation = automl.Evaluation(name, {"pool": name}, data.mase_scale)
     local = backtest["series"].map(series_of_code).to_numpy()
     lookup = dict(zip(zip(backtest["origin"].to_numpy().tolist(), local.tolist(), backtest["period"].to_numpy().tolist()), backtest["prediction"].to_numpy().tolist()))
     origins = set(backtest["origin"].tolist())
-    for f, (_, test) in enumerate(folds, start=1):
-        origin = last - f * horizon
+    for origin, (_, test) in zip(fold_origins(data, horizon, len(folds)), folds):
         if origin not in origins:
             raise ValueError(f"the pool has no backtest fold with this group's cutoff (period {origin}): its series end earlier than the pool's")
         rows = np.flatnonzero(test)
