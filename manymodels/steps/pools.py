@@ -178,32 +178,48 @@ def choose_pools(s: Session, spool: Spool, keep, evidence: float) -> dict:
     store = s.store
     differences: dict[str, list[np.ndarray]] = defaultdict(list)
     over_blend: dict[str, list[np.ndarray]] = defaultdict(list)  # pool minus blend, on the same blocks
+    scored: dict[str, _Scored] = {}  # the searched members' block differences, kept for their choice
     for row in map(TrainRow.from_dict, spool.rows("pending")):
         meta = store.read_model_meta(row.key, row.model_version)
-        own = _own_differences(meta)
-        for name, d in own.items():
-            differences[_judged_as(meta, name)].append(d)
-        for name, d in _over_blend(own).items():
-            over_blend[_judged_as(meta, name)].append(d)
+        member = _Scored(_own_differences(meta), {})
+        member.over_blend = _over_blend(member.own)
+        judged = {name: _judged_as(meta, name) for name in member.own}
+        for name, d in member.own.items():
+            differences[judged[name]].append(d)
+        for name, d in member.over_blend.items():
+            over_blend[judged[name]].append(d)
+        if row.tuning.startswith(SEARCHED):
+            member.judged = judged
+            scored[row.key] = member
     verdicts = {pool: pooling.pool_verdict(d, evidence) for pool, d in differences.items()}
     verdicts_over_blend = {pool: pooling.pool_verdict(d, evidence) for pool, d in over_blend.items()}
     chosen: dict[str, int] = defaultdict(int)
     for row in map(TrainRow.from_dict, spool.rows("pending")):
-        if not row.tuning.startswith(SEARCHED):  # a stored choice refit: it counts in the verdicts, and stays
+        member = scored.pop(row.key, None)
+        if member is None:  # a stored choice refit: it counts in the verdicts, and stays
             keep(row)
             continue
-        meta = store.read_model_meta(row.key, row.model_version)
-        own = _own_differences(meta)
-        by_name = {name: verdicts[_judged_as(meta, name)] for name in own}
-        by_name_over_blend = {name: verdicts_over_blend[_judged_as(meta, name)] for name in _over_blend(own)}
-        name, why = pooling.member_choice(own, by_name, evidence, by_name_over_blend)
+        by_name = {name: verdicts[member.judged[name]] for name in member.own}
+        by_name_over_blend = {name: verdicts_over_blend[member.judged[name]] for name in member.over_blend}
+        name, why = pooling.member_choice(member.own, by_name, evidence, by_name_over_blend)
         if name is not None:
+            meta = store.read_model_meta(row.key, row.model_version)  # read again only to rewrite it
             row = (_switch_to_blend if pooling.is_blend(name) else _switch)(store, row, meta, name, why)
             chosen[name] += 1
         elif why:
             row = replace(row, note="; ".join(n for n in (row.note, why) if n))
         keep(row)
     return {"verdicts": {pool: {"approved": v.approved, "blocks": v.n_blocks, "mean_relative_difference": v.mean} for pool, v in verdicts.items()}, "chosen": dict(chosen), "approved": sum(v.approved for v in verdicts.values()), "scored": len(verdicts)}
+
+
+@dataclass
+class _Scored:
+    """A searched member's relative block losses per pooled candidate (``own``), each pool's
+    minus the blend's (``over_blend``), and what each candidate's verdict is pooled over."""
+
+    own: dict[str, np.ndarray]
+    over_blend: dict[str, np.ndarray]
+    judged: dict[str, str] = field(default_factory=dict)
 
 
 def _own_differences(meta: dict) -> dict[str, np.ndarray]:
