@@ -471,3 +471,21 @@ def test_a_nightly_refit_keeps_a_blend_with_its_pools_new_versions(pooled_run):
     assert all(f"{r['label']} v{r['version']}" in row["tuning"] for r in newest["blend"]["pools"].values())
     for ref in newest["blend"]["pools"].values():  # the pool versions it points to are kept
         assert ref["version"] in store.pool_versions(ref["pool"])
+
+
+def test_the_default_config_scores_every_group_of_the_sample_on_its_pools(sample_run):
+    """Pooling is on by default (levels auto): the README's sample run (10 stores x 3 brands, 30 groups,
+    min_groups 30) fits the one pool big enough, over all series, and scores the groups on it and
+    on the blend; the per-brand (10 groups) and per-store (3) pools are too small to be fitted."""
+    config, run = sample_run
+    assert config.train.automl.pooling.levels == "auto" and config.train.automl.pooling.n_trials == 0
+    assert run.train.pooling["fitted"] == 1 and run.train.pooling["too_small"] == 13 and not run.train.pooling["failed"]
+    out = pd.read_csv(run.train.output)
+    # a series that ends before the others (the sample has one) has other backtest cutoffs than
+    # the pool's folds: it is not scored on the pool, and says so
+    unscored = out["score_pooled_all"].isna() | out[f"score_{pooling.BLEND}"].isna()
+    assert len(out) == 30 and unscored.sum() <= 3, out.loc[unscored, ["Store", "Brand", "dropped_candidates"]].to_string()
+    assert out.loc[unscored, "dropped_candidates"].str.contains("pooled_all: the pool has no backtest fold with this group's cutoff").all()
+    verdicts = run.train.pooling["verdicts"]
+    assert len(verdicts) == 2 and pooling.BLEND in verdicts, verdicts  # the global pool's and the blend's
+    assert all(v["blocks"] > 0 for v in verdicts.values()), verdicts

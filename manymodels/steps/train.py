@@ -25,6 +25,7 @@ from ..console import Terminal
 from ..core import statistical
 from ..core.identity import digest
 from ..core.metrics import HEADLINE, METRIC_NAMES
+from ..core.pooling import BLEND as pooling_blend
 from ..core.pooling import level_name as pooling_level_name
 from ..core.results import Reason, Status, TrainRow
 from ..errors import InputDataError
@@ -432,7 +433,9 @@ def _scored_candidates(config: Config) -> list[str]:
     """Every candidate a group may have a score for: the listed (or all, under auto) and the pools."""
     if not config.train.automl.enabled:
         return []
-    return [*config.train.automl.candidate_names(), *map(pooling_level_name, pooling_levels(config))]
+    pools = [*map(pooling_level_name, pooling_levels(config))]
+    blend = [pooling_blend] if pools and config.train.automl.pooling.blend else []
+    return [*config.train.automl.candidate_names(), *pools, *blend]
 
 
 def training_output_columns(config: Config) -> list[str]:
