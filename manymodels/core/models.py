@@ -269,8 +269,16 @@ def fit_baseline(kind: str, data: GroupData, train: np.ndarray, params: dict[str
 RIDGE_ALPHAS = tuple(10.0 ** np.arange(-3, 3.5, 0.5))
 
 
-def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any]) -> np.ndarray:
-    """Known-future columns (and their logs when positive), seasonal terms, series intercepts.
+# With more series than this, the series intercepts are fitted as fixed effects (not penalised)
+# instead of penalised one-hot columns: that solve is O(series^3) and its design rows x series,
+# which a pool cannot afford (11,973 series x 1.2 M rows: 115 GB). With tens of rows a series the
+# penalty on an intercept is small; the stored state has the same form either way.
+DENSE_SERIES_LIMIT = 200
+
+
+def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any], series: bool = True) -> np.ndarray:
+    """Known-future columns (and their logs when positive), seasonal terms, series intercepts
+    (one-hot; ``series=False`` leaves them out: ``_series_term`` computes their part).
 
     Each known-future column is clamped to its training range before its
     transforms, so the model never extrapolates beyond the values it was fitted on.
@@ -295,7 +303,7 @@ def linear_features(data: GroupData, rows: np.ndarray, state: dict[str, Any]) ->
         for i in range(1, k + 1):
             cols += [np.sin(i * angle), np.cos(i * angle)]
     n_series = state["n_series"]
-    if n_series > 1:
+    if n_series > 1 and series:
         onehot = np.zeros((len(rows), n_series))
         codes = panel.series[rows]
         seen = codes < n_series
@@ -329,33 +337,76 @@ def fit_linear(data: GroupData, train: np.ndarray, params: dict[str, Any]) -> Fi
         "fourier_terms": terms,
         "n_series": int(panel.n_series),
     }
-    X = linear_features(data, rows, state)
     target = y[rows]
-    mean_x = X.mean(axis=0) if X.shape[1] else np.empty(0)
-    scale = X.std(axis=0) if X.shape[1] else np.empty(0)
-    scale = np.where(scale > 1e-12, scale, 1.0)
-    Z = (X - mean_x) / scale
     y_mean = float(target.mean()) if len(target) else 0.0
-    coef, alpha = _ridge_gcv(Z, target - y_mean, params.get("alphas", RIDGE_ALPHAS))
+    alphas = params.get("alphas", RIDGE_ALPHAS)
+    if state["n_series"] > DENSE_SERIES_LIMIT:
+        mean_x, scale, coef, alpha = _fixed_effects_ridge(linear_features(data, rows, state, series=False), panel.series[rows], target, y_mean, state["n_series"], alphas)
+    else:
+        X = linear_features(data, rows, state)
+        mean_x, scale = _standardisation(X)
+        coef, alpha = _ridge_gcv((X - mean_x) / scale, target - y_mean, alphas)
     state.update({"mean_x": mean_x.tolist(), "scale_x": scale.tolist(), "coef": coef.tolist(), "intercept": y_mean, "alpha": alpha})
     return Fitted("linear", state)
 
 
+def _standardisation(X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    if not X.shape[1]:
+        return np.empty(0), np.empty(0)
+    scale = X.std(axis=0)
+    return X.mean(axis=0), np.where(scale > 1e-12, scale, 1.0)
+
+
+def _fixed_effects_ridge(X: np.ndarray, codes: np.ndarray, target: np.ndarray, y_mean: float, n_series: int, alphas) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """The ridge with one unpenalised intercept per series (the within estimator), as the
+    one-hot form's state: the dense columns standardised and their coefficients, then per
+    series its intercept minus ``y_mean``, on columns of mean 0 and scale 1 (so a series never
+    seen in training gets the average intercept, as in the one-hot form)."""
+    mean_x, scale = _standardisation(X)
+    Z = (X - mean_x) / scale
+    counts = np.bincount(codes, minlength=n_series).astype(float)
+    per_series = np.maximum(counts, 1.0)
+    z_bar = np.column_stack([np.bincount(codes, weights=Z[:, j], minlength=n_series) / per_series for j in range(Z.shape[1])]) if Z.shape[1] else np.zeros((n_series, 0))
+    t_bar = np.bincount(codes, weights=target, minlength=n_series) / per_series
+    coef, alpha = _ridge_gcv(Z - z_bar[codes], target - t_bar[codes], alphas, extra_dof=int((counts > 0).sum()))
+    effect = t_bar - z_bar @ coef - y_mean
+    fitted = counts > 0
+    effect[~fitted] = effect[fitted].mean() if fitted.any() else 0.0  # a series without rows: the average
+    return np.concatenate([mean_x, np.zeros(n_series)]), np.concatenate([scale, np.ones(n_series)]), np.concatenate([coef, effect]), alpha
+
+
+def _series_term(state: dict[str, Any], codes: np.ndarray, n_dense: int) -> np.ndarray:
+    """The one-hot columns' part of a linear prediction without building them (rows x series):
+    for series c, sum over s of (onehot_s - mean_s) / scale_s * coef_s = a_c - sum_s mean_s a_s,
+    a = coef / scale; a series not seen in training (every one-hot 1/n): mean(a) - the same sum."""
+    n = int(state["n_series"])
+    a = np.asarray(state["coef"][n_dense:]) / np.asarray(state["scale_x"][n_dense:])
+    offset = float(np.asarray(state["mean_x"][n_dense:]) @ a)
+    out = np.full(len(codes), float(a.mean()) - offset)
+    seen = codes < n
+    out[seen] = a[codes[seen]] - offset
+    return out
+
+
 def predict_linear(fitted: Fitted, data: GroupData, rows: np.ndarray) -> np.ndarray:
     state = fitted.state
-    X = linear_features(data, rows, state)
+    X = linear_features(data, rows, state, series=False)
+    d = X.shape[1]
     coef = np.asarray(state["coef"])
     pred = np.full(len(rows), state["intercept"])
-    if len(coef):
-        pred = pred + ((X - np.asarray(state["mean_x"])) / np.asarray(state["scale_x"])) @ coef
+    if d:
+        pred = pred + ((X - np.asarray(state["mean_x"][:d])) / np.asarray(state["scale_x"][:d])) @ coef[:d]
+    if state["n_series"] > 1 and len(coef) > d:
+        pred = pred + _series_term(state, data.panel.series[rows], d)
     return finish(inverse(pred, state["transform"]), data)
 
 
-def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float]:
+def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas, extra_dof: int = 0) -> tuple[np.ndarray, float]:
     """Ridge coefficients with the penalty chosen by generalised cross-validation.
 
     Works on the p x p Gram matrix (eigendecomposition) rather than an SVD of
     the n x p design: same path, no n x p factor, cheap for long groups.
+    ``extra_dof``: unpenalised parameters fitted before (the fixed effects), in GCV's degrees of freedom.
     """
     n, p = Z.shape
     if p == 0 or n == 0:
@@ -370,7 +421,7 @@ def _ridge_gcv(Z: np.ndarray, y: np.ndarray, alphas) -> tuple[np.ndarray, float]
         coef_v = shrink * Vty  # coefficients in the eigenbasis
         # ||y - Z b||^2 = y'y - 2 b'Z'y + b'Z'Z b, all in p-space
         rss = yy - 2.0 * float(coef_v @ Vty) + float(coef_v @ (eigval * coef_v))
-        dof = float(np.sum(eigval * shrink))
+        dof = float(np.sum(eigval * shrink)) + extra_dof
         denom = (1 - dof / n) ** 2 if n > dof else 1e-12
         gcv = max(rss, 0.0) / n / max(denom, 1e-12)
         if gcv < best[0]:
