@@ -394,6 +394,7 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
     metric = decision["metric"]
     index = {tuple(label): i for i, label in enumerate(info["series"])}
     calibrate = spec.automl.calibrate and len(folds) >= 2
+    origins = fold_origins(data, spec.horizon, len(folds))  # the cutoffs a pool's folds must meet
     out: dict[str, dict] = {}
     judged_pools: dict[str, automl.Evaluation] = {}
     for name, pool in pooled.items():
@@ -402,12 +403,12 @@ def _score_pools(pooled: dict[str, PoolInput], decision: dict, local: automl.Eva
             continue
         try:
             codes = {code: index[tuple(label)] for code, label in pool.own_labels.items() if tuple(label) in index}
-            evaluation = pooling.pooled_evaluation(name, pool.backtest, data, folds, spec.horizon, codes)
+            evaluation = pooling.pooled_evaluation(name, pool.backtest, data, folds, origins, codes)
         except ValueError as exc:
             decision["candidate_errors"][name] = str(exc)
             continue
         calibrated = calibrate and pool.transform == "log1p"  # as a local LightGBM in the log space
-        priors, prior = pooling.member_priors(pool.calibration_prior, metric, fold_origins(data, spec.horizon, len(folds)))
+        priors, prior = pooling.member_priors(pool.calibration_prior, metric, origins)
         judged = evaluation.calibrated(metric, priors) if calibrated else evaluation
         judged_pools[name] = judged
         out[name] = _pooled_entry(judged, local, metric, spec, evaluation.factor(metric, prior=prior) if calibrated else 1.0, evaluation, pool.transform)

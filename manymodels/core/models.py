@@ -368,9 +368,9 @@ def _fixed_effects_ridge(X: np.ndarray, codes: np.ndarray, target: np.ndarray, y
     per_series = np.maximum(counts, 1.0)
     z_bar = np.column_stack([np.bincount(codes, weights=Z[:, j], minlength=n_series) / per_series for j in range(Z.shape[1])]) if Z.shape[1] else np.zeros((n_series, 0))
     t_bar = np.bincount(codes, weights=target, minlength=n_series) / per_series
-    coef, alpha = _ridge_gcv(Z - z_bar[codes], target - t_bar[codes], alphas, extra_dof=int((counts > 0).sum()))
-    effect = t_bar - z_bar @ coef - y_mean
     fitted = counts > 0
+    coef, alpha = _ridge_gcv(Z - z_bar[codes], target - t_bar[codes], alphas, extra_dof=int(fitted.sum()))
+    effect = t_bar - z_bar @ coef - y_mean
     effect[~fitted] = effect[fitted].mean() if fitted.any() else 0.0  # a series without rows: the average
     return np.concatenate([mean_x, np.zeros(n_series)]), np.concatenate([scale, np.ones(n_series)]), np.concatenate([coef, effect]), alpha
 

@@ -229,20 +229,19 @@ def member_labels(frame: pd.DataFrame, level: tuple[str, ...], spec) -> list[tup
     return series_labels_of(frame, [*outside(level, spec.group_columns), *spec.series_columns])
 
 
-def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, horizon: int, series_of_code: dict[int, int]) -> automl.Evaluation:
+def pooled_evaluation(name: str, backtest: pd.DataFrame, data, folds, fold_cutoffs: list[int], series_of_code: dict[int, int]) -> automl.Evaluation:
     """The pool's backtest predictions on this group's own folds and rows, as a candidate.
 
     ``backtest``: the pool's rows of this group's series (``series``: the pool's codes);
+    ``fold_cutoffs``: the group's fold origins (``kernels.fold_origins``), one per fold;
     ``series_of_code``: pool code -> the group's own series code. Raises ValueError when a
     fold of the group has no pooled fold at the same cutoff, or a row has no prediction."""
-    from .kernels import fold_origins
-
     panel = data.panel
     evaluation = automl.Evaluation(name, {"pool": name}, data.mase_scale)
     local = backtest["series"].map(series_of_code).to_numpy()
     lookup = dict(zip(zip(backtest["origin"].to_numpy().tolist(), local.tolist(), backtest["period"].to_numpy().tolist()), backtest["prediction"].to_numpy().tolist()))
     origins = set(backtest["origin"].tolist())
-    for origin, (_, test) in zip(fold_origins(data, horizon, len(folds)), folds):
+    for origin, (_, test) in zip(fold_cutoffs, folds):
         if origin not in origins:
             raise ValueError(f"the pool has no backtest fold with this group's cutoff (period {origin}): its series end earlier than the pool's")
         rows = np.flatnonzero(test)

@@ -181,15 +181,13 @@ def choose_pools(s: Session, spool: Spool, keep, evidence: float) -> dict:
     scored: dict[str, _Scored] = {}  # the searched members' block differences, kept for their choice
     for row in map(TrainRow.from_dict, spool.rows("pending")):
         meta = store.read_model_meta(row.key, row.model_version)
-        member = _Scored(_own_differences(meta), {})
-        member.over_blend = _over_blend(member.own)
-        judged = {name: _judged_as(meta, name) for name in member.own}
+        own = _own_differences(meta)
+        member = _Scored(own, _over_blend(own), {name: _judged_as(meta, name) for name in own})
         for name, d in member.own.items():
-            differences[judged[name]].append(d)
+            differences[member.judged[name]].append(d)
         for name, d in member.over_blend.items():
-            over_blend[judged[name]].append(d)
+            over_blend[member.judged[name]].append(d)
         if row.tuning.startswith(SEARCHED):
-            member.judged = judged
             scored[row.key] = member
     verdicts = {pool: pooling.pool_verdict(d, evidence) for pool, d in differences.items()}
     verdicts_over_blend = {pool: pooling.pool_verdict(d, evidence) for pool, d in over_blend.items()}
@@ -219,7 +217,7 @@ class _Scored:
 
     own: dict[str, np.ndarray]
     over_blend: dict[str, np.ndarray]
-    judged: dict[str, str] = field(default_factory=dict)
+    judged: dict[str, str]
 
 
 def _own_differences(meta: dict) -> dict[str, np.ndarray]:
