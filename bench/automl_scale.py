@@ -104,7 +104,7 @@ def wall_run(data: Path, args) -> dict:
     folder = args.out / f"wall_{args.stores}"
     config = fresh(folder, data, args, "local")
     load = os.getloadavg()[0]
-    stats = timed([sys.executable, "-m", "manymodels", "train", "--config", str(config), "--quiet"], env={"PYTHONPATH": str(REPO)})
+    stats = timed([sys.executable, "-m", "manymodels", "train", "--config", str(config), "--quiet"], env={"PYTHONPATH": str(REPO)}, interval=1.0)
     wall, cpu = stats["wall_s"], stats["cpu_s"]
     out = pd.read_csv(folder / "store" / "outputs" / "training_output.csv")
     d = out["duration_s"].dropna().to_numpy()
