@@ -11,7 +11,7 @@ import pytest
 
 import manymodels as mm
 from manymodels.config import load_config
-from manymodels.core.explain import explain_forecast, friendly_names
+from manymodels.core.explain import explain_forecast, friendly_names, importance
 from manymodels.core.kernels import forecast_fitted, load_fitted
 from manymodels.runner.tasks import read_model
 from manymodels.steps.common import group_spec
@@ -74,6 +74,9 @@ def test_the_only_signal_is_the_first_driver_with_its_sign(tmp_path: Path, model
     assert meta["kind"] == model
     # importance per group, with the model's metadata
     assert next(iter(meta["importance"])) == "Price" and abs(sum(meta["importance"].values()) - 1) < 1e-4
+    # the train step took the gains from its live booster: the same shares as the stored model text's
+    if model != "linear":
+        assert meta["importance"] == importance(meta, text, history, spec)
 
 
 def test_baseline_drivers_are_the_rule_and_names_are_readable(tmp_path: Path):

@@ -9,8 +9,15 @@ import pytest
 
 from manymodels.config import AutoMLConfig
 from manymodels.core.features import FeatureSpec, lag_features
-from manymodels.core.kernels import AutoMLSpec, GroupSpec, fit_group, forecast_group
-from manymodels.core.timeindex import TimeAxis
+from manymodels.core.kernels import (
+    AutoMLSpec,
+    GroupSpec,
+    SeriesCodes,
+    fit_group,
+    forecast_group,
+    horizon_steps,
+)
+from manymodels.core.timeindex import TimeAxis, calendar_features, calendar_names
 from manymodels.steps.split import PERIOD
 
 WEEK_NS = 7 * 86_400 * 10**9
@@ -205,3 +212,33 @@ def test_mms_early_stopping_stops_where_lightgbms_own_does(objective):
         theirs, ours = boosters
         assert (ours.best_iteration, ours.current_iteration()) == (theirs.best_iteration, theirs.current_iteration())
         assert ours.best_score == theirs.best_score
+
+
+def test_horizon_steps_from_series_codes_match_the_join():
+    """The forecast step counts steps from the series codes it already has; the same numbers as
+    the join by series, a series without history (NaN) and uneven last periods included."""
+    history, future = weekly_group(series=("a", "b", "c"), gaps=(30, 31))
+    history = history[~((history["item"] == "b") & (history.index % 7 == 0) & (history.index > len(history) - 40))]
+    history = history[~((history["item"] == "c") & (history[PERIOD] >= history[PERIOD].max() - 2))].reset_index(drop=True)
+    extra = future.head(2).assign(item="new")  # a series with no history at all
+    future = pd.concat([future, extra], ignore_index=True)
+    spec = spec_for(series_columns=("item",))
+    codes = SeriesCodes.of(history, future, spec)
+    fast = horizon_steps(history, future, spec, codes)
+    joined = horizon_steps(history, future, spec)
+    np.testing.assert_array_equal(fast, joined.astype(np.float64))
+    assert np.isnan(fast[-2:]).all() and (fast[future["item"] == "c"] > fast[future["item"] == "a"]).all()
+
+
+@pytest.mark.parametrize("axis", [
+    TimeAxis("fixed", WEEK_NS, 0, "W-THU", 52),
+    TimeAxis("fixed", 86_400 * 10**9, 0, "D", 7),
+    TimeAxis("fixed", 3_600 * 10**9, 0, "h", 24),
+    TimeAxis("month", 1, 0, "MS", 12),
+    TimeAxis("month", 3, 0, "QS", 4),
+    TimeAxis("int", 1, 0, "int", 12),
+    TimeAxis("int", 1, 0, "int", None),
+])
+def test_calendar_names_are_the_calendar_features_columns(axis):
+    times = pd.Series(np.arange(5, dtype=np.int64)) if axis.kind == "int" else pd.Series(pd.date_range("2022-03-01", periods=5, freq="7D"))
+    assert calendar_names(axis) == tuple(sorted(calendar_features(times, axis)))

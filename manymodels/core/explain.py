@@ -49,7 +49,7 @@ from .features import design_matrix
 from .kernels import GroupSpec, group_data
 from .models import Fitted, GroupData, ensemble_members, forward, inverse, predict
 from .pooling import is_blend
-from .timeindex import calendar_features
+from .timeindex import calendar_names
 
 # Objectives whose raw score is the log of the prediction (LightGBM's predict applies exp).
 LOG_LINK = ("poisson", "tweedie", "gamma")
@@ -271,18 +271,20 @@ def _in_target_units(contrib: np.ndarray, base_raw: np.ndarray, prediction: np.n
     return contrib * scale[:, None], base
 
 
-def importance(meta: dict, model_text: str | None, frame: pd.DataFrame, spec: GroupSpec) -> dict[str, float]:
+def importance(meta: dict, model_text: str | None, frame: pd.DataFrame, spec: GroupSpec, gain: list[float] | None = None) -> dict[str, float]:
     """A model's feature importance, as shares summing to 1 (empty for models without features):
     LightGBM's total gain per feature; for the linear model, |coefficient| on the
-    standardised columns (the effect of one standard deviation), summed per user column."""
+    standardised columns (the effect of one standard deviation), summed per user column.
+    ``gain``: the booster's gain per feature when the caller still has the booster (the train
+    step's fit), so that ``model_text`` is not parsed into a booster again."""
     kind = meta["kind"]
     members = meta["state"].get("members") or []
     if kind == "lightgbm" or (kind == "ensemble" and any(m["kind"] == "lightgbm" for m in members)):
-        if model_text is None:
-            return {}
-        booster = lgb.Booster(model_str=model_text)
-        gain = booster.feature_importance(importance_type="gain")
-        names = friendly_names(_feature_names(meta, frame, spec), (meta["info"]["features"] or {}).get("season_length"))
+        if gain is None:
+            if model_text is None:
+                return {}
+            gain = lgb.Booster(model_str=model_text).feature_importance(importance_type="gain")
+        names = friendly_names(_feature_names(meta, spec), (meta["info"]["features"] or {}).get("season_length"))
         return _shares(dict(zip(names, gain)))
     if kind == "linear":
         data = group_data(frame.head(1), spec, meta["info"], np.full(1, np.nan))
@@ -294,9 +296,9 @@ def importance(meta: dict, model_text: str | None, frame: pd.DataFrame, spec: Gr
     return {}
 
 
-def _feature_names(meta: dict, frame: pd.DataFrame, spec: GroupSpec) -> list[str]:
+def _feature_names(meta: dict, spec: GroupSpec) -> list[str]:
     features = meta["info"]["features"]
-    calendar = sorted(calendar_features(frame[spec.time_column].head(1), spec.time_axis)) if features.get("calendar") else []
+    calendar = list(calendar_names(spec.time_axis)) if features.get("calendar") else []
     from .features import FeatureSpec
 
     return FeatureSpec(**features).names(calendar, len(meta["info"]["series"]) > 1)

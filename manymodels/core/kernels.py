@@ -269,6 +269,8 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "model": decision["winner"],
         "meta": meta,
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
+        # the booster's gain per feature, for the step's importance (which would parse model_text again)
+        "gain": final.booster.feature_importance(importance_type="gain").tolist() if final.booster is not None else None,
         "metrics": decision["metrics"],
         "unscored": decision.get("unscored") or {},  # a decision stored by an older mm has none
         "n_backtest": decision.get("n_backtest", 0),
@@ -883,8 +885,13 @@ def forecast_matrix(median_like: np.ndarray, own: dict[float, np.ndarray] | None
     return matrix
 
 
-def horizon_steps(history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec) -> np.ndarray:
-    """How many periods after its series' last known value each future row is."""
+def horizon_steps(history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec, series: SeriesCodes | None = None) -> np.ndarray:
+    """How many periods after its series' last known value each future row is (NaN: a series
+    without history). ``series``: the rows' series codes, when the caller has them (no join)."""
+    if series is not None:
+        last = np.full(series.n, np.nan)
+        np.fmax.at(last, series.history, history[spec.period_column].to_numpy(dtype=np.float64))
+        return future[spec.period_column].to_numpy(dtype=np.float64) - last[series.future]
     cols = list(spec.series_columns)
     period = spec.period_column
     if not cols:
@@ -1007,6 +1014,8 @@ def _num(value: float) -> str:
 
 def _numbers(frame: pd.DataFrame, column: str) -> np.ndarray:
     values = frame[column]
+    if values.dtype == np.float64:
+        return values.to_numpy()  # NaN is already its missing value (the common case: no copy, no NA scan)
     if not pd.api.types.is_numeric_dtype(values.dtype):
         values = pd.to_numeric(values, errors="coerce")
     return values.to_numpy(dtype=np.float64, na_value=np.nan)

@@ -12,6 +12,7 @@ gap and lags never silently shift across it. Three kinds of axis:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -299,6 +300,15 @@ def calendar_features(times: pd.Series, axis: TimeAxis) -> dict[str, np.ndarray]
         out["week_of_year"] = ((ts.dt.day_of_year.to_numpy() - 1) // 7 + 1).astype(np.float64)
         out["month"] = ts.dt.month.to_numpy(dtype=np.float64)
     return out
+
+
+@lru_cache(maxsize=64)
+def calendar_names(axis: TimeAxis) -> tuple[str, ...]:
+    """The names of ``calendar_features``' columns for an axis, sorted (as the feature matrix
+    orders them). They depend on the axis alone: asked once per axis, not computed per group
+    (pandas' ``.dt`` accessors cost a millisecond or two even on one row)."""
+    sample = pd.Series([axis.offset], dtype="int64") if axis.kind == "int" else pd.Series(pd.to_datetime(["2001-01-01"]))
+    return tuple(sorted(calendar_features(sample, axis)))
 
 
 def format_time(value, axis: TimeAxis) -> str:

@@ -42,7 +42,7 @@ from ..core.models import Fitted, average, finish, forward, inverse, predict_lin
 from ..core.pooling import is_blend, is_pooled, pool_spec
 from ..core.results import TrainRow
 from ..core.statistical import KINDS as STATISTICAL_KINDS
-from ..core.timeindex import TimeAxis, calendar_features
+from ..core.timeindex import TimeAxis, calendar_names
 from ..errors import MMError, UpstreamMissing
 from ..runner.options import RunOptions
 from ..runner.session import open_session
@@ -348,7 +348,7 @@ class _OnnxExporter:
 
     def _lightgbm_inputs(self, info: dict, transform: str) -> list[dict]:
         fspec = FeatureSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in info["features"].items()})
-        names = fspec.names(_calendar_names(self.axis, fspec.calendar), len(info.get("series", [])) > 1)
+        names = fspec.names(list(calendar_names(self.axis)) if fspec.calendar else [], len(info.get("series", [])) > 1)
         scale = "log1p(target)" if transform == "log1p" else "the target"
         definitions = {}
         for k in fspec.lags:
@@ -454,13 +454,6 @@ _CALENDAR_DEFINITIONS = {
     "hour": "hour of the row's time, 0..23",
     "season_position": "period mod the season length",
 }
-
-
-def _calendar_names(axis: TimeAxis, calendar: bool) -> list[str]:
-    if not calendar:
-        return []
-    sample = pd.Series([axis.offset], dtype="int64") if axis.kind == "int" else pd.Series(pd.to_datetime(["2001-01-01"]))
-    return sorted(calendar_features(sample, axis))
 
 
 def _period_definition(axis: dict) -> str:

@@ -146,7 +146,7 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
     elif pooling.is_blend(result["model"]):
         meta = pooling.with_blend_refs(meta, refs)
     try:  # shares of gain (LightGBM) or of |coefficient| (linear) per feature: a label, never a failure
-        meta["importance"] = importance(meta, result["model_text"], frame, ctx.spec)
+        meta["importance"] = importance(meta, result["model_text"], frame, ctx.spec, result.get("gain"))
     except Exception as exc:
         meta["importance"] = {"_error": f"{type(exc).__name__}: {exc}"}
     store.write_model(key, version, meta, result["model_text"])
@@ -407,7 +407,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     key, version = item["key"], int(item["model_version"])
     try:
         inference = store.read_partition_table("inference", key)
-        future = inference.to_pandas()
+        future = inference.to_pandas(use_threads=False)  # a few KB (see Datastore.read_partition)
         # no train rows in this split (the model is from an earlier one): nothing to read, not a missing file
         history = store.read_partition("train", key) if item.get("n_train", 1) else future.iloc[0:0]
     except Exception as exc:
@@ -429,7 +429,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     if done.missing.any():
         return ctx.failed(item, Reason.NO_PREDICTION, no_prediction(future, done.missing, meta, ctx.spec))
     matrix, checks = done.matrix, done.checks
-    steps = horizon_steps(history, future, ctx.spec)
+    steps = horizon_steps(history, future, ctx.spec, done.series)
     table = _forecast_table(inference, matrix, version, steps, ctx)
     table = table.append_column(SNAIVE_COLUMN, pa.array(_seasonal_naive(history, future, steps, done.series, meta, ctx.spec), pa.float64()))
     table = with_mase_scale(table, _mase_scale(history, done.series, meta, ctx.spec))
@@ -523,10 +523,14 @@ def read_model(store: Datastore, key: str, version: int) -> tuple[dict, str | No
     The booster is written before the metadata, so metadata that can be read means
     a whole booster beside it, unless something else damaged it (checked here)."""
     meta = store.read_model_meta(key, version)
+    return meta, _booster_text(store, key, version, meta)
+
+
+def _booster_text(store: Datastore, key: str, version: int, meta: dict) -> str | None:
     text = store.read_model_text(key, version) if has_booster(meta) else None
     if text is not None and not booster_text_ok(text):
         raise ValueError("the LightGBM model text is truncated or not a LightGBM model")
-    return meta, text
+    return text
 
 
 def load_model(store: Datastore, key: str, version: int) -> tuple[dict, Fitted]:
@@ -534,7 +538,7 @@ def load_model(store: Datastore, key: str, version: int) -> tuple[dict, Fitted]:
     meta = store.read_model_meta(key, version)
     if pooling.is_pooled(meta["kind"]):
         return pooled_model(store, meta)
-    meta, text = read_model(store, key, version)
+    text = _booster_text(store, key, version, meta)
     if pooling.is_blend(meta["kind"]):
         return meta, blend_model(store, meta, text)
     return meta, load_fitted(meta, text)
