@@ -543,7 +543,7 @@ class Datastore:
 
     def _write_replacing_folder(self, rel: str, table: pa.Table) -> None:
         """Write ``rel``, then delete every other file of its folder (one current version per folder)."""
-        self.files.write(rel, parquet_bytes(table))
+        self.files.write(rel, parquet_bytes(table, small=True))
         folder, name = rel.rsplit("/", 1)
         for other in self.files.names(folder):
             if other != name:

@@ -86,9 +86,15 @@ def _strict(value: Any) -> Any:
     return value
 
 
-def parquet_bytes(table: pa.Table) -> bytes:
+def parquet_bytes(table: pa.Table, small: bool = False) -> bytes:
+    """``table`` as Parquet. ``small``: a file of one group's few rows that is always read whole
+    (a forecast): no dictionary pages and no column statistics, which on a few rows cost more to
+    write than the data (0.97 -> 0.50 ms for an 8-row forecast) and are never used to skip any."""
     sink = pa.BufferOutputStream()
-    pq.write_table(table, sink, compression="snappy")
+    if small:
+        pq.write_table(table, sink, compression="snappy", use_dictionary=False, write_statistics=False)
+    else:
+        pq.write_table(table, sink, compression="snappy")
     return sink.getvalue().to_pybytes()
 
 
