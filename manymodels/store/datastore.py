@@ -561,9 +561,7 @@ class Datastore:
             return pq.ParquetFile(self.files.source(rel)).schema_arrow
 
     def read_forecast(self, key: str, fingerprint: str) -> pa.Table:
-        rel = self._forecast(key, fingerprint)
-        with self._reading(rel, REDO_FORECAST):
-            return _read_small(self.files.source(rel))
+        return self._read_parquet(self._forecast(key, fingerprint), REDO_FORECAST, small=True)
 
     # a hierarchy node's in-sample errors (steps/reconcile.py) ---------------
     def write_node_errors(self, key: str, fingerprint: str, table: pa.Table) -> None:
@@ -576,7 +574,7 @@ class Datastore:
         if not self.files.exists(rel):
             return None
         try:
-            return self._read_parquet(rel, REDO_FORECAST)
+            return self._read_parquet(rel, REDO_FORECAST, small=True)
         except DamagedFile:
             return None
 
@@ -752,9 +750,11 @@ class Datastore:
                 yield batch
                 release_memory()
 
-    def _read_parquet(self, rel: str, hint: str) -> pa.Table:
+    def _read_parquet(self, rel: str, hint: str, small: bool = False) -> pa.Table:
+        """A Parquet file mm wrote, whole; ``small``: one group's few rows (``_read_small``)."""
         with self._reading(rel, hint):
-            return pq.ParquetFile(self.files.source(rel)).read()
+            source = self.files.source(rel)
+            return _read_small(source) if small else pq.ParquetFile(source).read()
 
     def _read_json(self, rel: str, hint: str) -> dict:
         """A JSON object mm wrote; FileNotFoundError when absent, DamagedFile (with ``hint``) when not one."""
