@@ -169,8 +169,13 @@ def instrument(phases: Phases) -> None:
     phases.wrap(lgb.Dataset, "construct", "LightGBM Dataset construction")
     phases.wrap(lgb, "train", "LightGBM training")
     phases.wrap(lgb.Booster, "predict", "LightGBM prediction")
+    for name in ("__init__", "predict"):  # the single-row predictor of a recursive step (not in older checkouts)
+        if hasattr(models, "RowPredictor"):
+            phases.wrap(models.RowPredictor, name, "LightGBM prediction")
     for module in (models, features):
-        phases.wrap(module, "design_matrix", "feature matrices")
+        for name in ("design_matrix", "step_features", "static_columns"):  # the steps' lag columns, not in older checkouts
+            if hasattr(module, name):
+                phases.wrap(module, name, "feature matrices")
     phases.wrap(statistical, "fit_series", "statistical fits (statsforecast)")
     phases.wrap(statistical, "forecast_series", "statistical fits (statsforecast)")
     phases.wrap(models, "fit_linear", "other candidates (baselines, linear)")

@@ -8,14 +8,22 @@ import pandas as pd
 import pytest
 
 from manymodels.config import AutoMLConfig
-from manymodels.core.features import FeatureSpec, lag_features
+from manymodels.core.features import FeatureSpec, design_matrix, lag_features
 from manymodels.core.kernels import (
     AutoMLSpec,
     GroupSpec,
     SeriesCodes,
+    describe_group,
     fit_group,
     forecast_group,
+    group_data,
     horizon_steps,
+)
+from manymodels.core.models import (
+    default_lightgbm_params,
+    fit_lightgbm,
+    forward,
+    predict_lightgbm,
 )
 from manymodels.core.timeindex import TimeAxis, calendar_features, calendar_names
 from manymodels.steps.split import PERIOD
@@ -214,20 +222,53 @@ def test_mms_early_stopping_stops_where_lightgbms_own_does(objective):
         assert ours.best_score == theirs.best_score
 
 
-def test_horizon_steps_from_series_codes_match_the_join():
-    """The forecast step counts steps from the series codes it already has; the same numbers as
-    the join by series, a series without history (NaN) and uneven last periods included."""
+@pytest.mark.parametrize("series", [("a",), ("a", "b", "c")])
+@pytest.mark.parametrize("early_stopped", [False, True])
+def test_recursive_prediction_equals_booster_predict_step_by_step(series, early_stopped):
+    """predict_lightgbm's single-row predictor (a one-series group's steps) gives the numbers
+    Booster.predict gives, step by step, at the fit's own number of trees; a group of several
+    series (a step of several rows) too."""
+    history, _ = weekly_group(n_weeks=90, series=series)
+    spec = spec_for(series_columns=("item",) if len(series) > 1 else ())
+    y = history["y"].to_numpy(dtype=np.float64)
+    data = group_data(history, spec, describe_group(history, spec), y)
+    period = data.panel.period
+    train, test = period <= period.max() - 12, period > period.max() - 12
+    params = default_lightgbm_params(len(y), 0)
+    valid = (period > period.max() - 12) & (period <= period.max() - 6) if early_stopped else None
+    fitted = fit_lightgbm(data, train, params, 400 if early_stopped else 60, "log1p", valid=valid, early_stopping_rounds=10 if early_stopped else None)
+    if early_stopped:
+        assert 0 < fitted.state["num_boost_round"] < fitted.booster.current_iteration()  # fewer trees than grown
+    rows = np.flatnonzero(test)
+    got = predict_lightgbm(fitted, data, train, rows)
+
+    grid = data.grid(train, forward(data.panel.y, "log1p"))
+    want = np.empty(len(rows))
+    for p in np.unique(period[rows]):
+        at = np.flatnonzero(period[rows] == p)
+        X = design_matrix(data.panel, rows[at], grid, data.first, data.spec, data.with_series)
+        want[at] = fitted.booster.predict(X, num_iteration=fitted.state["num_boost_round"], num_threads=1)
+        grid[data.panel.series[rows[at]], p - data.first] = want[at]
+    np.testing.assert_array_equal(got, np.maximum(np.expm1(want), 0.0))
+
+
+def test_horizon_steps_count_from_each_series_last_period():
+    """Each future row's step is its period minus its own series' last history period, with or
+    without the series codes the caller has; a series without history (NaN) and uneven ends included."""
     history, future = weekly_group(series=("a", "b", "c"), gaps=(30, 31))
     history = history[~((history["item"] == "b") & (history.index % 7 == 0) & (history.index > len(history) - 40))]
     history = history[~((history["item"] == "c") & (history[PERIOD] >= history[PERIOD].max() - 2))].reset_index(drop=True)
     extra = future.head(2).assign(item="new")  # a series with no history at all
     future = pd.concat([future, extra], ignore_index=True)
     spec = spec_for(series_columns=("item",))
+    last = {item: rows[PERIOD].max() for item, rows in history.groupby("item")}
+    expected = np.array([p - last[i] if i in last else np.nan for i, p in zip(future["item"], future[PERIOD])])
     codes = SeriesCodes.of(history, future, spec)
-    fast = horizon_steps(history, future, spec, codes)
-    joined = horizon_steps(history, future, spec)
-    np.testing.assert_array_equal(fast, joined.astype(np.float64))
-    assert np.isnan(fast[-2:]).all() and (fast[future["item"] == "c"] > fast[future["item"] == "a"]).all()
+    np.testing.assert_array_equal(horizon_steps(history, future, spec, codes), expected)
+    np.testing.assert_array_equal(horizon_steps(history, future, spec), expected)
+    assert np.isnan(expected[-2:]).all() and len(set(last.values())) == 2  # c ends 3 periods early
+    single = spec_for()  # no series columns: one series, the group's last period
+    np.testing.assert_array_equal(horizon_steps(history, future, single), future[PERIOD].to_numpy() - history[PERIOD].max())
 
 
 @pytest.mark.parametrize("axis", [

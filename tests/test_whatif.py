@@ -19,10 +19,11 @@ import pytest
 import manymodels as mm
 from manymodels.config import load_config
 from manymodels.core import features
+from manymodels.core.features import step_features
 from manymodels.core.kernels import checked_forecast, horizon_steps, load_fitted
 from manymodels.core.results import TrainRow
 from manymodels.extras.sample import generate_oj_sales
-from manymodels.extras.whatif import Prepared, step_features
+from manymodels.extras.whatif import Prepared
 from manymodels.runner.tasks import read_model
 from manymodels.steps.common import group_spec
 from manymodels.store import registry

@@ -109,9 +109,61 @@ def lag_features(grid: np.ndarray, first: int, series: np.ndarray, period: np.nd
     return out
 
 
+def step_features(padded: np.ndarray, series: np.ndarray, pos: np.ndarray, spec: FeatureSpec, lags: np.ndarray, backs: list[np.ndarray]) -> np.ndarray:
+    """``features.lag_features`` of rows on an already padded grid (``pos``: each row's column
+    in it), with its reductions (``nansum`` over the same window arrays, in the same order)."""
+    if len(series) == 1:
+        return one_row_features(padded[int(series[0])], int(pos[0]), lags, [len(b) for b in backs])[None, :]
+    out = np.empty((len(series), len(lags) + 2 * len(backs)))
+    out[:, : len(lags)] = padded[series[:, None], pos[:, None] - lags[None, :]]
+    col = len(lags)
+    for back in backs:
+        window = padded[series[:, None], pos[:, None] - back[None, :]]
+        count = np.sum(~np.isnan(window), axis=1)
+        total = np.nansum(window, axis=1)
+        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
+        sq = np.nansum((window - mean[:, None]) ** 2, axis=1)
+        out[:, col] = mean
+        out[:, col + 1] = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
+        col += 2
+    return out
+
+
+def one_row_features(row: np.ndarray, pos: int, lags: np.ndarray, windows: list[int]) -> np.ndarray:
+    """``step_features`` of one row (a series of one group steps alone): the same arrays
+    reduced the same way, without the broadcasting that pays off for many rows only.
+    ``window`` is laid out as lag_features lays it out (lag 1 first), contiguous, so its sums
+    add the same numbers in the same order."""
+    out = np.empty(len(lags) + 2 * len(windows))
+    out[: len(lags)] = row[pos - lags]
+    col = len(lags)
+    for w in windows:
+        window = row[pos - w : pos][::-1].copy()
+        unknown = np.isnan(window)
+        count = w - int(np.count_nonzero(unknown))
+        known = window.copy()
+        known[unknown] = 0.0
+        if count > 0:
+            mean = known.sum() / count
+            sq = (window - mean) ** 2
+            sq[unknown] = 0.0
+            out[col] = mean
+            out[col + 1] = np.sqrt(sq.sum() / (count - 1)) if count > 1 else np.nan
+        else:
+            out[col] = out[col + 1] = np.nan
+        col += 2
+    return out
+
+
 def design_matrix(panel: Panel, rows: np.ndarray, grid: np.ndarray, first: int, spec: FeatureSpec, with_series: bool) -> np.ndarray:
     """The full feature matrix of ``rows`` (indices into the panel)."""
-    parts = [lag_features(grid, first, panel.series[rows], panel.period[rows], spec), panel.exog[rows]]
+    return np.hstack([lag_features(grid, first, panel.series[rows], panel.period[rows], spec), static_columns(panel, rows, spec, with_series)])
+
+
+def static_columns(panel: Panel, rows: np.ndarray, spec: FeatureSpec, with_series: bool) -> np.ndarray:
+    """The columns of the design matrix after the lags and windows: known-future values, calendar
+    features and the series code (none of them changes while a forecast steps forward)."""
+    parts = [panel.exog[rows]]
     if spec.calendar and panel.calendar.shape[1]:
         parts.append(panel.calendar[rows])
     if with_series:

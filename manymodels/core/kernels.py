@@ -887,19 +887,28 @@ def forecast_matrix(median_like: np.ndarray, own: dict[float, np.ndarray] | None
 
 def horizon_steps(history: pd.DataFrame, future: pd.DataFrame, spec: GroupSpec, series: SeriesCodes | None = None) -> np.ndarray:
     """How many periods after its series' last known value each future row is (NaN: a series
-    without history). ``series``: the rows' series codes, when the caller has them (no join)."""
-    if series is not None:
-        last = np.full(series.n, np.nan)
-        np.fmax.at(last, series.history, history[spec.period_column].to_numpy(dtype=np.float64))
-        return future[spec.period_column].to_numpy(dtype=np.float64) - last[series.future]
-    cols = list(spec.series_columns)
+    without history). ``series``: the rows' series codes, when the caller has them already."""
+    if series is None:
+        series = SeriesCodes.of(history, future, spec)
     period = spec.period_column
-    if not cols:
-        last = history[period].max() if len(history) else np.nan
-        return (future[period] - last).to_numpy()
-    last = history.groupby(cols, observed=True)[period].max().rename("_last")
-    joined = future[cols + [period]].merge(last, left_on=cols, right_index=True, how="left")
-    return (joined[period] - joined["_last"]).to_numpy()
+    last = last_periods(series.history, history[period].to_numpy(dtype=np.float64), series.n)
+    return steps_after(last, series.future, future[period].to_numpy(dtype=np.float64))
+
+
+def last_periods(codes: np.ndarray, periods: np.ndarray, n: int) -> np.ndarray:
+    """Each of ``n`` series' last period among rows of series ``codes`` (NaN: a series with none)."""
+    last = np.full(n, np.nan)
+    np.fmax.at(last, codes, np.asarray(periods, dtype=np.float64))
+    return last
+
+
+def steps_after(last: np.ndarray, codes: np.ndarray, periods: np.ndarray) -> np.ndarray:
+    """Periods after its series' ``last`` period of each row (NaN: a series without history, or a
+    code past ``last``: a series the history does not have). The forecast step, serve and what-if use it."""
+    out = np.full(len(codes), np.nan)
+    known = codes < len(last)
+    out[known] = np.asarray(periods, dtype=np.float64)[known] - last[codes[known]]
+    return out
 
 
 # -- sanity checks on a group's forecast ---------------------------------------

@@ -3,17 +3,17 @@
 A what-if request (``future`` rows with other prices, no ``history`` rows)
 forecasts the same group from the same history again and again. The batch
 path (``kernels.checked_forecast``) rebuilds everything per call: the frame of
-history and future rows, its panel and grid, and per recursive step a
-``Booster.predict`` that parses its parameters and sets up a predictor. Here
+history and future rows, its panel and grid, and per recursive step the
+design matrix from the whole grid. Here
 the history's part is done once per group version (``Prepared``, kept in mm
 serve's bounded cache beside the model) and a request pays for its own rows:
 
 - the history's target grid, padded on the left as ``features.lag_features``
   pads it, copied per request and filled step by step with the predictions;
-- each step's lags, rolling means and stds read from it by ``step_features``,
+- each step's lags, rolling means and stds read from it by ``features.step_features``,
   the same numpy reductions on the same values as ``lag_features`` (so the
   same floats, bit for bit; tests/test_serve.py compares them);
-- LightGBM's single-row prediction, set up once per booster (``RowPredictor``);
+- LightGBM's single-row prediction (``models.RowPredictor``), set up once per booster, not once per forecast;
 - the point and quantile columns by ``kernels.forecast_matrix`` and the checks
   by ``kernels.checked_matrix`` (the batch path's own code), the checks against
   a summary of the history: per series the smallest and largest target and
@@ -27,105 +27,29 @@ does not know go the batch path's way: ``Prepared.of`` or ``Prepared.forecast`` 
 
 from __future__ import annotations
 
-import ctypes
-import threading
 from dataclasses import dataclass, field
 
-import lightgbm as lgb
 import numpy as np
 import pandas as pd
 
-from ..core.features import FeatureSpec, build_panel, series_codes
+from ..core.features import (
+    FeatureSpec,
+    build_panel,
+    one_row_features,
+    series_codes,
+    step_features,
+)
 from ..core.kernels import (
     CheckedForecast,
     GroupSpec,
     checked_matrix,
     forecast_matrix,
     group_data,
+    last_periods,
+    steps_after,
 )
-from ..core.models import Fitted, finish, forward, inverse
+from ..core.models import Fitted, RowPredictor, finish, forward, inverse
 from ..core.timeindex import calendar_features
-
-C_API_PREDICT_NORMAL = 0  # LightGBM's c_api.h
-C_API_DTYPE_FLOAT64 = 1
-
-
-class RowPredictor:
-    """``Booster.predict`` of one row, its setup done once: LightGBM's ``SingleRowFast`` C API
-    (a few microseconds a row instead of about twenty: ``Booster.predict`` builds a predictor
-    from its parameter string on every call). Same trees, same row: the same number."""
-
-    def __init__(self, booster: lgb.Booster, num_iteration: int, n_features: int):
-        from lightgbm.basic import _LIB, _c_str, _safe_call
-
-        self._call, self._check = _LIB.LGBM_BoosterPredictForMatSingleRowFast, _safe_call
-        self._free = _LIB.LGBM_FastConfigFree
-        self.booster = booster  # kept alive: the fast config points into it
-        self.handle = ctypes.c_void_p()
-        _safe_call(_LIB.LGBM_BoosterPredictForMatSingleRowFastInit(
-            booster._handle, ctypes.c_int(C_API_PREDICT_NORMAL), ctypes.c_int(0), ctypes.c_int(num_iteration),
-            ctypes.c_int(C_API_DTYPE_FLOAT64), ctypes.c_int32(n_features), _c_str("num_threads=1"), ctypes.byref(self.handle),
-        ))
-        self.row = np.zeros(n_features)  # the input buffer and the output, their pointers taken once
-        self.out = np.zeros(1)
-        self._n = ctypes.c_int64(0)
-        self._args = (self.handle, self.row.ctypes.data_as(ctypes.c_void_p), ctypes.byref(self._n), self.out.ctypes.data_as(ctypes.POINTER(ctypes.c_double)))
-        self.lock = threading.Lock()  # one fast config, one row buffer: one caller at a time
-
-    def predict(self, row: np.ndarray) -> float:
-        self.row[:] = row
-        self._check(self._call(*self._args))
-        return float(self.out[0])
-
-    def __del__(self):
-        if getattr(self, "handle", None) is not None and self.handle.value:
-            self._free(self.handle)
-
-
-def step_features(padded: np.ndarray, series: np.ndarray, pos: np.ndarray, spec: FeatureSpec, lags: np.ndarray, backs: list[np.ndarray]) -> np.ndarray:
-    """``features.lag_features`` of rows on an already padded grid (``pos``: each row's column
-    in it), with its reductions (``nansum`` over the same window arrays, in the same order)."""
-    if len(series) == 1:
-        return _one_row_features(padded[int(series[0])], int(pos[0]), lags, [len(b) for b in backs])[None, :]
-    out = np.empty((len(series), len(lags) + 2 * len(backs)))
-    out[:, : len(lags)] = padded[series[:, None], pos[:, None] - lags[None, :]]
-    col = len(lags)
-    for back in backs:
-        window = padded[series[:, None], pos[:, None] - back[None, :]]
-        count = np.sum(~np.isnan(window), axis=1)
-        total = np.nansum(window, axis=1)
-        mean = np.where(count > 0, total / np.maximum(count, 1), np.nan)
-        sq = np.nansum((window - mean[:, None]) ** 2, axis=1)
-        out[:, col] = mean
-        out[:, col + 1] = np.where(count > 1, np.sqrt(sq / np.maximum(count - 1, 1)), np.nan)
-        col += 2
-    return out
-
-
-def _one_row_features(row: np.ndarray, pos: int, lags: np.ndarray, windows: list[int]) -> np.ndarray:
-    """``step_features`` of one row (a series of one group steps alone): the same arrays
-    reduced the same way, without the broadcasting that pays off for many rows only.
-    ``window`` is laid out as lag_features lays it out (lag 1 first), contiguous, so its sums
-    add the same numbers in the same order."""
-    out = np.empty(len(lags) + 2 * len(windows))
-    out[: len(lags)] = row[pos - lags]
-    col = len(lags)
-    for w in windows:
-        window = row[pos - w : pos][::-1].copy()
-        unknown = np.isnan(window)
-        count = w - int(np.count_nonzero(unknown))
-        known = window.copy()
-        known[unknown] = 0.0
-        if count > 0:
-            mean = known.sum() / count
-            sq = (window - mean) ** 2
-            sq[unknown] = 0.0
-            out[col] = mean
-            out[col + 1] = np.sqrt(sq.sum() / (count - 1)) if count > 1 else np.nan
-        else:
-            out[col] = out[col + 1] = np.nan
-        col += 2
-    return out
 
 
 @dataclass
@@ -163,9 +87,7 @@ class Prepared:
         grid = data.grid(np.ones(len(history), dtype=bool), forward(y, transform))
         fspec = data.spec
         max_back = max([*fspec.lags, *fspec.windows, 1])
-        last = np.full(panel.n_series, -np.inf)
-        np.maximum.at(last, panel.series, panel.period.astype(np.float64))
-        last[np.isinf(last)] = np.nan
+        last = last_periods(panel.series, panel.period, panel.n_series)
         iteration = fitted.state.get("num_boost_round")
         n_features = len(fspec.lags) + 2 * len(fspec.windows) + panel.exog.shape[1] + (panel.calendar.shape[1] if fspec.calendar else 0) + int(data.with_series)
         return cls(
@@ -190,13 +112,8 @@ class Prepared:
     def steps(self, future: pd.DataFrame) -> np.ndarray:
         """``kernels.horizon_steps`` from the history's last periods (NaN: a series without history)."""
         period = future[self.spec.period_column].to_numpy(dtype=np.float64)
-        if not self.spec.series_columns:
-            return period - self.last[0]
         codes = series_codes(future, list(self.spec.series_columns), [tuple(s) for s in self.meta["info"]["series"]])
-        known = codes < len(self.last)
-        out = np.full(len(future), np.nan)
-        out[known] = period[known] - self.last[codes[known]]
-        return out
+        return steps_after(self.last, codes, period)
 
     def forecast(self, future: pd.DataFrame, cap_factor: float | None) -> CheckedForecast | None:
         """``kernels.checked_forecast(history, future, ...)``'s result (None: a series the model
@@ -234,7 +151,7 @@ class Prepared:
             if padded.shape[0] == 1 and len(np.unique(periods)) == len(periods):  # one series: a row a step
                 row, windows = padded[0], [len(b) for b in backs]
                 for i in np.argsort(periods, kind="stable").tolist():
-                    X[i, :n_lag] = _one_row_features(row, int(pos[i]), lags, windows)
+                    X[i, :n_lag] = one_row_features(row, int(pos[i]), lags, windows)
                     out[i] = row[pos[i]] = self.predictor.predict(X[i])  # the next steps read it as known
             else:
                 for p in np.unique(periods):
