@@ -81,12 +81,18 @@ class Panel:
         return grid
 
 
+def padded_grid(grid: np.ndarray, spec: FeatureSpec) -> tuple[np.ndarray, int]:
+    """``grid`` with NaN (unknown) columns on its left, so every look-back index of its first
+    period is valid; and their number, the longest lag or window (a period's column in the
+    padded grid: ``period - first + max_back``)."""
+    max_back = max([*spec.lags, *spec.windows, 1])
+    return np.concatenate([np.full((grid.shape[0], max_back), np.nan), grid], axis=1), max_back
+
+
 def lag_features(grid: np.ndarray, first: int, series: np.ndarray, period: np.ndarray, spec: FeatureSpec) -> np.ndarray:
     """Lags, rolling means and stds of each (series, period) row, read from ``grid``."""
     n = len(series)
-    max_back = max([*spec.lags, *spec.windows, 1])
-    # pad the grid on the left so every look-back index is valid (NaN = unknown)
-    padded = np.concatenate([np.full((grid.shape[0], max_back), np.nan), grid], axis=1)
+    padded, max_back = padded_grid(grid, spec)
     pos = period - first + max_back  # column of each row's own period in `padded`
     # every look-back value of every row in one gather (column k-1: k periods back): a
     # recursive forecast calls this once per step, a search thousands of times

@@ -22,7 +22,14 @@ import lightgbm as lgb
 import numpy as np
 
 from . import statistical
-from .features import FeatureSpec, Panel, design_matrix, static_columns, step_features
+from .features import (
+    FeatureSpec,
+    Panel,
+    design_matrix,
+    padded_grid,
+    static_columns,
+    step_features,
+)
 
 BASELINES = ("naive", "seasonal_naive", "mean", "moving_average", "linear")
 
@@ -189,8 +196,7 @@ def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
     panel, spec = data.panel, data.spec
     transform = fitted.state["transform"]
     grid = data.grid(known, forward(panel.y, transform))
-    max_back = max([*spec.lags, *spec.windows, 1])
-    padded = np.concatenate([np.full((grid.shape[0], max_back), np.nan), grid], axis=1)
+    padded, max_back = padded_grid(grid, spec)
     lags = np.asarray(spec.lags, dtype=np.int64)
     backs = [np.arange(1, w + 1) for w in spec.windows]
     n_lag = len(lags) + 2 * len(backs)

@@ -36,6 +36,7 @@ from ..core.features import (
     FeatureSpec,
     build_panel,
     one_row_features,
+    padded_grid,
     series_codes,
     step_features,
 )
@@ -86,13 +87,13 @@ class Prepared:
         transform = fitted.state["transform"]
         grid = data.grid(np.ones(len(history), dtype=bool), forward(y, transform))
         fspec = data.spec
-        max_back = max([*fspec.lags, *fspec.windows, 1])
+        padded, max_back = padded_grid(grid, fspec)
         last = last_periods(panel.series, panel.period, panel.n_series)
         iteration = fitted.state.get("num_boost_round")
         n_features = len(fspec.lags) + 2 * len(fspec.windows) + panel.exog.shape[1] + (panel.calendar.shape[1] if fspec.calendar else 0) + int(data.with_series)
         return cls(
             meta=meta, spec=spec, features=fspec, with_series=data.with_series, nonnegative=data.nonnegative, transform=transform,
-            first=data.first, max_back=max_back, padded=np.concatenate([np.full((panel.n_series, max_back), np.nan), grid], axis=1),
+            first=data.first, max_back=max_back, padded=padded,
             last=last, summary=_summary(history, spec, fspec),
             predictor=RowPredictor(booster, int(iteration if iteration is not None else booster.best_iteration), n_features),
         )
