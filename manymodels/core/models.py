@@ -206,12 +206,13 @@ def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
     series, pos, periods = panel.series[rows], panel.period[rows] - data.first + max_back, panel.period[rows]
     booster = fitted.booster
     iteration = fitted.state.get("num_boost_round")
+    one_output = booster.num_model_per_iteration() == 1  # what the single-row predictor's buffer holds
     one_row = None  # the single-row predictor, set up at the first step of one row
     out = np.empty(len(rows))
     for p in np.unique(periods):
         at = np.flatnonzero(periods == p)
         X[at, :n_lag] = step_features(padded, series[at], pos[at], spec, lags, backs)
-        if len(at) == 1 and booster.num_model_per_iteration() == 1:
+        if len(at) == 1 and one_output:
             if one_row is None:  # Booster.predict's num_iteration=None: the best iteration (0: all trees)
                 one_row = RowPredictor(booster, int(booster.best_iteration if iteration is None else iteration), X.shape[1])
             step = np.array([one_row.predict(X[at[0]])])
