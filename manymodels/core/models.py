@@ -26,6 +26,7 @@ from .features import (
     FeatureSpec,
     Panel,
     design_matrix,
+    one_row_features,
     padded_grid,
     static_columns,
     step_features,
@@ -190,37 +191,62 @@ def categorical_columns(data: GroupData) -> list[int]:
 def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """Recursive multi-step forecast of ``rows`` from the values marked ``known``.
 
-    The rows' known-future, calendar and series columns are laid out once; each step fills
-    its rows' lags and windows from the padded grid (``features.step_features``: the numbers
-    ``lag_features`` gives) and writes its predictions into it, for the next steps to read."""
+    The rows' known-future, calendar and series columns are laid out once; ``step_forward``
+    fills their lags and windows step by step."""
     panel, spec = data.panel, data.spec
     transform = fitted.state["transform"]
-    grid = data.grid(known, forward(panel.y, transform))
-    padded, max_back = padded_grid(grid, spec)
-    lags = np.asarray(spec.lags, dtype=np.int64)
-    backs = [np.arange(1, w + 1) for w in spec.windows]
-    n_lag = len(lags) + 2 * len(backs)
+    padded, max_back = padded_grid(data.grid(known, forward(panel.y, transform)), spec)
+    n_lag = len(spec.lags) + 2 * len(spec.windows)
     static = static_columns(panel, rows, spec, data.with_series)
     X = np.empty((len(rows), n_lag + static.shape[1]))
     X[:, n_lag:] = static
-    series, pos, periods = panel.series[rows], panel.period[rows] - data.first + max_back, panel.period[rows]
     booster = fitted.booster
     iteration = fitted.state.get("num_boost_round")
-    one_output = booster.num_model_per_iteration() == 1  # what the single-row predictor's buffer holds
     one_row = None  # the single-row predictor, set up at the first step of one row
-    out = np.empty(len(rows))
+
+    def predict_row(x: np.ndarray) -> float:
+        nonlocal one_row
+        if one_row is None:  # Booster.predict's num_iteration=None: the best iteration (0: all trees)
+            one_row = RowPredictor(booster, int(booster.best_iteration if iteration is None else iteration), len(x))
+        return one_row.predict(x)
+
+    def predict_rows(rows_X: np.ndarray) -> np.ndarray:
+        return booster.predict(rows_X, num_iteration=iteration, num_threads=_threads[0])
+
+    # the single-row predictor's output buffer holds one number: a booster of several outputs a row steps through predict
+    single = predict_row if booster.num_model_per_iteration() == 1 else None
+    out = step_forward(padded, X, panel.series[rows], panel.period[rows] - data.first + max_back, panel.period[rows], spec, single, predict_rows)
+    return finish(inverse(out, transform), data)
+
+
+def step_forward(padded: np.ndarray, X: np.ndarray, series: np.ndarray, pos: np.ndarray, periods: np.ndarray, spec: FeatureSpec,
+                 predict_row, predict_rows) -> np.ndarray:
+    """The recursive forecast of rows whose columns after the lags and windows are laid out in
+    ``X``: period by period, each step fills its rows' lags and windows from the padded grid
+    (``features.step_features``: the numbers ``lag_features`` gives), predicts them and writes
+    the predictions into the grid, for the next steps to read. ``pos``: each row's column in
+    ``padded``. ``predict_row(x) -> float`` predicts a step of one row (None: ``predict_rows``
+    does), ``predict_rows(X) -> array`` a step of several. The batch forecast
+    (``predict_lightgbm``) and the what-if path of ``mm serve`` (``extras.whatif``) step here."""
+    lags = np.asarray(spec.lags, dtype=np.int64)
+    windows = list(spec.windows)
+    n_lag = len(lags) + 2 * len(windows)
+    out = np.empty(len(series))
+    if predict_row is not None and len(np.unique(periods)) == len(periods):
+        # one row a step (one series, say): the rows in period order, without grouping them per step
+        for i in np.argsort(periods, kind="stable").tolist():
+            s, at = int(series[i]), int(pos[i])
+            X[i, :n_lag] = one_row_features(padded[s], at, lags, windows)
+            out[i] = padded[s, at] = predict_row(X[i])
+        return out
+    backs = [np.arange(1, w + 1) for w in windows]
     for p in np.unique(periods):
         at = np.flatnonzero(periods == p)
         X[at, :n_lag] = step_features(padded, series[at], pos[at], spec, lags, backs)
-        if len(at) == 1 and one_output:
-            if one_row is None:  # Booster.predict's num_iteration=None: the best iteration (0: all trees)
-                one_row = RowPredictor(booster, int(booster.best_iteration if iteration is None else iteration), X.shape[1])
-            step = np.array([one_row.predict(X[at[0]])])
-        else:
-            step = booster.predict(X[at], num_iteration=iteration, num_threads=_threads[0])
+        step = np.array([predict_row(X[at[0]])]) if len(at) == 1 and predict_row is not None else predict_rows(X[at])
         padded[series[at], pos[at]] = step
         out[at] = step
-    return finish(inverse(out, transform), data)
+    return out
 
 
 C_API_PREDICT_NORMAL = 0  # LightGBM's c_api.h

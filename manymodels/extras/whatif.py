@@ -35,10 +35,8 @@ import pandas as pd
 from ..core.features import (
     FeatureSpec,
     build_panel,
-    one_row_features,
     padded_grid,
     series_codes,
-    step_features,
 )
 from ..core.kernels import (
     CheckedForecast,
@@ -49,7 +47,7 @@ from ..core.kernels import (
     last_periods,
     steps_after,
 )
-from ..core.models import Fitted, RowPredictor, finish, forward, inverse
+from ..core.models import Fitted, RowPredictor, finish, forward, inverse, step_forward
 from ..core.timeindex import calendar_features
 
 
@@ -131,9 +129,7 @@ class Prepared:
         )
         if panel.n_series > self.padded.shape[0]:
             return None
-        lags = np.asarray(fspec.lags, dtype=np.int64)
-        backs = [np.arange(1, w + 1) for w in fspec.windows]
-        n_lag = len(lags) + 2 * len(backs)
+        n_lag = len(fspec.lags) + 2 * len(fspec.windows)
         # the design matrix of every future row (features.design_matrix's columns); lags filled per step
         static = [panel.exog]
         calendar = self._calendar(future, panel.period) if fspec.calendar else None
@@ -146,21 +142,9 @@ class Prepared:
         padded = np.full((self.padded.shape[0], max(width, self.padded.shape[1])), np.nan)
         padded[:, : self.padded.shape[1]] = self.padded
         pos = panel.period - self.first + self.max_back
-        out = np.empty(len(future))
-        periods = panel.period
+        predict = self.predictor.predict  # a few rows a step: one row at a time beats Booster.predict's setup
         with np.errstate(all="ignore"), self.predictor.lock:  # overflow is reported as missing rows, as in the batch path
-            if padded.shape[0] == 1 and len(np.unique(periods)) == len(periods):  # one series: a row a step
-                row, windows = padded[0], [len(b) for b in backs]
-                for i in np.argsort(periods, kind="stable").tolist():
-                    X[i, :n_lag] = one_row_features(row, int(pos[i]), lags, windows)
-                    out[i] = row[pos[i]] = self.predictor.predict(X[i])  # the next steps read it as known
-            else:
-                for p in np.unique(periods):
-                    at = np.flatnonzero(periods == p)
-                    X[at, :n_lag] = step_features(padded, panel.series[at], pos[at], fspec, lags, backs)
-                    for i in at:
-                        out[i] = self.predictor.predict(X[i])
-                    padded[panel.series[at], pos[at]] = out[at]  # the next steps read these as known
+            out = step_forward(padded, X, panel.series, pos, panel.period, fspec, predict, lambda rows: np.array([predict(x) for x in rows]))
             median_like = finish(inverse(out, self.transform), self)  # finish reads .nonnegative
             matrix = forecast_matrix(median_like, None, self.meta, spec, self.nonnegative)
         return checked_matrix(matrix, self.summary, future, self.meta, spec, cap_factor)
