@@ -365,7 +365,8 @@ def _say_pools(s: Session, pooling: dict) -> None:
     chosen = ", ".join(f"{name} by {n:,}" for name, n in sorted(pooling.get("chosen", {}).items())) or "by no group"
     s.terminal.info(
         f"train: pooled models: {pooling['fitted']} fitted, {pooling['reused']} reused, {len(pooling['failed'])} failed; "
-        f"{pooling.get('approved', 0)} of {pooling.get('scored', 0)} beat their members' local models; chosen {chosen}"
+        f"{pooling.get('approved', 0)} of {pooling.get('scored', 0)} pooled candidates (the pools and the blend) "
+        f"beat their members' local models; chosen {chosen}"
     )
 
 
