@@ -166,12 +166,15 @@ def design_matrix(panel: Panel, rows: np.ndarray, grid: np.ndarray, first: int, 
     return np.hstack([lag_features(grid, first, panel.series[rows], panel.period[rows], spec), static_columns(panel, rows, spec, with_series)])
 
 
-def static_columns(panel: Panel, rows: np.ndarray, spec: FeatureSpec, with_series: bool) -> np.ndarray:
+def static_columns(panel: Panel, rows: np.ndarray, spec: FeatureSpec, with_series: bool, calendar: np.ndarray | None = None) -> np.ndarray:
     """The columns of the design matrix after the lags and windows: known-future values, calendar
-    features and the series code (none of them changes while a forecast steps forward)."""
+    features and the series code (none of them changes while a forecast steps forward).
+    ``calendar``: the panel rows' calendar features when the panel was built without them (the
+    what-if path keeps them per period)."""
     parts = [panel.exog[rows]]
-    if spec.calendar and panel.calendar.shape[1]:
-        parts.append(panel.calendar[rows])
+    calendar = panel.calendar if calendar is None else calendar
+    if spec.calendar and calendar.shape[1]:
+        parts.append(calendar[rows])
     if with_series:
         parts.append(panel.series[rows, None].astype(np.float64))
     return np.hstack(parts)

@@ -37,6 +37,7 @@ from ..core.features import (
     build_panel,
     padded_grid,
     series_codes,
+    static_columns,
 )
 from ..core.kernels import (
     CheckedForecast,
@@ -131,13 +132,8 @@ class Prepared:
             return None
         n_lag = len(fspec.lags) + 2 * len(fspec.windows)
         # the design matrix of every future row (features.design_matrix's columns); lags filled per step
-        static = [panel.exog]
         calendar = self._calendar(future, panel.period) if fspec.calendar else None
-        if calendar is not None and calendar.shape[1]:
-            static.append(calendar)
-        if self.with_series:
-            static.append(panel.series[:, None].astype(np.float64))
-        X = np.hstack([np.empty((len(future), n_lag)), *static])
+        X = np.hstack([np.empty((len(future), n_lag)), static_columns(panel, np.arange(len(future)), fspec, self.with_series, calendar)])
         width = self.max_back + int(panel.period.max()) - self.first + 1
         padded = np.full((self.padded.shape[0], max(width, self.padded.shape[1])), np.nan)
         padded[:, : self.padded.shape[1]] = self.padded
