@@ -49,6 +49,12 @@ class FeatureSpec:
             windows = _AUTO_WINDOWS.get(season, (4,) if not season else (season,))
         return cls(tuple(sorted(set(lags))), tuple(sorted(set(windows))), calendar, tuple(numeric_exog), tuple(categorical_exog), season_length)
 
+    @property
+    def n_history_columns(self) -> int:
+        """The design matrix's first columns, read from the target's history: one per lag, a mean
+        and a std per window (``names``' order); a recursive forecast fills them step by step."""
+        return len(self.lags) + 2 * len(self.windows)
+
     def names(self, calendar_names: list[str], with_series: bool) -> list[str]:
         names = [f"lag_{k}" for k in self.lags]
         for w in self.windows:
@@ -97,7 +103,7 @@ def lag_features(grid: np.ndarray, first: int, series: np.ndarray, period: np.nd
     # every look-back value of every row in one gather (column k-1: k periods back): a
     # recursive forecast calls this once per step, a search thousands of times
     back = padded[series[:, None], pos[:, None] - np.arange(1, max_back + 1)[None, :]]
-    out = np.empty((n, len(spec.lags) + 2 * len(spec.windows)))
+    out = np.empty((n, spec.n_history_columns))
     out[:, : len(spec.lags)] = back[:, np.asarray(spec.lags, dtype=np.int64) - 1]
     col = len(spec.lags)
     for w in spec.windows:

@@ -180,7 +180,7 @@ class EarlyStopping:
 
 def categorical_columns(data: GroupData) -> list[int]:
     spec = data.spec
-    start = len(spec.lags) + 2 * len(spec.windows) + len(spec.numeric_exog)
+    start = spec.n_history_columns + len(spec.numeric_exog)
     cols = list(range(start, start + len(spec.categorical_exog)))
     if data.with_series:
         n_cal = data.panel.calendar.shape[1] if spec.calendar else 0
@@ -196,7 +196,7 @@ def predict_lightgbm(fitted: Fitted, data: GroupData, known: np.ndarray, rows: n
     panel, spec = data.panel, data.spec
     transform = fitted.state["transform"]
     padded, max_back = padded_grid(data.grid(known, forward(panel.y, transform)), spec)
-    n_lag = len(spec.lags) + 2 * len(spec.windows)
+    n_lag = spec.n_history_columns
     static = static_columns(panel, rows, spec, data.with_series)
     X = np.empty((len(rows), n_lag + static.shape[1]))
     X[:, n_lag:] = static
@@ -230,9 +230,10 @@ def step_forward(padded: np.ndarray, X: np.ndarray, series: np.ndarray, pos: np.
     (``predict_lightgbm``) and the what-if path of ``mm serve`` (``extras.whatif``) step here."""
     lags = np.asarray(spec.lags, dtype=np.int64)
     windows = list(spec.windows)
-    n_lag = len(lags) + 2 * len(windows)
+    n_lag = spec.n_history_columns
     out = np.empty(len(series))
-    if predict_row is not None and len(np.unique(periods)) == len(periods):
+    steps = np.unique(periods)
+    if predict_row is not None and len(steps) == len(periods):
         # one row a step (one series, say): the rows in period order, without grouping them per step
         for i in np.argsort(periods, kind="stable").tolist():
             s, at = int(series[i]), int(pos[i])
@@ -240,7 +241,7 @@ def step_forward(padded: np.ndarray, X: np.ndarray, series: np.ndarray, pos: np.
             out[i] = padded[s, at] = predict_row(X[i])
         return out
     backs = [np.arange(1, w + 1) for w in windows]
-    for p in np.unique(periods):
+    for p in steps:
         at = np.flatnonzero(periods == p)
         X[at, :n_lag] = step_features(padded, series[at], pos[at], spec, lags, backs)
         step = np.array([predict_row(X[at[0]])]) if len(at) == 1 and predict_row is not None else predict_rows(X[at])

@@ -89,7 +89,7 @@ class Prepared:
         padded, max_back = padded_grid(grid, fspec)
         last = last_periods(panel.series, panel.period, panel.n_series)
         iteration = fitted.state.get("num_boost_round")
-        n_features = len(fspec.lags) + 2 * len(fspec.windows) + panel.exog.shape[1] + (panel.calendar.shape[1] if fspec.calendar else 0) + int(data.with_series)
+        n_features = fspec.n_history_columns + panel.exog.shape[1] + (panel.calendar.shape[1] if fspec.calendar else 0) + int(data.with_series)
         return cls(
             meta=meta, spec=spec, features=fspec, with_series=data.with_series, nonnegative=data.nonnegative, transform=transform,
             first=data.first, max_back=max_back, padded=padded,
@@ -130,7 +130,7 @@ class Prepared:
         )
         if panel.n_series > self.padded.shape[0]:
             return None
-        n_lag = len(fspec.lags) + 2 * len(fspec.windows)
+        n_lag = fspec.n_history_columns
         # the design matrix of every future row (features.design_matrix's columns); lags filled per step
         calendar = self._calendar(future, panel.period) if fspec.calendar else None
         X = np.hstack([np.empty((len(future), n_lag)), static_columns(panel, np.arange(len(future)), fspec, self.with_series, calendar)])
