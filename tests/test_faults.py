@@ -138,7 +138,9 @@ def test_a_worker_that_dies_in_a_group_fails_that_group_only(tmp_path: Path, ste
     if step == "forecast":
         mm.train(config, engine="serial")
     env = {"PYTHONPATH": os.pathsep.join([str(hooks), os.environ.get("PYTHONPATH", "")]), "MM_TEST_POISON": f"{step}:c:{how}"}
-    done = run_cli(step, "-c", str(path), "--json", env=env)  # the real process pool, whose worker dies
+    # forecast --no-allow-reuse: the forecasts the train tasks staged would be adopted, and no worker would forecast
+    again_anew = ["--no-allow-reuse"] if step == "forecast" else []
+    done = run_cli(step, "-c", str(path), "--json", *again_anew, env=env)  # the real process pool, whose worker dies
     assert done.returncode == 3, done.stderr
     assert "Traceback" not in done.stderr
     result = json.loads(done.stdout)

@@ -23,6 +23,7 @@ from manymodels.steps.common import group_spec
 from manymodels.store.datastore import Datastore
 
 from .conftest import run_cli, write_config
+from .test_staged_forecasts import ADOPTED, decisions_of, made_anew, output_of
 
 STORES, BRANDS = 12, ("a", "b", "c")
 
@@ -166,6 +167,24 @@ def test_groups_choose_the_pool_that_learns_their_shared_price_response(pooled_r
     assert len(forecast) == 36 * 4 and forecast["Prediction"].notna().all()
     mine = forecast[(forecast["Store"] == row["Store"]) & (forecast["Brand"] == row["Brand"])]
     assert (mine["Prediction_q10"] < mine["Prediction_q90"]).all()  # the group's own backtest residuals of the pool
+
+
+def test_a_group_switched_to_its_pool_after_its_task_is_not_given_its_local_models_forecast(pooled_run):
+    config = mm.load_config(pooled_run)
+    store = Datastore(config.datastore)
+    runs = store.list_runs()
+    forecast_run = next(r for r in runs if r["step"] == "forecast")
+    models = pd.read_csv(store.output_path("training_output.csv")).set_index(["Store", "Brand"])
+    decisions = decisions_of(store, forecast_run["id"])
+    switched = models["model"].str.startswith("pooled_").to_numpy()
+    assert switched.sum() >= 30  # most groups chose a pool in the step, after their task staged a local forecast
+    labels = [f"Store={s},Brand={b}" for s, b in models.index]
+    adopted = decisions.loc[labels].str.startswith(ADOPTED).to_numpy()
+    assert not (adopted & switched).any()
+    assert adopted[~switched].all()
+    ours = output_of(store)
+    theirs, _ = made_anew(config)
+    pd.testing.assert_frame_equal(ours, theirs)
 
 
 def test_pooled_forecasts_follow_the_price(pooled_run):

@@ -242,7 +242,8 @@ def test_report_measures_each_groups_forecast_against_the_holdout_actuals(tmp_pa
     assert again.reused == 6 and again.forecast == 0  # reused forecasts are measured again, from their files
     reused = embedded(Path(mm.report(config).path).read_text(encoding="utf-8"))[0]
 
-    for data, decision in ((made, "forecast: no previous forecast"), (reused, "reused: unchanged")):
+    made_by_train = f"forecast: made by train run {result.train.run_id} with the model it had just fitted"  # staged by its train task
+    for data, decision in ((made, made_by_train), (reused, "reused: unchanged")):
         groups, summary = data["groups"], data["summary"]["forecast"]
         assert {groups["fc_decision"]["levels"][c] for c in groups["fc_decision"]["codes"]} == {decision}
         assert groups["fc"]["wape"] == pytest.approx([wape[label] for label in groups["label"]], rel=1e-3)

@@ -175,7 +175,8 @@ def fit_group(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None = None, 
     group's folds next to the local candidates (``meta['tuning']['pooled']``, for the step to
     choose with, see ``pooling``); a stored decision whose choice was a pool is that pool again.
     ``seeds``: a warm start for LightGBM's search (``Seeds``).
-    Returns a plain dict; ``model_text`` holds the LightGBM booster, if any.
+    Returns a plain dict; ``model_text`` holds the LightGBM booster, if any (``booster``: the
+    same booster in memory).
     """
     started = time.perf_counter()
     profiles = series_profiles(frame, spec)
@@ -271,6 +272,7 @@ def _fit(frame: pd.DataFrame, spec: GroupSpec, stored: dict | None, tune: bool, 
         "model_text": final.booster.model_to_string() if final.booster is not None else None,
         # the booster's gain per feature, for the step's importance (which would parse model_text again)
         "gain": final.booster.feature_importance(importance_type="gain").tolist() if final.booster is not None else None,
+        "booster": final.booster,  # the same, in memory, for the task's forecast of the group (tasks.stage_forecast)
         "metrics": decision["metrics"],
         "unscored": decision.get("unscored") or {},  # a decision stored by an older mm has none
         "n_backtest": decision.get("n_backtest", 0),

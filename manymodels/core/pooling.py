@@ -69,6 +69,11 @@ def is_blend(kind: str) -> bool:
     return kind == BLEND
 
 
+def is_local(kind: str) -> bool:
+    """A group's own model (fitted on its rows alone): neither a pool's nor a blend with pools."""
+    return not kind.startswith(POOL_PREFIX)
+
+
 def resolve_levels(setting: Any, group_columns: tuple[str, ...]) -> list[tuple[str, ...]]:
     """train.automl.pooling.levels as tuples. ``auto``: each group column alone when there are
     two or more (a brand's stores, a store's brands), and ``[]``, one model over every series."""

@@ -41,6 +41,7 @@ from ..core.metrics import history_scale, scores, unscored
 from ..core.models import Fitted
 from ..core.partitioning import BucketSpec
 from ..core.results import ForecastRow, Reason, Status, TrainRow
+from ..store import cache
 from ..store.datastore import Datastore
 from ..store.memory import release_memory
 from .engine import Batch
@@ -64,6 +65,8 @@ class TrainContext:
     run_id: str
     keep_versions: int
     deadline: float | None = None
+    forecast: ForecastContext | None = None  # set: each group's forecast is staged with its new model (stage_forecast)
+    forecast_config: str = ""  # the config part of the forecasts' fingerprints (cache.FORECAST)
 
     def row(self, item: dict, **outcome) -> TrainRow:
         """The row of ``item``'s group in this run."""
@@ -149,9 +152,11 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         meta["importance"] = importance(meta, result["model_text"], frame, ctx.spec, result.get("gain"))
     except Exception as exc:
         meta["importance"] = {"_error": f"{type(exc).__name__}: {exc}"}
-    store.write_model(key, version, meta, result["model_text"])
+    written = store.write_model(key, version, meta, result["model_text"])
     for old in versions[: max(0, len(versions) + 1 - ctx.keep_versions)]:
         store.remove_model(key, old)
+    if ctx.forecast is not None and pooling.is_local(result["model"]):  # a pool's model is not in memory here
+        stage_forecast(ctx, store, item, frame, json.loads(written), result.get("booster"))
     return ctx.row(
         item,
         status=Status.TRAINED,
@@ -171,6 +176,26 @@ def train_one(ctx: TrainContext, item: dict) -> TrainRow:
         duration_s=result["duration_s"],
         pool=pool_versions_text(meta),
     )
+
+
+def stage_forecast(ctx: TrainContext, store: Datastore, item: dict, history: pd.DataFrame, meta: dict, booster) -> None:
+    """``mm forecast``'s work for this group, done while its new model is in memory (the forecast
+    step would read the history again and parse the booster back): staged under the fingerprint
+    the forecast step computes, which adopts it if nothing it is made from changed in between.
+
+    ``meta`` is the metadata as stored (read back from its JSON text), so the forecast is the one
+    the forecast step would make from the files. Any failure leaves the work to the forecast step,
+    which reports it; the model stays trained."""
+    if not item.get("n_inference"):
+        return
+    version = meta["version"]
+    fingerprint = cache.fingerprint(cache.forecast_parts(item["fingerprint"], version, item["inference_hash"], item["train_hash"], ctx.forecast_config))
+    try:
+        inference, future = _inference(store, item["key"])
+        made = make_forecast(ctx.forecast, inference, future, history, meta, Fitted(meta["kind"], meta["state"], booster=booster), version)
+        store.stage_forecast(item["key"], fingerprint, made.table, {"model": meta["kind"], "fields": made.fields})
+    except Exception:
+        return
 
 
 def _already_fitted(ctx: TrainContext, store: Datastore, version: int, item: dict) -> TrainRow | None:
@@ -406,8 +431,7 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     store = _store(ctx.root)
     key, version = item["key"], int(item["model_version"])
     try:
-        inference = store.read_partition_table("inference", key)
-        future = inference.to_pandas(use_threads=False)  # a few KB (see Datastore.read_partition)
+        inference, future = _inference(store, key)
         # no train rows in this split (the model is from an earlier one): nothing to read, not a missing file
         history = store.read_partition("train", key) if item.get("n_train", 1) else future.iloc[0:0]
     except Exception as exc:
@@ -423,11 +447,40 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
     except OSError as exc:
         return ctx.failed(item, Reason.MODEL_UNREADABLE, f"model v{version} cannot be read: {exc}")
     try:
-        done = checked_forecast(history, future, meta, fitted, ctx.spec, ctx.cap_factor)
+        made = make_forecast(ctx, inference, future, history, meta, fitted, version)
+    except NoPrediction as exc:
+        return ctx.failed(item, Reason.NO_PREDICTION, str(exc))
     except Exception as exc:
         return ctx.failed(item, Reason.ERROR, f"{type(exc).__name__}: {exc}")
+    store.write_forecast(key, item["fingerprint"], made.table)
+    return ForecastRow.of_item(item, status=Status.FORECAST, **made.fields)
+
+
+def _inference(store: Datastore, key: str) -> tuple[pa.Table, pd.DataFrame]:
+    """A group's inference partition, as read (its columns go to the output) and as a frame."""
+    inference = store.read_partition_table("inference", key)
+    return inference, inference.to_pandas(use_threads=False)  # a few KB (see Datastore.read_partition)
+
+
+class NoPrediction(Exception):
+    """Some inference rows got no finite prediction (the message says which and why)."""
+
+
+@dataclass(frozen=True)
+class MadeForecast:
+    """A group's forecast table and its ``ForecastRow`` fields (the checks' findings, the measures)."""
+
+    table: pa.Table
+    fields: dict
+
+
+def make_forecast(ctx: ForecastContext, inference: pa.Table, future: pd.DataFrame, history: pd.DataFrame, meta: dict, fitted: Fitted, version: int) -> MadeForecast:
+    """The forecast of a group's inference rows with its model, checked and measured: what
+    ``mm forecast`` writes for it, whether it runs there or in the train task that fitted the
+    model (``stage_forecast``). Raises NoPrediction when some rows get no finite prediction."""
+    done = checked_forecast(history, future, meta, fitted, ctx.spec, ctx.cap_factor)
     if done.missing.any():
-        return ctx.failed(item, Reason.NO_PREDICTION, no_prediction(future, done.missing, meta, ctx.spec))
+        raise NoPrediction(no_prediction(future, done.missing, meta, ctx.spec))
     matrix, checks = done.matrix, done.checks
     steps = horizon_steps(history, future, ctx.spec, done.series)
     table = _forecast_table(inference, matrix, version, steps, ctx)
@@ -439,9 +492,8 @@ def forecast_one(ctx: ForecastContext, item: dict) -> ForecastRow:
         except Exception:  # drivers explain a forecast: they never cost the group its forecast (empty columns)
             explained = None
         table = with_drivers(table, explained, ctx.explain)
-    store.write_forecast(key, item["fingerprint"], table)
     found = {"n_out_of_range": checks.n_out_of_range, "n_capped": checks.n_capped, "checks": {"out_of_range": checks.out_of_range, "capped": checks.capped}}
-    return ForecastRow.of_item(item, status=Status.FORECAST, n_missing_prediction=0, **found, **measure_forecast(table, ctx))
+    return MadeForecast(table, {"n_missing_prediction": 0, **found, **measure_forecast(table, ctx)})
 
 
 def forecast_actuals(table: pa.Table, ctx: ForecastContext) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -129,18 +129,24 @@ def _forecast(s: Session, run_id: str | None) -> ForecastResult:
         run = Run(store, "forecast", config_fp, extra={"train_run_id": train_record["id"]}).begin()
         terminal.detail(f"forecast: using the models of train run {train_record['id']}")
         n_run = _plan(s, spool, train_record["id"], config_fp)
-        context = ForecastContext(
-            root=store.location,
-            spec=group_spec(config, manifest),
-            train_run_id=train_record["id"],
-            prediction_column=config.forecast.prediction_column,
-            quantile_columns=quantile_columns(config),
-            output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
-            cap_factor=config.forecast.cap_factor,
-            explain=config.forecast.explain,
-        )
+        context = forecast_context(config, store.location, manifest, train_record["id"])
         _run(s, spool, run, context, n_run)
         return _finish(s, run, spool, train_record, context, time.perf_counter() - started)
+
+
+def forecast_context(config: Config, root: str, manifest: dict, train_run_id: str) -> ForecastContext:
+    """How the groups are forecast with the models of ``train_run_id`` (also what its train
+    tasks stage forecasts with, see ``tasks.stage_forecast``)."""
+    return ForecastContext(
+        root=root,
+        spec=group_spec(config, manifest),
+        train_run_id=train_run_id,
+        prediction_column=config.forecast.prediction_column,
+        quantile_columns=quantile_columns(config),
+        output_columns=tuple(c for c in manifest["columns"] if c != PERIOD),
+        cap_factor=config.forecast.cap_factor,
+        explain=config.forecast.explain,
+    )
 
 
 def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
@@ -161,7 +167,7 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
                 _keep(spool, ForecastRow(**ident, status=Status.NO_MODEL, reason=Reason.NO_MODEL, error=f"no model in train run {train_run_id}: {why}"))
                 continue
             version = model.model_version
-            parts = cache.with_version({"model": f"{model.fingerprint}:{version}", "inference": g["inference_hash"], "history": g["train_hash"], "config": config_fp})
+            parts = cache.forecast_parts(model.fingerprint, version, g["inference_hash"], g["train_hash"], config_fp)
             fingerprint = cache.fingerprint(parts)
             exists = s.store.has_forecast(g["key"], fingerprint)
             decision = cache.decide(spool.get("previous", g["key"]), parts, s.allow_reuse, exists, "forecast")
@@ -171,10 +177,25 @@ def _plan(s: Session, spool: Spool, train_run_id: str, config_fp: str) -> int:
                 checked = {k: previous[k] for k in CHECK_FIELDS if k in previous}  # the same forecast: the same findings
                 _keep(spool, ForecastRow.from_dict({**ident, "status": Status.REUSED, "decision": f"reused: {decision.reason}", "fingerprint": fingerprint, "parts": parts, "model_version": version, **checked}))
                 continue
+            item = {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "n_train": int(g["n_train"])}
+            if _adopted(s, spool, item, model, train_run_id):
+                continue
             s.terminal.detail(f"{g['label']}: forecast, {decision.reason}")
-            spool.add("todo", {**ident, "model_version": version, "fingerprint": fingerprint, "parts": parts, "decision": f"forecast: {decision.reason}", "n_train": int(g["n_train"])})
+            spool.add("todo", {**item, "decision": f"forecast: {decision.reason}"})
             to_run += 1
     return to_run
+
+
+def _adopted(s: Session, spool: Spool, item: dict, model: TrainRow, train_run_id: str) -> bool:
+    """Adopt the forecast the train task staged for this group, if cache.decide_staged says so."""
+    staged = s.store.staged_forecast(item["key"], item["fingerprint"]) if s.allow_reuse else None  # not read in vain
+    decision = cache.decide_staged(staged, model.model, s.allow_reuse, train_run_id)
+    if not decision.reuse:
+        return False
+    s.store.adopt_staged_forecast(item["key"], item["fingerprint"])
+    s.terminal.detail(f"{item['label']}: forecast, {decision.reason}")
+    _keep(spool, ForecastRow.of_item(item, status=Status.FORECAST, decision=f"forecast: {decision.reason}", **staged["fields"]))
+    return True
 
 
 def _keep(spool: Spool, row: ForecastRow) -> None:

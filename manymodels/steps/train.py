@@ -38,6 +38,7 @@ from ..store.runs import GROUP_IDENTITY, GROUP_OUTCOME, GroupsTable, Run
 from ..store.spool import Spool
 from .accuracy import drifted_keys
 from .common import GroupsResult, group_spec, load_split
+from .forecast import forecast_context
 from .pools import (
     PoolPlan,
     choose_pools,
@@ -77,7 +78,7 @@ GROUPS_SCHEMA = pa.schema(
         ("pool", pa.string()),
     ]
 )
-SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash"]
+SPLIT_FIELDS = ["key", "label", "values", "n_train", "train_start", "train_end", "train_hash", "n_inference", "inference_hash"]
 NOT_SELECTED = "not selected: kept"  # the decision of a group outside --groups / --retry-failed
 
 
@@ -134,7 +135,15 @@ def _train(s: Session, group_specs: list[str], retry_failed: bool) -> TrainResul
             s.terminal.info("train: no failed groups to retry")
         if n_fit:
             _warn_if_auto_lacks_statistical_models(config, s.terminal)
-        context = TrainContext(store.location, group_spec(config, manifest), run.id, config.registry.keep_versions, _deadline(config))
+        context = TrainContext(
+            store.location,
+            group_spec(config, manifest),
+            run.id,
+            config.registry.keep_versions,
+            _deadline(config),
+            forecast=forecast_context(config, store.location, manifest, run.id),
+            forecast_config=cache.config_fingerprint(config, cache.FORECAST),
+        )
         plan = fit_pools(s, spool, run, context.spec, config_fp, digest(manifest["axis"])) if n_fit else PoolPlan([])
         _fit(s, spool, run, context, n_fit, plan)
         pooling = plan.summary() if plan.levels else {}
@@ -219,6 +228,10 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
                     "retune": _retune(automl.retune, g["key"], drifted),
                     "space": space,
                     "adopt": s.allow_reuse,
+                    # what the task's staged forecast is made from (tasks.stage_forecast)
+                    "train_hash": g["train_hash"],
+                    "n_inference": int(g["n_inference"]),
+                    "inference_hash": g["inference_hash"],
                 },
             )
             to_fit += 1

@@ -138,6 +138,13 @@ def with_version(parts: dict[str, Any]) -> dict[str, Any]:
     return {**parts, "version": __version__}
 
 
+def forecast_parts(model_fingerprint: str, model_version: int, inference_hash: str, history_hash: str, config_fp: str) -> dict[str, Any]:
+    """What a group's forecast is made from: its model (the train fingerprint and the version),
+    its inference and train partitions, the forecast config. The forecast step and the train
+    task that stages a forecast (``tasks.stage_forecast``) name it by these same parts."""
+    return with_version({"model": f"{model_fingerprint}:{model_version}", "inference": inference_hash, "history": history_hash, "config": config_fp})
+
+
 def decide(previous: dict | None, parts: dict[str, Any], allow_reuse: bool, artefact_ok: bool, what: str) -> Decision:
     """Reuse ``what`` only if an artefact made from exactly these ``parts`` exists.
 
@@ -156,6 +163,20 @@ def decide(previous: dict | None, parts: dict[str, Any], allow_reuse: bool, arte
     if previous.get("fingerprint") == fingerprint(parts):
         return Decision(False, f"{what} file missing")
     return Decision(False, explain_change(previous.get("parts") or {}, parts))
+
+
+def decide_staged(staged: dict | None, model: str, allow_reuse: bool, train_run_id: str) -> Decision:
+    """Adopt the forecast a train task staged (``tasks.stage_forecast``) for exactly these parts?
+
+    ``staged``: what the staged forecast of this fingerprint says of itself (None: there is
+    none). It is adopted only if it was made with ``model``, the model the train step kept:
+    the step may switch a group to a pooled model after its task (steps/pools.py), and the
+    staged forecast, made with the group's local model, is then not that model's."""
+    if not allow_reuse or staged is None:
+        return Decision(False, "nothing staged")
+    if staged.get("model") != model:
+        return Decision(False, f"staged with {staged.get('model')}, the train step kept {model}")
+    return Decision(True, f"made by train run {train_run_id} with the model it had just fitted")
 
 
 def explain_change(before: dict[str, Any], now: dict[str, Any]) -> str:

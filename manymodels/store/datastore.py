@@ -11,6 +11,8 @@
     <root>/models/<k2>/<key>/v<N>.json   model metadata (what the version is, what it was fitted from)
     <root>/models/<k2>/<key>/v<N>.lgb.txt.zst  the booster: LightGBM's own text format, zstd-compressed
     <root>/forecasts/<k2>/<key>/<fp>.parquet  the latest forecast of each group, named by its fingerprint
+    <root>/forecasts/<k2>/<key>/staged-<fp>.parquet  a forecast the train task made with the model it
+                                         had just fitted, for mm forecast to adopt (steps/forecast.py)
     <root>/hierarchy/errors/<k2>/<key>/<fp>.parquet  with a hierarchy: a node's in-sample forecast errors
                                          (steps/reconcile.py), named by the model and history they are from
     <root>/runs/<run_id>.json            run record (+ .groups.parquet, .journal.jsonl)
@@ -438,12 +440,15 @@ class Datastore:
             raise UpstreamMissing(f"no split in datastore {self.root}", "run 'mm split -c CONFIG' first") from None
 
     # models ---------------------------------------------------------------
-    def write_model(self, key: str, version: int, meta: dict, model_text: str | None) -> None:
+    def write_model(self, key: str, version: int, meta: dict, model_text: str | None) -> str:
+        """Write a model version; returns its metadata's JSON text (what a reader of it gets)."""
         # the booster first: metadata is what makes a version visible
         if model_text is not None:
             packed = pa.Codec(MODEL_CODEC, MODEL_LEVEL).compress(model_text.encode("utf-8"), asbytes=True)
             self.files.write(self._model_text(key, version), packed)
-        self.files.write(self._model_meta(key, version), json_text(meta).encode())
+        text = json_text(meta)
+        self.files.write(self._model_meta(key, version), text.encode())
+        return text
 
     def read_model_meta(self, key: str, version: int) -> dict:
         return json.loads(self.files.read(self._model_meta(key, version)))
@@ -544,10 +549,45 @@ class Datastore:
     def _write_replacing_folder(self, rel: str, table: pa.Table) -> None:
         """Write ``rel``, then delete every other file of its folder (one current version per folder)."""
         self.files.write(rel, parquet_bytes(table, small=True))
+        self._drop_others(rel)
+
+    def _drop_others(self, rel: str, prefix: str = "") -> None:
+        """Delete the files of ``rel``'s folder but ``rel`` (with ``prefix``: only those named so)."""
         folder, name = rel.rsplit("/", 1)
         for other in self.files.names(folder):
-            if other != name:
+            if other != name and other.startswith(prefix):
                 self.files.delete(f"{folder}/{other}")
+
+    STAGED = "staged-"
+    STAGED_KEY = b"mm_staged"  # a staged forecast's schema metadata: its model kind and ForecastRow fields (JSON)
+
+    @classmethod
+    def _staged_forecast(cls, key: str, fingerprint: str) -> str:
+        return f"forecasts/{key[:2]}/{key}/{cls.STAGED}{fingerprint}.parquet"
+
+    def stage_forecast(self, key: str, fingerprint: str, table: pa.Table, about: dict) -> None:
+        """Write a forecast made before mm forecast runs (``about``: what it needs to adopt it);
+        an older staged one is dropped, the group's current forecast kept."""
+        rel = self._staged_forecast(key, fingerprint)
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}), self.STAGED_KEY: json.dumps(about).encode()})  # as made (NaN metrics included)
+        self.files.write(rel, parquet_bytes(table, small=True))
+        self._drop_others(rel, self.STAGED)
+
+    def staged_forecast(self, key: str, fingerprint: str) -> dict | None:
+        """What the staged forecast of this fingerprint says of itself; None when there is none
+        (or it cannot be read: the forecast step then makes the forecast itself)."""
+        rel = self._staged_forecast(key, fingerprint)
+        try:
+            raw = pq.read_schema(self.files.source(rel)).metadata or {}
+            return json.loads(raw[self.STAGED_KEY])
+        except (OSError, KeyError, ValueError, pa.ArrowException):
+            return None
+
+    def adopt_staged_forecast(self, key: str, fingerprint: str) -> None:
+        """Make the staged forecast the group's forecast of this fingerprint (its other files go)."""
+        rel = self._forecast(key, fingerprint)
+        self.files.move(self._staged_forecast(key, fingerprint), rel)
+        self._drop_others(rel)
 
     def has_forecast(self, key: str, fingerprint: str) -> bool:
         return self.files.exists(self._forecast(key, fingerprint))

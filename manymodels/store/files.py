@@ -181,6 +181,9 @@ class FolderFiles:
     def delete(self, rel: str) -> None:
         unlink_quietly(self.root / rel)
 
+    def move(self, rel: str, to: str) -> None:
+        os.replace(self.root / rel, self.root / to)  # atomic: ``to`` is the old file or the new one
+
     def delete_tree(self, rel: str) -> None:
         shutil.rmtree(self.root / rel, ignore_errors=True)
 
@@ -259,6 +262,9 @@ class ObjectFiles:
             self.fs.rm_file(self._path(rel))
         except FileNotFoundError:
             pass
+
+    def move(self, rel: str, to: str) -> None:
+        self.fs.mv(self._path(rel), self._path(to))  # a copy (one PUT: ``to`` appears whole), then a delete
 
     def delete_tree(self, rel: str) -> None:
         try:
