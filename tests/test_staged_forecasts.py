@@ -7,6 +7,7 @@ stored files (``allow_reuse=False``): equal to the last bit, measures and checks
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +17,7 @@ import manymodels as mm
 from manymodels.config import load_config
 from manymodels.store.datastore import Datastore
 
-from .conftest import require_module, write_config
+from .conftest import write_config
 
 ADOPTED = "forecast: made by train run"
 MEASURED = ["n_actual", "metrics", "unscored", "below_quantile", "n_out_of_range", "n_capped", "checks", "n_missing_prediction"]
@@ -50,8 +51,8 @@ def _automl_config(tmp_path: Path, oj_csv: Path, candidates=("lightgbm", "linear
 
 @pytest.mark.parametrize("kind", ["lightgbm", "linear", "ensemble", "seasonal_naive", "ets"])
 def test_forecast_adopts_what_train_staged_and_it_equals_a_forecast_made_from_the_files(tmp_path: Path, oj_csv: Path, kind: str):
-    if kind == "ets":
-        require_module("statsforecast", "stats")
+    if kind == "ets" and not os.environ.get("MM_REQUIRE_STATS"):  # .ci/run sets it in its pandas-2 venv: a missing library fails there
+        pytest.importorskip("statsforecast", reason="statsforecast is not installed: pip install -e '.[stats]'")
     candidates = ["lightgbm", "linear", "ensemble"] if kind == "ensemble" else [kind]
     config = load_config(_automl_config(tmp_path, oj_csv, candidates))
     store = Datastore(config.datastore)
