@@ -71,7 +71,7 @@ def is_blend(kind: str) -> bool:
 
 def is_local(kind: str) -> bool:
     """A group's own model (fitted on its rows alone): neither a pool's nor a blend with pools."""
-    return not kind.startswith(POOL_PREFIX)
+    return not is_pooled(kind) and not is_blend(kind)
 
 
 def resolve_levels(setting: Any, group_columns: tuple[str, ...]) -> list[tuple[str, ...]]:

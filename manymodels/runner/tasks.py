@@ -189,7 +189,7 @@ def stage_forecast(ctx: TrainContext, store: Datastore, item: dict, history: pd.
     if not item.get("n_inference"):
         return
     version = meta["version"]
-    fingerprint = cache.fingerprint(cache.forecast_parts(item["fingerprint"], version, item["inference_hash"], item["train_hash"], ctx.forecast_config))
+    fingerprint = cache.fingerprint(cache.forecast_parts(item["fingerprint"], version, item["inference_hash"], item["parts"]["data"], ctx.forecast_config))
     try:
         inference, future = _inference(store, item["key"])
         made = make_forecast(ctx.forecast, inference, future, history, meta, Fitted(meta["kind"], meta["state"], booster=booster), version)

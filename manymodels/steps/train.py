@@ -228,8 +228,7 @@ def _plan(s: Session, spool: Spool, run: Run, selector: GroupSelector, retry_fai
                     "retune": _retune(automl.retune, g["key"], drifted),
                     "space": space,
                     "adopt": s.allow_reuse,
-                    # what the task's staged forecast is made from (tasks.stage_forecast)
-                    "train_hash": g["train_hash"],
+                    # what the task's staged forecast is made from besides its model (tasks.stage_forecast)
                     "n_inference": int(g["n_inference"]),
                     "inference_hash": g["inference_hash"],
                 },

@@ -172,7 +172,9 @@ def decide_staged(staged: dict | None, model: str, allow_reuse: bool, train_run_
     none). It is adopted only if it was made with ``model``, the model the train step kept:
     the step may switch a group to a pooled model after its task (steps/pools.py), and the
     staged forecast, made with the group's local model, is then not that model's."""
-    if not allow_reuse or staged is None:
+    if not allow_reuse:
+        return Decision(False, "allow_reuse is off")
+    if staged is None:
         return Decision(False, "nothing staged")
     if staged.get("model") != model:
         return Decision(False, f"staged with {staged.get('model')}, the train step kept {model}")

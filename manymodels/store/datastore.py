@@ -563,7 +563,8 @@ class Datastore:
 
     @classmethod
     def _staged_forecast(cls, key: str, fingerprint: str) -> str:
-        return f"forecasts/{key[:2]}/{key}/{cls.STAGED}{fingerprint}.parquet"
+        folder, name = cls._forecast(key, fingerprint).rsplit("/", 1)
+        return f"{folder}/{cls.STAGED}{name}"  # beside the forecast it becomes
 
     def stage_forecast(self, key: str, fingerprint: str, table: pa.Table, about: dict) -> None:
         """Write a forecast made before mm forecast runs (``about``: what it needs to adopt it);
